@@ -1,0 +1,519 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"github.com/rs/zerolog"
+
+	"github.com/rcsgate/rcsgate/agent/backend/sim"
+	"github.com/rcsgate/rcsgate/internal/pki"
+	"github.com/rcsgate/rcsgate/internal/wire"
+)
+
+const waitFor = 10 * time.Second
+
+// fakeServer is just enough of rcsgate's device channel to drive the agent:
+// it pairs with the one token it knows and hands every welcomed channel to
+// the test.
+type fakeServer struct {
+	t     *testing.T
+	ln    *quic.Listener
+	ca    *pki.CA
+	pin   [32]byte
+	token string
+	// reply answers Hello; nil means Welcome.
+	reply func(wire.Hello) wire.Msg
+	chans chan *peer
+}
+
+// peer is the server's view of one channel.
+type peer struct {
+	conn   *quic.Conn
+	stream *quic.Stream
+	hello  wire.Hello
+	msgs   chan wire.Msg // closed when the stream ends
+	wmu    sync.Mutex
+}
+
+func newFakeServer(t *testing.T, reply func(wire.Hello) wire.Msg) *fakeServer {
+	t.Helper()
+	dir := t.TempDir()
+	ca, err := pki.LoadOrCreateCA(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := pki.LoadOrCreateChannelCert(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, _ := pki.NewToken()
+	ln, err := quic.ListenAddr("127.0.0.1:0", &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{cert},
+		NextProtos:   []string{wire.ALPNChannel, wire.ALPNPair},
+		ClientAuth:   tls.VerifyClientCertIfGiven,
+		ClientCAs:    ca.Pool(),
+	}, &quic.Config{MaxIdleTimeout: 60 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &fakeServer{t: t, ln: ln, ca: ca, pin: pki.Pin(cert.Leaf), token: tok, reply: reply, chans: make(chan *peer, 16)}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(func() { cancel(); ln.Close() })
+	go func() {
+		for {
+			conn, err := ln.Accept(ctx)
+			if err != nil {
+				return
+			}
+			go s.serve(ctx, conn)
+		}
+	}()
+	return s
+}
+
+func (s *fakeServer) link() wire.PairLink {
+	return wire.PairLink{Addrs: []string{s.ln.Addr().String()}, Token: s.token, Pin: s.pin}
+}
+
+// closeGently lets the peer read what we wrote: it ends our side of the
+// stream and waits for the agent to close the connection before closing it.
+func closeGently(conn *quic.Conn, st *quic.Stream) {
+	_ = st.Close()
+	select {
+	case <-conn.Context().Done():
+	case <-time.After(5 * time.Second):
+	}
+	_ = conn.CloseWithError(0, "done")
+}
+
+func (s *fakeServer) serve(ctx context.Context, conn *quic.Conn) {
+	st, err := conn.AcceptStream(ctx)
+	if err != nil {
+		conn.CloseWithError(1, "no stream")
+		return
+	}
+	first, err := wire.ReadMsg(st)
+	if err != nil {
+		conn.CloseWithError(1, "bad first frame")
+		return
+	}
+	switch conn.ConnectionState().TLS.NegotiatedProtocol {
+	case wire.ALPNPair:
+		req, ok := first.(wire.PairRequest)
+		var resp wire.Msg = wire.Error{Code: "bad_token", Message: "unknown pairing token"}
+		if ok && req.Token == s.token {
+			der, id, err := s.ca.SignCSR(req.CSR, req.Name)
+			if err != nil {
+				resp = wire.Error{Code: "bad_csr", Message: err.Error()}
+			} else {
+				resp = wire.PairResponse{Cert: der, CA: s.ca.Cert.Raw, DeviceID: id.String()}
+			}
+		}
+		_ = wire.WriteMsg(st, resp)
+		closeGently(conn, st)
+	case wire.ALPNChannel:
+		hello, ok := first.(wire.Hello)
+		if !ok || len(conn.ConnectionState().TLS.PeerCertificates) == 0 {
+			conn.CloseWithError(1, "no hello or no client certificate")
+			return
+		}
+		id := pki.DeviceIDOfCert(conn.ConnectionState().TLS.PeerCertificates[0])
+		var r wire.Msg = wire.Welcome{Proto: wire.ProtocolVersion, DeviceID: id.String(), ServerMS: time.Now().UnixMilli()}
+		if s.reply != nil {
+			r = s.reply(hello)
+		}
+		_ = wire.WriteMsg(st, r)
+		if _, refused := r.(wire.Error); refused {
+			closeGently(conn, st)
+			return
+		}
+		p := &peer{conn: conn, stream: st, hello: hello, msgs: make(chan wire.Msg, 64)}
+		go func() {
+			defer close(p.msgs)
+			for {
+				m, err := wire.ReadMsg(st)
+				if err != nil {
+					return
+				}
+				p.msgs <- m
+			}
+		}()
+		s.chans <- p
+	}
+}
+
+func (s *fakeServer) nextChannel(t *testing.T) *peer {
+	t.Helper()
+	select {
+	case p := <-s.chans:
+		return p
+	case <-time.After(waitFor):
+		t.Fatal("agent did not connect")
+		return nil
+	}
+}
+
+func (p *peer) send(t *testing.T, m wire.Msg) {
+	t.Helper()
+	p.wmu.Lock()
+	defer p.wmu.Unlock()
+	if err := wire.WriteMsg(p.stream, m); err != nil {
+		t.Fatalf("server write %s: %v", m.FrameType(), err)
+	}
+}
+
+func (p *peer) next(t *testing.T) wire.Msg {
+	t.Helper()
+	select {
+	case m, ok := <-p.msgs:
+		if !ok {
+			t.Fatal("channel closed while waiting for a frame")
+		}
+		return m
+	case <-time.After(waitFor):
+		t.Fatal("no frame from agent")
+		return nil
+	}
+}
+
+func expect[T wire.Msg](t *testing.T, p *peer) T {
+	t.Helper()
+	m := p.next(t)
+	v, ok := m.(T)
+	if !ok {
+		var want T
+		t.Fatalf("got %s %+v, want %s", m.FrameType(), m, want.FrameType())
+	}
+	return v
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitFor)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+		time.Sleep(2 * time.Millisecond) // polling a condition, not synchronising by sleep
+	}
+}
+
+// syncBuffer collects logs from many goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func testLogger(t *testing.T) (zerolog.Logger, *syncBuffer) {
+	buf := &syncBuffer{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("agent log:\n%s", buf.String())
+		}
+	})
+	return zerolog.New(buf).Level(zerolog.DebugLevel).With().Timestamp().Logger(), buf
+}
+
+func TestPairing(t *testing.T) {
+	srv := newFakeServer(t, nil)
+	ctx := t.Context()
+
+	t.Run("wrong pin", func(t *testing.T) {
+		dir := filepath.Join(t.TempDir(), "state")
+		link := srv.link()
+		link.Pin[0] ^= 0xff
+		_, err := Pair(ctx, link, dir, PairOptions{})
+		if !errors.Is(err, ErrPinMismatch) {
+			t.Fatalf("got %v, want ErrPinMismatch", err)
+		}
+		if !strings.Contains(err.Error(), "server certificate does not match the pairing link's pin") {
+			t.Fatalf("error does not say why: %v", err)
+		}
+		if _, err := os.Stat(dir); !os.IsNotExist(err) {
+			t.Fatalf("a failed pairing must store nothing (stat: %v)", err)
+		}
+	})
+
+	t.Run("wrong token", func(t *testing.T) {
+		link := srv.link()
+		link.Token = strings.Repeat("x", 32)
+		_, err := Pair(ctx, link, t.TempDir(), PairOptions{})
+		var we wire.Error
+		if !errors.As(err, &we) || we.Code != "bad_token" {
+			t.Fatalf("got %v, want the server's bad_token error", err)
+		}
+	})
+
+	t.Run("first address that answers", func(t *testing.T) {
+		dir := t.TempDir()
+		link := srv.link()
+		link.Addrs = append([]string{"127.0.0.1:1"}, link.Addrs...) // nothing listens there
+		if _, err := Pair(ctx, link, dir, PairOptions{Name: "test phone", DialTimeout: time.Second}); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("success", func(t *testing.T) {
+		dir := t.TempDir()
+		id, err := Pair(ctx, srv.link(), dir, PairOptions{Name: "test phone"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		fi, err := os.Stat(filepath.Join(dir, KeyFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != 0o600 {
+			t.Fatalf("%s has mode %v, want 0600", KeyFile, fi.Mode().Perm())
+		}
+		for _, f := range []string{CertFile, CAFile, ServerFile} {
+			if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+				t.Fatalf("%s not stored: %v", f, err)
+			}
+		}
+		ident, err := LoadIdentity(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ident.DeviceID != id || ident.Pin != srv.pin || ident.Server.Addrs[0] != srv.ln.Addr().String() {
+			t.Fatalf("stored identity does not match: %+v", ident.Server)
+		}
+		var raw map[string]any
+		b, _ := os.ReadFile(filepath.Join(dir, ServerFile))
+		if err := json.Unmarshal(b, &raw); err != nil || raw["pin"] == nil || raw["addrs"] == nil {
+			t.Fatalf("server.json: %s", b)
+		}
+		if got, err := LoadDeviceID(dir); err != nil || got != id {
+			t.Fatalf("LoadDeviceID: %v %v", got, err)
+		}
+		if _, err := Pair(ctx, srv.link(), dir, PairOptions{}); !errors.Is(err, ErrAlreadyPaired) {
+			t.Fatalf("pairing over an identity: got %v, want ErrAlreadyPaired", err)
+		}
+	})
+}
+
+type runningAgent struct {
+	*Agent
+	sim  *sim.Sim
+	logs *syncBuffer
+	stop func()
+}
+
+func startAgent(t *testing.T, srv *fakeServer, onRetry func(time.Duration, error)) *runningAgent {
+	t.Helper()
+	dir := t.TempDir()
+	if _, err := Pair(t.Context(), srv.link(), dir, PairOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	log, logs := testLogger(t)
+	phone := sim.New(log)
+	a, err := New(Config{
+		StateDir: dir, Backend: phone, Log: log, Version: "test",
+		Backoff: &Backoff{Schedule: []time.Duration{5 * time.Millisecond, 10 * time.Millisecond, 20 * time.Millisecond}},
+		OnRetry: onRetry,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	stopped := false
+	stop := func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run returned %v on cancel, want nil", err)
+			}
+		case <-time.After(waitFor):
+			t.Error("Run did not return after cancel")
+		}
+		phone.Close()
+	}
+	t.Cleanup(stop)
+	return &runningAgent{Agent: a, sim: phone, logs: logs, stop: stop}
+}
+
+func TestChannel(t *testing.T) {
+	srv := newFakeServer(t, nil)
+	ra := startAgent(t, srv, nil)
+
+	p1 := srv.nextChannel(t)
+	if p1.hello.Proto != wire.ProtocolVersion || p1.hello.Backend != "sim" || p1.hello.Agent != "rcsgate-agent/test" {
+		t.Fatalf("hello: %+v", p1.hello)
+	}
+	waitUntil(t, "agent reports connected", ra.Connected)
+
+	// A message to the echo contact: Ack, then Status sent, and the echo
+	// comes back as an inbound message (it may overtake the ack).
+	p1.send(t, wire.Message{ID: "s1", Chat: sim.EchoNumber, Text: "hello echo", TSMS: 1})
+	var gotAck, gotStatus bool
+	var echo wire.Message
+	for !gotAck || !gotStatus || echo.ID == "" {
+		switch m := p1.next(t).(type) {
+		case wire.Ack:
+			if len(m.IDs) != 1 || m.IDs[0] != "s1" || gotAck {
+				t.Fatalf("unexpected ack %+v", m)
+			}
+			gotAck = true
+		case wire.Status:
+			if !gotAck {
+				t.Fatal("status before ack")
+			}
+			if m.ID != "s1" || m.State != wire.StateSent {
+				t.Fatalf("status %+v", m)
+			}
+			gotStatus = true
+		case wire.Message:
+			echo = m
+		default:
+			t.Fatalf("unexpected %s", m.FrameType())
+		}
+	}
+	if echo.Chat != sim.EchoNumber || echo.From != sim.EchoNumber || echo.Text != "hello echo" || echo.ID == "s1" {
+		t.Fatalf("echo: %+v", echo)
+	}
+	p1.send(t, wire.Ack{IDs: []string{echo.ID}})
+	waitUntil(t, "echo acked", func() bool { return ra.Pending() == 0 })
+
+	// A bad number fails for good: still acked, then Status failed.
+	p1.send(t, wire.Message{ID: "s2", Chat: "12345", Text: "x"})
+	if a := expect[wire.Ack](t, p1); a.IDs[0] != "s2" {
+		t.Fatalf("ack %+v", a)
+	}
+	if st := expect[wire.Status](t, p1); st.ID != "s2" || st.State != wire.StateFailed || st.Reason == "" {
+		t.Fatalf("status %+v", st)
+	}
+
+	// Ping is answered with the same values.
+	p1.send(t, wire.Ping{Nonce: 42, TSMS: 7})
+	if pong := expect[wire.Pong](t, p1); pong.Nonce != 42 || pong.TSMS != 7 {
+		t.Fatalf("pong %+v", pong)
+	}
+
+	// Two messages from a quiet contact; the server reads them but drops
+	// the connection before acking.
+	const quiet = "+15551234567"
+	if err := ra.sim.Inject(quiet, "are you there"); err != nil {
+		t.Fatal(err)
+	}
+	if err := ra.sim.Inject(quiet, "hello?"); err != nil {
+		t.Fatal(err)
+	}
+	in1, in2 := expect[wire.Message](t, p1), expect[wire.Message](t, p1)
+	if in1.Text != "are you there" || in2.Text != "hello?" || in1.From != quiet || in1.Chat != quiet {
+		t.Fatalf("inbound: %+v %+v", in1, in2)
+	}
+	_ = p1.conn.CloseWithError(0x10, "test drop")
+
+	// After the reconnect both come again, same ids, same order.
+	p2 := srv.nextChannel(t)
+	r1, r2 := expect[wire.Message](t, p2), expect[wire.Message](t, p2)
+	if r1.ID != in1.ID || r2.ID != in2.ID {
+		t.Fatalf("resent %q %q, want %q %q", r1.ID, r2.ID, in1.ID, in2.ID)
+	}
+	p2.send(t, wire.Ack{IDs: []string{r1.ID, r2.ID}})
+	waitUntil(t, "resent messages acked", func() bool { return ra.Pending() == 0 })
+
+	// The server sends s1 again (say it lost our ack): acked and status
+	// repeated, but the phone sends it only once.
+	p2.send(t, wire.Message{ID: "s1", Chat: sim.EchoNumber, Text: "hello echo", TSMS: 1})
+	if a := expect[wire.Ack](t, p2); a.IDs[0] != "s1" {
+		t.Fatalf("ack %+v", a)
+	}
+	if st := expect[wire.Status](t, p2); st.ID != "s1" || st.State != wire.StateSent {
+		t.Fatalf("status %+v", st)
+	}
+	p2.send(t, wire.Ping{Nonce: 1})
+	expect[wire.Pong](t, p2) // nothing (no second echo) came before it
+	n := 0
+	for _, s := range ra.sim.SentMessages() {
+		if s.ID == "s1" {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("s1 sent to the phone %d times, want 1", n)
+	}
+
+	ra.stop()
+	if ra.Connected() {
+		t.Fatal("still connected after stop")
+	}
+	logs := ra.logs.String()
+	if !strings.Contains(logs, `"connected"`) {
+		t.Fatalf("no connected log line")
+	}
+	for _, secret := range []string{"hello echo", "are you there", "hello?", quiet, sim.EchoNumber, srv.token} {
+		if strings.Contains(logs, secret) {
+			t.Fatalf("log contains %q", secret)
+		}
+	}
+}
+
+func TestRevokedRetriesAtCap(t *testing.T) {
+	srv := newFakeServer(t, func(wire.Hello) wire.Msg {
+		return wire.Error{Code: CodeRevoked, Message: "device revoked"}
+	})
+	type retry struct {
+		d   time.Duration
+		err error
+	}
+	retries := make(chan retry, 16)
+	ra := startAgent(t, srv, func(d time.Duration, err error) {
+		select {
+		case retries <- retry{d, err}:
+		default:
+		}
+	})
+	for i := 0; i < 2; i++ {
+		select {
+		case r := <-retries:
+			var we wire.Error
+			if !errors.As(r.err, &we) || we.Code != CodeRevoked {
+				t.Fatalf("retry %d after %v, want the revoked error", i, r.err)
+			}
+			if r.d != 20*time.Millisecond {
+				t.Fatalf("retry %d in %v, want the cap (20ms)", i, r.d)
+			}
+		case <-time.After(waitFor):
+			t.Fatal("agent did not retry")
+		}
+	}
+	if ra.Connected() {
+		t.Fatal("connected although revoked")
+	}
+	ra.stop()
+	if !strings.Contains(ra.logs.String(), "pair it again") {
+		t.Fatal("revocation not logged clearly")
+	}
+}

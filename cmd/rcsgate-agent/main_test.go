@@ -1,0 +1,180 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rcsgate/rcsgate/agent"
+	"github.com/rcsgate/rcsgate/agent/backend/sim"
+	"github.com/rcsgate/rcsgate/internal/pki"
+)
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func runCLI(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb lockedBuffer
+	code := run(t.Context(), args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestUsageAndErrors(t *testing.T) {
+	empty := t.TempDir()
+	tests := []struct {
+		args []string
+		code int
+		in   string // expected in stderr (or stdout for code 0)
+	}{
+		{nil, 2, "Usage:"},
+		{[]string{"frobnicate"}, 2, `unknown command "frobnicate"`},
+		{[]string{"-h"}, 0, "rcsgate-agent pair"},
+		{[]string{"pair", "-h"}, 0, "LINK"},
+		{[]string{"run", "-h"}, 0, "--control"},
+		{[]string{"sim", "inject", "-h"}, 0, "--from"},
+		{[]string{"pair"}, 2, "want exactly one pairing link"},
+		{[]string{"pair", "--nope", "x"}, 2, "flag provided but not defined"},
+		{[]string{"pair", "--state", empty, "rcsgate://pair?token=x"}, 1, "invalid pairing link"},
+		{[]string{"id", "--state", empty}, 1, "not paired yet"},
+		{[]string{"run", "--state", empty}, 1, "not paired yet"},
+		{[]string{"run", "--state", empty, "--backend", "android"}, 2, "unknown backend"},
+		{[]string{"sim"}, 2, "sim inject"},
+		{[]string{"sim", "inject", "--state", empty}, 2, "--from and --text are required"},
+		{[]string{"sim", "inject", "--state", empty, "--from", "+15551234567", "--text", "x"}, 1, "is `rcsgate-agent run` running"},
+	}
+	for _, tc := range tests {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			code, stdout, stderr := runCLI(t, tc.args...)
+			if code != tc.code {
+				t.Fatalf("exit %d, want %d\nstdout: %s\nstderr: %s", code, tc.code, stdout, stderr)
+			}
+			if !strings.Contains(stdout+stderr, tc.in) {
+				t.Fatalf("output lacks %q\nstdout: %s\nstderr: %s", tc.in, stdout, stderr)
+			}
+			if code == 1 && strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
+				t.Fatalf("error is not one line: %q", stderr)
+			}
+		})
+	}
+}
+
+// fakeIdentity writes what pairing would have written, for a server that
+// isn't there: enough for `run` to start and keep retrying.
+func fakeIdentity(t *testing.T, dir string) pki.DeviceID {
+	t.Helper()
+	ca, err := pki.LoadOrCreateCA(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := pki.NewDeviceKey()
+	csr, _ := pki.NewCSR(key)
+	der, id, err := ca.SignCSR(csr, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pki.WriteKeyPair(filepath.Join(dir, agent.CertFile), filepath.Join(dir, agent.KeyFile), der, key); err != nil {
+		t.Fatal(err)
+	}
+	pin := make([]byte, 32)
+	si, _ := json.Marshal(agent.ServerInfo{Addrs: []string{"127.0.0.1:9"}, Pin: base64.RawURLEncoding.EncodeToString(pin)})
+	if err := os.WriteFile(filepath.Join(dir, agent.ServerFile), si, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+func TestRunAndInject(t *testing.T) {
+	dir := t.TempDir()
+	id := fakeIdentity(t, dir)
+
+	if code, out, errOut := runCLI(t, "id", "--state", dir); code != 0 || strings.TrimSpace(out) != id.String() {
+		t.Fatalf("id: %d %q %q", code, out, errOut)
+	}
+
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var stderr lockedBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"run", "--state", dir, "--control", "127.0.0.1:0"}, &bytes.Buffer{}, &stderr)
+	}()
+
+	addrFile := filepath.Join(dir, agent.ControlAddrFile)
+	var addr string
+	deadline := time.Now().Add(10 * time.Second)
+	for addr == "" {
+		if b, err := os.ReadFile(addrFile); err == nil {
+			addr = strings.TrimSpace(string(b))
+		} else if time.Now().After(deadline) {
+			t.Fatalf("no %s; stderr:\n%s", agent.ControlAddrFile, stderr.String())
+		} else {
+			time.Sleep(5 * time.Millisecond) // polling for the file, not synchronising
+		}
+	}
+
+	if code, out, errOut := runCLI(t, "sim", "inject", "--state", dir, "--from", "+15551234567", "--text", "secret body"); code != 0 {
+		t.Fatalf("inject: %d %q %q", code, out, errOut)
+	}
+	if code, _, errOut := runCLI(t, "sim", "inject", "--control", addr, "--from", "nope", "--text", "x"); code != 1 || !strings.Contains(errOut, "from must be") {
+		t.Fatalf("bad inject: %d %q", code, errOut)
+	}
+
+	resp, err := http.Get("http://" + addr + "/v1/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h sim.Health
+	_ = json.NewDecoder(resp.Body).Decode(&h)
+	resp.Body.Close()
+	if h.Connected {
+		t.Fatal("connected to a server that does not exist")
+	}
+
+	cancel()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Fatalf("run exited %d on cancel; stderr:\n%s", code, stderr.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("run did not stop")
+	}
+	if _, err := os.Stat(addrFile); !os.IsNotExist(err) {
+		t.Fatalf("%s left behind", agent.ControlAddrFile)
+	}
+	logs := stderr.String()
+	for _, line := range strings.Split(strings.TrimSpace(logs), "\n") {
+		if !json.Valid([]byte(line)) {
+			t.Fatalf("log line is not JSON: %q", line)
+		}
+	}
+	if strings.Contains(logs, "secret body") || strings.Contains(logs, "+15551234567") {
+		t.Fatalf("logs leak a body or number:\n%s", logs)
+	}
+	if !strings.Contains(logs, id.Short()) {
+		t.Fatalf("logs do not name the device:\n%s", logs)
+	}
+}

@@ -1,0 +1,282 @@
+// Command rcsgate is the server daemon and its admin CLI.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/rcsgate/rcsgate/internal/connector"
+	"github.com/rcsgate/rcsgate/internal/gateway"
+	"github.com/rcsgate/rcsgate/internal/pki"
+	"github.com/rcsgate/rcsgate/internal/store"
+)
+
+const usage = `rcsgate — a Matrix bridge to RCS and SMS through your own phone
+
+Usage:
+  rcsgate init --state DIR --homeserver URL --domain NAME [--admin @you:NAME]
+                                   write DIR/config.yaml and DIR/registration.yaml
+  rcsgate serve [--config FILE]    run the bridge and the device channel
+  rcsgate registration [--config FILE]
+                                   print the appservice registration for the homeserver
+  rcsgate pair --user @you:NAME [--name NAME] [--ttl 10m] [--config FILE]
+                                   print a one-time pairing link for rcsgate-agent
+  rcsgate status [--config FILE]   list paired devices and their outbox depth
+
+The config file defaults to $RCSGATE_CONFIG, else ./rcsgate-state/config.yaml.
+Run "rcsgate COMMAND -h" for a command's flags.
+`
+
+// errUsage makes main exit 2 instead of 1.
+var errUsage = errors.New("usage")
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	switch {
+	case err == nil:
+	case errors.Is(err, errUsage) || errors.Is(err, flag.ErrHelp):
+		os.Exit(2)
+	default:
+		fmt.Fprintln(os.Stderr, "rcsgate:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errUsage
+	}
+	cmds := map[string]func(context.Context, []string, io.Writer, io.Writer) error{
+		"init": cmdInit, "serve": cmdServe, "registration": cmdRegistration, "pair": cmdPair, "status": cmdStatus,
+	}
+	cmd, ok := cmds[args[0]]
+	if !ok {
+		if args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+			fmt.Fprint(stdout, usage)
+			return nil
+		}
+		fmt.Fprintf(stderr, "rcsgate: unknown command %q\n\n%s", args[0], usage)
+		return errUsage
+	}
+	return cmd(ctx, args[1:], stdout, stderr)
+}
+
+func newFlags(name string, stderr io.Writer, summary string) *flag.FlagSet {
+	fs := flag.NewFlagSet("rcsgate "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: rcsgate %s [flags]\n%s\n\nFlags:\n", name, summary)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+func defaultConfigPath() string {
+	if p := os.Getenv("RCSGATE_CONFIG"); p != "" {
+		return p
+	}
+	return filepath.Join("rcsgate-state", "config.yaml")
+}
+
+func parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return errUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(fs.Output(), "unexpected argument %q\n", fs.Arg(0))
+		fs.Usage()
+		return errUsage
+	}
+	return nil
+}
+
+func cmdInit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("init", stderr, "Write a fresh config (with new secrets) and the appservice registration.")
+	var o gateway.InitOptions
+	fs.StringVar(&o.StateDir, "state", "rcsgate-state", "state directory (config, databases, keys)")
+	fs.StringVar(&o.HomeserverURL, "homeserver", "", "homeserver client-server URL, e.g. http://127.0.0.1:8008")
+	fs.StringVar(&o.Domain, "domain", "", "homeserver server name, e.g. example.org")
+	fs.StringVar(&o.ASListen, "appservice-listen", "127.0.0.1:29340", "where the homeserver reaches the bridge (TCP)")
+	fs.StringVar(&o.ChannelListen, "channel-listen", "127.0.0.1:4443", "where devices reach the bridge (UDP, QUIC)")
+	fs.StringVar(&o.Admin, "admin", "", "Matrix user id with admin rights on the bridge")
+	force := fs.Bool("force", false, "overwrite an existing config (new secrets: devices must pair again)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if o.HomeserverURL == "" || o.Domain == "" {
+		fmt.Fprintln(stderr, "--homeserver and --domain are required")
+		fs.Usage()
+		return errUsage
+	}
+	abs, err := filepath.Abs(o.StateDir)
+	if err != nil {
+		return err
+	}
+	o.StateDir = abs
+	cfgPath := filepath.Join(abs, "config.yaml")
+	if _, err := os.Stat(cfgPath); err == nil && !*force {
+		return fmt.Errorf("%s exists; use --force to replace it", cfgPath)
+	}
+	cfg, err := gateway.NewConfig(o)
+	if err != nil {
+		return err
+	}
+	if err := cfg.Save(cfgPath); err != nil {
+		return err
+	}
+	regPath := filepath.Join(abs, "registration.yaml")
+	if err := writeRegistration(cfg, regPath); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "Wrote %s and %s.\nAdd the registration to your homeserver's appservice config, then run: rcsgate serve --config %s\n", cfgPath, regPath, cfgPath)
+	return nil
+}
+
+func writeRegistration(cfg *gateway.Config, path string) error {
+	reg, err := cfg.Registration()
+	if err != nil {
+		return err
+	}
+	raw, err := reg.YAML()
+	if err != nil {
+		return fmt.Errorf("encode registration: %w", err)
+	}
+	return os.WriteFile(path, []byte(raw), 0o600)
+}
+
+func cmdRegistration(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("registration", stderr, "Print the appservice registration YAML for the homeserver.")
+	cfgPath := fs.String("config", defaultConfigPath(), "config file")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	cfg, err := gateway.LoadConfig(*cfgPath)
+	if err != nil {
+		return err
+	}
+	reg, err := cfg.Registration()
+	if err != nil {
+		return err
+	}
+	raw, err := reg.YAML()
+	if err != nil {
+		return err
+	}
+	_, err = io.WriteString(stdout, raw)
+	return err
+}
+
+func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("serve", stderr, "Run the bridge: appservice listener, bridge bot and device channel.")
+	cfgPath := fs.String("config", defaultConfigPath(), "config file")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	cfg, err := gateway.LoadConfig(*cfgPath)
+	if err != nil {
+		return err
+	}
+	log, err := gateway.NewLogger(stderr, cfg.LogLevel)
+	if err != nil {
+		return err
+	}
+	return gateway.Run(ctx, cfg, log, gateway.Listeners{}, nil)
+}
+
+func openStore(ctx context.Context, cfgPath string) (*gateway.Config, *store.Store, error) {
+	cfg, err := gateway.LoadConfig(cfgPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := store.Open(ctx, filepath.Join(cfg.StateDir, gateway.StoreFile))
+	if err != nil {
+		return nil, nil, err
+	}
+	return cfg, st, nil
+}
+
+func cmdPair(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("pair", stderr, "Print a one-time link that pairs a phone running rcsgate-agent with a Matrix user.")
+	cfgPath := fs.String("config", defaultConfigPath(), "config file")
+	user := fs.String("user", "", "Matrix user the phone will belong to, e.g. @alice:example.org")
+	name := fs.String("name", "phone", "a name for the device")
+	ttl := fs.Duration("ttl", 10*time.Minute, "how long the link works")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if len(*user) < 4 || (*user)[0] != '@' {
+		fmt.Fprintln(stderr, "--user must be a Matrix user id like @alice:example.org")
+		return errUsage
+	}
+	if *ttl <= 0 || *ttl > 24*time.Hour {
+		fmt.Fprintln(stderr, "--ttl must be between 1s and 24h")
+		return errUsage
+	}
+	cfg, st, err := openStore(ctx, *cfgPath)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	cert, err := pki.LoadOrCreateChannelCert(cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	link, _, err := connector.NewPairingLink(ctx, st, *user, *name, *ttl, cfg.Channel.PublicAddrs, pki.Pin(cert.Leaf))
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "On the phone, run within %s:\n  rcsgate-agent pair '<link>'\nThe link works once.\n", *ttl)
+	fmt.Fprintln(stdout, link)
+	return nil
+}
+
+func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("status", stderr, "List paired devices, when they were last seen and how many messages wait for them.")
+	cfgPath := fs.String("config", defaultConfigPath(), "config file")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	_, st, err := openStore(ctx, *cfgPath)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	devs, err := st.Devices(ctx)
+	if err != nil {
+		return err
+	}
+	if len(devs) == 0 {
+		fmt.Fprintln(stdout, "No paired devices. Pair one with: rcsgate pair --user @you:example.org")
+		return nil
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "DEVICE\tNAME\tOWNER\tSTATE\tLAST SEEN\tQUEUED")
+	for _, d := range devs {
+		state := "active"
+		if !d.Revoked.IsZero() {
+			state = "revoked"
+		}
+		seen := "never"
+		if !d.LastSeen.IsZero() {
+			seen = time.Since(d.LastSeen).Round(time.Second).String() + " ago"
+		}
+		depth, err := st.QueueDepth(ctx, d.ID)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\n", d.ID, d.Name, d.Owner, state, seen, depth)
+	}
+	return tw.Flush()
+}

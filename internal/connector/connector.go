@@ -1,0 +1,115 @@
+// Package connector is the bridgev2 network connector for "RCS via a paired
+// device": it turns wire messages into bridgev2 events and Matrix messages
+// into outbox entries. It is the only package that sees both Matrix and the
+// device channel.
+package connector
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base32"
+	"strings"
+	"sync"
+	"time"
+
+	"go.mau.fi/util/configupgrade"
+	"maunium.net/go/mautrix/bridgev2"
+	"maunium.net/go/mautrix/bridgev2/database"
+	"maunium.net/go/mautrix/bridgev2/networkid"
+
+	"github.com/rcsgate/rcsgate/internal/store"
+	"github.com/rcsgate/rcsgate/internal/wire"
+)
+
+// Channel is what the connector needs from the device channel.
+type Channel interface {
+	Enqueue(ctx context.Context, deviceID string, msg wire.Message) error
+	Connected(deviceID string) bool
+	Kick(deviceID, reason string)
+	Pin() [32]byte
+}
+
+// Config is the connector's part of the bridge configuration.
+type Config struct {
+	// IDKey keys the hash that turns phone numbers into ghost and portal
+	// ids, so Matrix ids and logs never carry a number.
+	IDKey []byte
+	// PairAddrs are the host:port pairs put in pairing links.
+	PairAddrs []string
+	// PairTTL bounds how long a pairing link works.
+	PairTTL time.Duration
+}
+
+// Connector implements bridgev2.NetworkConnector and devicechan.Handler.
+type Connector struct {
+	cfg   Config
+	store *store.Store
+	ch    Channel
+	br    *bridgev2.Bridge
+
+	mu      sync.Mutex
+	waiters map[string]chan *bridgev2.UserLogin // pairing token hash → login flow
+}
+
+var _ bridgev2.NetworkConnector = (*Connector)(nil)
+
+// New builds a connector. SetChannel must be called before Start.
+func New(cfg Config, st *store.Store) *Connector {
+	if cfg.PairTTL == 0 {
+		cfg.PairTTL = 10 * time.Minute
+	}
+	return &Connector{cfg: cfg, store: st, waiters: map[string]chan *bridgev2.UserLogin{}}
+}
+
+// SetChannel breaks the construction cycle: the channel needs the connector
+// as its handler and the connector needs the channel to send.
+func (c *Connector) SetChannel(ch Channel) { c.ch = ch }
+
+func (c *Connector) Init(br *bridgev2.Bridge)       { c.br = br }
+func (c *Connector) Start(ctx context.Context) error { return nil }
+
+func (c *Connector) GetName() bridgev2.BridgeName {
+	return bridgev2.BridgeName{
+		DisplayName:          "RCS",
+		NetworkURL:           "https://www.gsma.com/solutions-and-impact/technologies/networks/rcs/",
+		NetworkID:            "rcs",
+		BeeperBridgeType:     "rcsgate",
+		DefaultPort:          29340,
+		DefaultCommandPrefix: "!rcs",
+	}
+}
+
+func (c *Connector) GetDBMetaTypes() database.MetaTypes { return database.MetaTypes{} }
+
+func (c *Connector) GetCapabilities() *bridgev2.NetworkGeneralCapabilities {
+	return &bridgev2.NetworkGeneralCapabilities{}
+}
+
+// GetConfig: rcsgate renders its own config file, so there is no network
+// section for mxmain to upgrade.
+func (c *Connector) GetConfig() (string, any, configupgrade.Upgrader) { return "", nil, nil }
+
+func (c *Connector) GetBridgeInfoVersion() (int, int) { return 1, 1 }
+
+func (c *Connector) LoadUserLogin(ctx context.Context, login *bridgev2.UserLogin) error {
+	login.Client = &deviceClient{c: c, login: login, deviceID: string(login.ID)}
+	return nil
+}
+
+// opaqueID is the keyed hash standing for a phone number in Matrix ids.
+func (c *Connector) opaqueID(number string) string {
+	mac := hmac.New(sha256.New, c.cfg.IDKey)
+	mac.Write([]byte(number))
+	sum := mac.Sum(nil)
+	return strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(sum[:15]))
+}
+
+// contact records and returns the opaque id of a number.
+func (c *Connector) contact(ctx context.Context, number string) (networkid.UserID, error) {
+	oid := c.opaqueID(number)
+	if err := c.store.PutContact(ctx, oid, number); err != nil {
+		return "", err
+	}
+	return networkid.UserID(oid), nil
+}

@@ -1,0 +1,225 @@
+// Package devicechan is the server end of the device channel: QUIC with
+// mutual TLS, pairing, and a durable per-device outbox. It speaks
+// internal/wire and knows nothing of Matrix; the connector plugs in through
+// Handler.
+package devicechan
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"github.com/rs/zerolog"
+
+	"github.com/rcsgate/rcsgate/internal/pki"
+	"github.com/rcsgate/rcsgate/internal/store"
+	"github.com/rcsgate/rcsgate/internal/wire"
+)
+
+// Handler is what the bridge does with what devices send.
+type Handler interface {
+	// DevicePaired runs after a device has paired and been stored.
+	DevicePaired(ctx context.Context, dev store.Device, tokenHash string)
+	// HandleInbound must return nil only once msg is durably handled: the
+	// device deletes its copy when it gets our ack.
+	HandleInbound(ctx context.Context, dev string, msg wire.Message) error
+	// HandleStatus reports the fate of a message we sent to the phone.
+	HandleStatus(ctx context.Context, dev string, st wire.Status)
+	// DeviceState reports a device coming or going.
+	DeviceState(ctx context.Context, dev string, connected bool)
+}
+
+// QUIC error codes we close connections with.
+const (
+	codeOK        quic.ApplicationErrorCode = 0
+	codeProtocol  quic.ApplicationErrorCode = 1
+	codeRevoked   quic.ApplicationErrorCode = 2
+	codeReplaced  quic.ApplicationErrorCode = 3
+	codeShutdown  quic.ApplicationErrorCode = 4
+)
+
+// Tunables; a later issue makes them configurable.
+const (
+	sendWindow    = 256              // unacked messages in flight per device
+	pingInterval  = 15 * time.Second // app-level RTT probe, also keeps NAT state
+	idleTimeout   = 60 * time.Second
+	keepAlive     = 20 * time.Second
+	helloDeadline = 10 * time.Second
+)
+
+// Server accepts device connections.
+type Server struct {
+	store   *store.Store
+	ca      *pki.CA
+	cert    tls.Certificate
+	handler Handler
+	log     zerolog.Logger
+
+	mu       sync.Mutex
+	sessions map[string]*session
+}
+
+// New builds a server; call Serve to accept connections.
+func New(st *store.Store, ca *pki.CA, cert tls.Certificate, h Handler, log zerolog.Logger) *Server {
+	return &Server{store: st, ca: ca, cert: cert, handler: h, log: log, sessions: map[string]*session{}}
+}
+
+// Pin is what pairing links carry so agents trust this server only.
+func (s *Server) Pin() [32]byte { return pki.Pin(s.cert.Leaf) }
+
+func (s *Server) tlsConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{s.cert},
+		NextProtos:   []string{wire.ALPNChannel, wire.ALPNPair},
+		// Pairing comes without a client cert; the channel needs one. Chain
+		// checks happen here, revocation in VerifyConnection.
+		ClientAuth: tls.VerifyClientCertIfGiven,
+		ClientCAs:  s.ca.Pool(),
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if cs.NegotiatedProtocol != wire.ALPNChannel {
+				return nil
+			}
+			if len(cs.PeerCertificates) == 0 {
+				s.log.Warn().Str("reason", "no_client_cert").Msg("Refused device handshake")
+				return errors.New("rcsgate: a device certificate is required")
+			}
+			return s.checkDevice(cs.PeerCertificates[0])
+		},
+	}
+}
+
+func (s *Server) checkDevice(c *x509.Certificate) error {
+	id := pki.DeviceIDOfCert(c)
+	d, err := s.store.GetDevice(context.Background(), id.String())
+	switch {
+	case errors.Is(err, store.ErrNoDevice):
+		s.log.Warn().Str("device", id.Short()).Str("reason", "unknown_device").Msg("Refused device handshake")
+		return fmt.Errorf("rcsgate: unknown device")
+	case err != nil:
+		return fmt.Errorf("rcsgate: device lookup: %w", err)
+	case !d.Revoked.IsZero():
+		s.log.Warn().Str("device", id.Short()).Str("reason", "revoked").Msg("Refused device handshake")
+		return fmt.Errorf("rcsgate: device revoked")
+	}
+	return nil
+}
+
+// Listen starts accepting connections on pc (which may come from systemd)
+// and returns once the listener is up; the returned channel yields the accept
+// loop's end (nil when ctx ends).
+func (s *Server) Listen(ctx context.Context, pc net.PacketConn) (<-chan error, error) {
+	tr := &quic.Transport{Conn: pc}
+	ln, err := tr.Listen(s.tlsConfig(), &quic.Config{
+		MaxIdleTimeout:  idleTimeout,
+		KeepAlivePeriod: keepAlive,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("devicechan: listen: %w", err)
+	}
+	s.log.Info().Str("addr", pc.LocalAddr().String()).Msg("Device channel listening")
+	done := make(chan error, 1)
+	go func() {
+		defer ln.Close()
+		for {
+			conn, err := ln.Accept(ctx)
+			if err != nil {
+				if ctx.Err() != nil {
+					s.closeAll()
+					done <- nil
+					return
+				}
+				done <- fmt.Errorf("devicechan: accept: %w", err)
+				return
+			}
+			go s.handleConn(ctx, conn)
+		}
+	}()
+	return done, nil
+}
+
+func (s *Server) handleConn(ctx context.Context, conn *quic.Conn) {
+	switch conn.ConnectionState().TLS.NegotiatedProtocol {
+	case wire.ALPNPair:
+		s.handlePair(ctx, conn)
+	case wire.ALPNChannel:
+		s.handleChannel(ctx, conn)
+	default:
+		_ = conn.CloseWithError(codeProtocol, "unknown protocol")
+	}
+}
+
+func (s *Server) closeAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, sess := range s.sessions {
+		_ = sess.conn.CloseWithError(codeShutdown, "server shutting down")
+	}
+}
+
+// Revoke closes a device's live connection, if any; the store's revoked flag
+// keeps new handshakes out.
+func (s *Server) Kick(deviceID string, reason string) {
+	s.mu.Lock()
+	sess := s.sessions[deviceID]
+	s.mu.Unlock()
+	if sess != nil {
+		_ = sess.conn.CloseWithError(codeRevoked, reason)
+	}
+}
+
+// Notify wakes the sender of a device after something was enqueued.
+func (s *Server) Notify(deviceID string) {
+	s.mu.Lock()
+	sess := s.sessions[deviceID]
+	s.mu.Unlock()
+	if sess != nil {
+		sess.wake()
+	}
+}
+
+// Enqueue stores msg in the device's outbox and wakes its session.
+func (s *Server) Enqueue(ctx context.Context, deviceID string, msg wire.Message) error {
+	payload, err := wire.Encode(msg)
+	if err != nil {
+		return err
+	}
+	if err := s.store.Enqueue(ctx, deviceID, msg.ID, payload); err != nil {
+		return err
+	}
+	s.Notify(deviceID)
+	return nil
+}
+
+// SessionInfo is what `rcsgate status` shows of a live device.
+type SessionInfo struct {
+	DeviceID  string
+	Since     time.Time
+	LastSeen  time.Time
+	RTT       time.Duration
+	Remote    string
+}
+
+// Sessions lists connected devices.
+func (s *Server) Sessions() []SessionInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]SessionInfo, 0, len(s.sessions))
+	for id, sess := range s.sessions {
+		out = append(out, sess.info(id))
+	}
+	return out
+}
+
+// Connected reports whether a device has a live session.
+func (s *Server) Connected(deviceID string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sessions[deviceID] != nil
+}

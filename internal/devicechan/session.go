@@ -1,0 +1,238 @@
+package devicechan
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"github.com/rs/zerolog"
+
+	"github.com/rcsgate/rcsgate/internal/pki"
+	"github.com/rcsgate/rcsgate/internal/wire"
+)
+
+// session is one live device connection: a single control stream carrying
+// frames both ways, one reader goroutine and one sender goroutine.
+type session struct {
+	srv   *Server
+	conn  *quic.Conn
+	str   *quic.Stream
+	devID string
+	log   zerolog.Logger
+	since time.Time
+
+	writeMu sync.Mutex
+	wakeCh  chan struct{}
+
+	mu       sync.Mutex
+	lastSeen time.Time
+	rtt      time.Duration
+	inFlight int
+}
+
+func (s *session) wake() {
+	select {
+	case s.wakeCh <- struct{}{}:
+	default:
+	}
+}
+
+func (s *session) info(id string) SessionInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return SessionInfo{DeviceID: id, Since: s.since, LastSeen: s.lastSeen, RTT: s.rtt, Remote: s.conn.RemoteAddr().String()}
+}
+
+func (s *session) write(m wire.Msg) error {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	return wire.WriteMsg(s.str, m)
+}
+
+func (s *Server) handleChannel(ctx context.Context, conn *quic.Conn) {
+	certs := conn.ConnectionState().TLS.PeerCertificates
+	if len(certs) == 0 { // VerifyConnection already refused this; belt and braces
+		_ = conn.CloseWithError(codeProtocol, "no certificate")
+		return
+	}
+	devID := pki.DeviceIDOfCert(certs[0])
+	log := s.log.With().Str("device", devID.Short()).Logger()
+	hctx, cancel := context.WithTimeout(ctx, helloDeadline)
+	str, err := conn.AcceptStream(hctx)
+	cancel()
+	if err != nil {
+		log.Warn().Err(err).Msg("Device opened no control stream")
+		_ = conn.CloseWithError(codeProtocol, "no control stream")
+		return
+	}
+	_ = str.SetReadDeadline(time.Now().Add(helloDeadline))
+	m, err := wire.ReadMsg(str)
+	hello, ok := m.(wire.Hello)
+	if err != nil || !ok {
+		log.Warn().AnErr("error", err).Msg("Device sent no hello")
+		_ = wire.WriteMsg(str, wire.Error{Code: "protocol", Message: "expected hello"})
+		_ = conn.CloseWithError(codeProtocol, "expected hello")
+		return
+	}
+	_ = str.SetReadDeadline(time.Time{})
+	sess := &session{srv: s, conn: conn, str: str, devID: devID.String(), log: log,
+		since: time.Now(), lastSeen: time.Now(), wakeCh: make(chan struct{}, 1)}
+	if err := sess.write(wire.Welcome{Proto: wire.ProtocolVersion, DeviceID: sess.devID, ServerMS: time.Now().UnixMilli()}); err != nil {
+		_ = conn.CloseWithError(codeProtocol, "welcome failed")
+		return
+	}
+	// One session per device: a reconnect replaces a half-dead old one.
+	s.mu.Lock()
+	old := s.sessions[sess.devID]
+	s.sessions[sess.devID] = sess
+	s.mu.Unlock()
+	if old != nil {
+		_ = old.conn.CloseWithError(codeReplaced, "replaced by a new connection")
+	}
+	log.Info().Str("agent", hello.Agent).Str("backend", hello.Backend).Str("remote", conn.RemoteAddr().String()).Msg("Device connected")
+	_ = s.store.TouchDevice(ctx, sess.devID)
+	s.handler.DeviceState(ctx, sess.devID, true)
+
+	sctx, stop := context.WithCancel(conn.Context())
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); defer stop(); sess.sendLoop(sctx) }()
+	go func() { defer wg.Done(); defer stop(); sess.pingLoop(sctx) }()
+	err = sess.readLoop(sctx)
+	stop()
+	_ = conn.CloseWithError(codeOK, "")
+	wg.Wait()
+
+	s.mu.Lock()
+	current := s.sessions[sess.devID] == sess
+	if current {
+		delete(s.sessions, sess.devID)
+	}
+	s.mu.Unlock()
+	var appErr *quic.ApplicationError
+	switch {
+	case err == nil, errors.Is(err, io.EOF), errors.As(err, &appErr):
+		log.Info().Msg("Device disconnected")
+	default:
+		log.Warn().Err(err).Msg("Device connection lost")
+	}
+	if current {
+		s.handler.DeviceState(context.WithoutCancel(ctx), sess.devID, false)
+	}
+}
+
+func (s *session) readLoop(ctx context.Context) error {
+	for {
+		m, err := wire.ReadMsg(s.str)
+		if err != nil {
+			if errors.Is(err, wire.ErrMalformed) || errors.Is(err, wire.ErrUnknownType) ||
+				errors.Is(err, wire.ErrFrameTooLarge) || errors.Is(err, wire.ErrUnsupportedVersion) {
+				_ = s.write(wire.Error{Code: "protocol", Message: err.Error()})
+			}
+			return err
+		}
+		s.mu.Lock()
+		s.lastSeen = time.Now()
+		s.mu.Unlock()
+		switch m := m.(type) {
+		case wire.Message:
+			// Ack only what the bridge has durably handled; on error we stay
+			// silent and the device resends on its next connection.
+			if err := s.srv.handler.HandleInbound(ctx, s.devID, m); err != nil {
+				s.log.Warn().Err(err).Str("msg_id", m.ID).Msg("Inbound message not handled; device will resend")
+				continue
+			}
+			if err := s.write(wire.Ack{IDs: []string{m.ID}}); err != nil {
+				return err
+			}
+		case wire.Ack:
+			if err := s.srv.store.Acked(ctx, s.devID, m.IDs); err != nil {
+				return fmt.Errorf("store ack: %w", err)
+			}
+			s.mu.Lock()
+			s.inFlight = max(0, s.inFlight-len(m.IDs))
+			s.mu.Unlock()
+			s.wake()
+		case wire.Status:
+			s.srv.handler.HandleStatus(ctx, s.devID, m)
+		case wire.Ping:
+			if err := s.write(wire.Pong(m)); err != nil {
+				return err
+			}
+		case wire.Pong:
+			rtt := time.Since(time.UnixMilli(m.TSMS))
+			s.mu.Lock()
+			s.rtt = rtt
+			s.mu.Unlock()
+		default:
+			s.log.Warn().Stringer("type", m.FrameType()).Msg("Unexpected frame from device")
+		}
+	}
+}
+
+// sendLoop streams the outbox in order. A fresh session starts from the
+// beginning: anything unacked from the last connection goes out again with
+// its original id and the agent drops what it already has.
+func (s *session) sendLoop(ctx context.Context) {
+	var cursor int64
+	for {
+		s.mu.Lock()
+		room := sendWindow - s.inFlight
+		s.mu.Unlock()
+		if room > 0 {
+			items, err := s.srv.store.Pending(ctx, s.devID, cursor, room)
+			if err != nil {
+				if ctx.Err() == nil {
+					s.log.Error().Err(err).Msg("Reading outbox failed")
+				}
+				return
+			}
+			for _, it := range items {
+				if err := s.writeRaw(it.Payload); err != nil {
+					return
+				}
+				cursor = it.Seq
+			}
+			s.mu.Lock()
+			s.inFlight += len(items)
+			s.mu.Unlock()
+			if len(items) == room {
+				continue
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.wakeCh:
+		}
+	}
+}
+
+// writeRaw sends a frame already encoded in the outbox.
+func (s *session) writeRaw(frame []byte) error {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	_, err := s.str.Write(frame)
+	return err
+}
+
+func (s *session) pingLoop(ctx context.Context) {
+	t := time.NewTicker(pingInterval)
+	defer t.Stop()
+	var nonce uint64
+	for {
+		nonce++
+		if err := s.write(wire.Ping{Nonce: nonce, TSMS: time.Now().UnixMilli()}); err != nil {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

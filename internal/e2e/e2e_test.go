@@ -1,0 +1,133 @@
+// Package e2e runs the whole product as a user would: a real Dendrite, the
+// rcsgate daemon and a paired rcsgate-agent over real QUIC, driven by a
+// Matrix client.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/rcsgate/rcsgate/internal/harness"
+)
+
+func nonce(t *testing.T) string {
+	b := make([]byte, 6)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b)
+}
+
+func TestChatThroughBridge(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	st, err := harness.Up(ctx, harness.Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		st.Down()
+		if t.Failed() {
+			if d := os.Getenv("RCSGATE_KEEP_LOGS"); d != "" {
+				_ = os.WriteFile(filepath.Join(d, "rcsgate.log"), st.GatewayLog(), 0o644)
+				_ = os.WriteFile(filepath.Join(d, "agent.log"), st.AgentLog(), 0o644)
+			}
+			t.Logf("rcsgate log:\n%s", tailOf(st.GatewayLog()))
+			t.Logf("agent log:\n%s", tailOf(st.AgentLog()))
+		}
+	})
+	cli, err := harness.Login(ctx, st.Info.Homeserver, st.Info.UserID, st.Info.Password)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	step := func(name string) (context.Context, context.CancelFunc) {
+		t.Logf("step: %s", name)
+		return context.WithTimeout(ctx, 30*time.Second)
+	}
+
+	sctx, done := step("DM the bridge bot")
+	mgmt, err := cli.OpenDM(sctx, id.UserID(st.Info.BotUserID))
+	done()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	sctx, done = step("start-chat with the echo contact")
+	portal, ghost, err := cli.StartChat(sctx, mgmt, harness.EchoNumber)
+	done()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(ghost), "2025550100") {
+		t.Fatalf("ghost id %s carries the phone number", ghost)
+	}
+
+	hello := "hello " + nonce(t)
+	sctx, done = step("send text, get the echo from the ghost")
+	from := cli.Now()
+	if _, err := cli.SendText(sctx, portal, hello); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := cli.WaitEvent(sctx, from, cli.Message(portal, ghost, hello)); err != nil {
+		seen, stop := context.WithCancel(ctx)
+		stop()
+		cli.WaitEvent(seen, 0, func(e *event.Event) bool {
+			if e.RoomID == portal {
+				t.Logf("seen in portal: %s from %s", e.Type.Type, e.Sender)
+			}
+			return false
+		})
+		t.Fatalf("no echo from %s in %s: %v", ghost, portal, err)
+	}
+	done()
+
+	quiet := "+12025550123"
+	inbound := "are you there " + nonce(t)
+	sctx, done = step("a new number writes: a new portal appears with its message")
+	from = cli.Now()
+	if err := st.Inject(sctx, quiet, inbound); err != nil {
+		t.Fatal(err)
+	}
+	evt, _, err := cli.WaitEvent(sctx, from, cli.Message("", "", inbound))
+	done()
+	if err != nil {
+		t.Fatalf("injected message did not reach Matrix: %v", err)
+	}
+	if evt.RoomID == portal || evt.RoomID == mgmt {
+		t.Fatalf("message from a new number landed in an existing room %s", evt.RoomID)
+	}
+	if evt.Sender == ghost || !strings.HasPrefix(evt.Sender.Localpart(), "rcs_") {
+		t.Fatalf("message sent by %s, want a new ghost", evt.Sender)
+	}
+
+	// No body and no full number at the default log level, on either side.
+	st.Down()
+	for name, log := range map[string][]byte{"rcsgate": st.GatewayLog(), "agent": st.AgentLog()} {
+		if len(log) == 0 {
+			t.Fatalf("%s wrote no log: the check below would prove nothing", name)
+		}
+		for _, secret := range []string{hello, inbound, "2025550100", "2025550123"} {
+			if bytes.Contains(log, []byte(secret)) {
+				t.Errorf("%s log contains %q", name, secret)
+			}
+		}
+	}
+}
+
+func tailOf(b []byte) string {
+	if len(b) > 6000 {
+		b = b[len(b)-6000:]
+	}
+	return string(b)
+}

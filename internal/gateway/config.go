@@ -1,0 +1,176 @@
+// Package gateway assembles the rcsgate daemon: its config file, the bridgev2
+// bridge with our connector, the appservice HTTP listener and the device
+// channel.
+package gateway
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is rcsgate's config file. It holds secrets and is written 0600.
+type Config struct {
+	StateDir   string `yaml:"state_dir"`
+	Homeserver struct {
+		URL    string `yaml:"url"`
+		Domain string `yaml:"domain"`
+	} `yaml:"homeserver"`
+	Appservice struct {
+		Listen     string `yaml:"listen"` // host:port the homeserver pushes transactions to
+		ID         string `yaml:"id"`
+		Bot        string `yaml:"bot"`         // bot localpart
+		UserPrefix string `yaml:"user_prefix"` // ghost localpart prefix
+		ASToken    string `yaml:"as_token"`
+		HSToken    string `yaml:"hs_token"`
+	} `yaml:"appservice"`
+	Channel struct {
+		Listen      string   `yaml:"listen"`       // UDP host:port for QUIC
+		PublicAddrs []string `yaml:"public_addrs"` // what pairing links tell devices
+	} `yaml:"channel"`
+	// Permissions maps "*", a server name or a user id to relay|user|admin.
+	Permissions map[string]string `yaml:"permissions"`
+	IDKey       string            `yaml:"id_key"` // base64; keys opaque ghost ids
+	PairTTL     time.Duration     `yaml:"pair_ttl"`
+	LogLevel    string            `yaml:"log_level"`
+}
+
+// InitOptions are the few things `rcsgate init` needs from a person.
+type InitOptions struct {
+	StateDir      string
+	HomeserverURL string
+	Domain        string
+	ASListen      string
+	ChannelListen string
+	Admin         string // optional admin user id
+}
+
+// NewConfig fills a config with defaults and fresh secrets.
+func NewConfig(o InitOptions) (*Config, error) {
+	c := &Config{StateDir: o.StateDir, PairTTL: 10 * time.Minute, LogLevel: "info"}
+	c.Homeserver.URL, c.Homeserver.Domain = o.HomeserverURL, o.Domain
+	c.Appservice.Listen = or(o.ASListen, "127.0.0.1:29340")
+	c.Appservice.ID, c.Appservice.Bot, c.Appservice.UserPrefix = "rcsgate", "rcsbot", "rcs_"
+	c.Channel.Listen = or(o.ChannelListen, "127.0.0.1:4443")
+	c.Channel.PublicAddrs = []string{c.Channel.Listen}
+	c.Permissions = map[string]string{o.Domain: "user"}
+	if o.Admin != "" {
+		c.Permissions[o.Admin] = "admin"
+	}
+	for _, p := range []*string{&c.Appservice.ASToken, &c.Appservice.HSToken, &c.IDKey} {
+		s, err := randomString()
+		if err != nil {
+			return nil, err
+		}
+		*p = s
+	}
+	return c, c.Validate()
+}
+
+func or(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+func randomString() (string, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("random: %w", err)
+	}
+	return base64.RawURLEncoding.EncodeToString(b), nil
+}
+
+// Validate says, in one line per problem, what is wrong with a config.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if c.StateDir == "" {
+		bad("state_dir is empty")
+	}
+	if u, err := url.Parse(c.Homeserver.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		bad("homeserver.url %q is not an http(s) URL", c.Homeserver.URL)
+	}
+	if c.Homeserver.Domain == "" || strings.ContainsAny(c.Homeserver.Domain, "/@ ") {
+		bad("homeserver.domain %q is not a server name", c.Homeserver.Domain)
+	}
+	for name, addr := range map[string]string{"appservice.listen": c.Appservice.Listen, "channel.listen": c.Channel.Listen} {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			bad("%s %q is not host:port", name, addr)
+		}
+	}
+	if len(c.Appservice.ASToken) < 16 || len(c.Appservice.HSToken) < 16 {
+		bad("appservice tokens are missing or too short; run `rcsgate init` to generate them")
+	}
+	if c.Appservice.ID == "" || c.Appservice.Bot == "" || c.Appservice.UserPrefix == "" {
+		bad("appservice.id, appservice.bot and appservice.user_prefix must be set")
+	}
+	if k, err := base64.RawURLEncoding.DecodeString(c.IDKey); err != nil || len(k) < 16 {
+		bad("id_key must be at least 16 random bytes, base64url")
+	}
+	if len(c.Channel.PublicAddrs) == 0 {
+		bad("channel.public_addrs is empty: devices would not know where to connect")
+	}
+	for who, level := range c.Permissions {
+		switch level {
+		case "relay", "commands", "user", "admin":
+		default:
+			bad("permissions[%q] = %q: use relay, commands, user or admin", who, level)
+		}
+	}
+	if c.PairTTL <= 0 || c.PairTTL > 24*time.Hour {
+		bad("pair_ttl %s must be between 1s and 24h", c.PairTTL)
+	}
+	return errors.Join(errs...)
+}
+
+// LoadConfig reads and validates a config file.
+func LoadConfig(path string) (*Config, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	var c Config
+	dec := yaml.NewDecoder(strings.NewReader(string(raw)))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("parse config %s: %w", path, err)
+	}
+	if c.StateDir != "" && !filepath.IsAbs(c.StateDir) {
+		c.StateDir = filepath.Join(filepath.Dir(path), c.StateDir)
+	}
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return &c, nil
+}
+
+// Save writes the config with mode 0600 (it holds tokens).
+func (c *Config) Save(path string) error {
+	raw, err := yaml.Marshal(c)
+	if err != nil {
+		return fmt.Errorf("encode config: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("save config: %w", err)
+	}
+	if err := os.WriteFile(path, raw, 0o600); err != nil {
+		return fmt.Errorf("save config: %w", err)
+	}
+	return nil
+}
+
+func (c *Config) idKey() []byte {
+	k, _ := base64.RawURLEncoding.DecodeString(c.IDKey)
+	return k
+}

@@ -1,0 +1,241 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/template"
+	"time"
+
+	"github.com/rs/zerolog"
+	"go.mau.fi/util/dbutil"
+	_ "go.mau.fi/util/dbutil/litestream" // registers sqlite3-fk-wal
+	"go.mau.fi/util/exhttp"
+	"gopkg.in/yaml.v3"
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/appservice"
+	"maunium.net/go/mautrix/bridgev2"
+	"maunium.net/go/mautrix/bridgev2/bridgeconfig"
+	"maunium.net/go/mautrix/bridgev2/commands"
+	"maunium.net/go/mautrix/bridgev2/matrix"
+	"maunium.net/go/mautrix/bridgev2/matrix/mxmain"
+
+	"github.com/rcsgate/rcsgate/internal/connector"
+	"github.com/rcsgate/rcsgate/internal/devicechan"
+	"github.com/rcsgate/rcsgate/internal/pki"
+	"github.com/rcsgate/rcsgate/internal/redact"
+	"github.com/rcsgate/rcsgate/internal/store"
+)
+
+// Paths inside the state directory.
+const (
+	StoreFile  = "rcsgate.db"
+	BridgeFile = "bridge.db"
+)
+
+// NewLogger writes JSON lines through the number-masking writer.
+func NewLogger(w io.Writer, level string) (zerolog.Logger, error) {
+	lvl, err := zerolog.ParseLevel(or(level, "info"))
+	if err != nil {
+		return zerolog.Nop(), fmt.Errorf("log_level %q: %w", level, err)
+	}
+	return zerolog.New(redact.Writer{W: w}).Level(lvl).With().Timestamp().Logger(), nil
+}
+
+// bridgeConfig builds bridgev2's config from mxmain's own example (so every
+// default is upstream's) with our settings laid over it.
+func (c *Config) bridgeConfig(name bridgev2.BridgeName) (*bridgeconfig.Config, error) {
+	tmpl, err := template.New("example").Delims("$<<", ">>").Parse(mxmain.MatrixExampleConfigBase)
+	if err != nil {
+		return nil, fmt.Errorf("bridge config template: %w", err)
+	}
+	var buf bytes.Buffer
+	if err := tmpl.Execute(&buf, name); err != nil {
+		return nil, fmt.Errorf("bridge config template: %w", err)
+	}
+	var bc bridgeconfig.Config
+	if err := yaml.Unmarshal(buf.Bytes(), &bc); err != nil {
+		return nil, fmt.Errorf("bridge config defaults: %w", err)
+	}
+	host, port, _ := net.SplitHostPort(c.Appservice.Listen)
+	bc.Homeserver.Address = c.Homeserver.URL
+	bc.Homeserver.Domain = c.Homeserver.Domain
+	bc.Homeserver.Software = bridgeconfig.SoftwareStandard
+	bc.AppService.Address = "http://" + c.Appservice.Listen
+	bc.AppService.Hostname = host
+	fmt.Sscanf(port, "%d", &bc.AppService.Port)
+	bc.AppService.NoServer = true // we serve its router on our own listener
+	bc.AppService.ID = c.Appservice.ID
+	bc.AppService.Bot.Username = c.Appservice.Bot
+	bc.AppService.Bot.Displayname = "RCS bridge bot"
+	bc.AppService.Bot.Avatar = ""
+	bc.AppService.ASToken = c.Appservice.ASToken
+	bc.AppService.HSToken = c.Appservice.HSToken
+	bc.AppService.EphemeralEvents = false // Dendrite has no MSC2409
+	bc.AppService.UsernameTemplate = c.Appservice.UserPrefix + "{{.}}"
+	bc.Database.Type = "sqlite3-fk-wal"
+	bc.Database.URI = "file:" + filepath.Join(c.StateDir, BridgeFile) + "?_txlock=immediate"
+	bc.Database.MaxOpenConns, bc.Database.MaxIdleConns = 5, 1
+	perms := map[string]string{}
+	for k, v := range c.Permissions {
+		perms[k] = v
+	}
+	raw, _ := yaml.Marshal(perms)
+	if err := yaml.Unmarshal(raw, &bc.Bridge.Permissions); err != nil {
+		return nil, fmt.Errorf("permissions: %w", err)
+	}
+	// Handle each phone event to completion before acking it to the device.
+	bc.Bridge.PortalEventBuffer = 0
+	bc.Bridge.AsyncEvents = false
+	bc.Bridge.CommandPrefix = "!rcs"
+	bc.Matrix.MessageStatusEvents = true
+	bc.Matrix.MessageErrorNotices = true
+	bc.Matrix.FederateRooms = false
+	bc.Encryption.Allow = false
+	bc.Encryption.Default = false
+	secret, err := randomString()
+	if err != nil {
+		return nil, err
+	}
+	bc.Encryption.PickleKey = secret
+	bc.Provisioning.SharedSecret = "disable"
+	bc.PublicMedia.Enabled = false
+	bc.DirectMedia.Enabled = false
+	bc.Backfill.Enabled = false
+	bc.Bridge.Backfill = bc.Backfill
+	return &bc, nil
+}
+
+// Registration is the appservice registration the homeserver needs.
+func (c *Config) Registration() (*appservice.Registration, error) {
+	conn := connector.New(connector.Config{}, nil)
+	bc, err := c.bridgeConfig(conn.GetName())
+	if err != nil {
+		return nil, err
+	}
+	reg := bc.GenerateRegistration()
+	reg.AppToken, reg.ServerToken = c.Appservice.ASToken, c.Appservice.HSToken
+	reg.EphemeralEvents, reg.SoruEphemeralEvents = false, false
+	return reg, nil
+}
+
+// Listeners lets systemd (or a test) hand over sockets; nil means bind.
+type Listeners struct {
+	Appservice net.Listener
+	Channel    net.PacketConn
+}
+
+// Gateway is a running rcsgate.
+type Gateway struct {
+	cfg    *Config
+	log    zerolog.Logger
+	Store  *store.Store
+	Bridge *bridgev2.Bridge
+	Chan   *devicechan.Server
+	Conn   *connector.Connector
+}
+
+// Run starts everything and blocks until ctx ends or something fails.
+// ready, if set, is called once the bridge is serving.
+func Run(ctx context.Context, cfg *Config, log zerolog.Logger, ls Listeners, ready func(*Gateway)) error {
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return fmt.Errorf("state dir: %w", err)
+	}
+	st, err := store.Open(ctx, filepath.Join(cfg.StateDir, StoreFile))
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	ca, err := pki.LoadOrCreateCA(cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	chCert, err := pki.LoadOrCreateChannelCert(cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	conn := connector.New(connector.Config{IDKey: cfg.idKey(), PairAddrs: cfg.Channel.PublicAddrs, PairTTL: cfg.PairTTL}, st)
+	bc, err := cfg.bridgeConfig(conn.GetName())
+	if err != nil {
+		return err
+	}
+	db, err := dbutil.NewFromConfig("rcsgate", bc.Database, dbutil.ZeroLogger(log.With().Str("db_section", "main").Logger()))
+	if err != nil {
+		return fmt.Errorf("bridge database: %w", err)
+	}
+	defer db.Close()
+	// Dendrite v0.13.8 advertises spec versions up to v1.2 only.
+	matrix.MinSpecVersion = mautrix.SpecV12
+	mx := matrix.NewConnector(bc)
+	br := bridgev2.NewBridge("", db, log, &bc.Bridge, mx, conn, commands.NewProcessor)
+	ch := devicechan.New(st, ca, chCert, conn, log.With().Str("component", "devicechan").Logger())
+	conn.SetChannel(ch)
+
+	if ls.Appservice == nil {
+		if ls.Appservice, err = net.Listen("tcp", cfg.Appservice.Listen); err != nil {
+			return fmt.Errorf("appservice listener: %w", err)
+		}
+	}
+	if ls.Channel == nil {
+		if ls.Channel, err = net.ListenPacket("udp", cfg.Channel.Listen); err != nil {
+			return fmt.Errorf("device channel listener: %w", err)
+		}
+	}
+	httpSrv := &http.Server{
+		Handler:           exhttp.ApplyMiddleware(mx.AS.Router, mx.AS.Middleware...),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	errc := make(chan error, 2)
+	go func() {
+		if err := httpSrv.Serve(ls.Appservice); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("appservice HTTP: %w", err)
+		}
+	}()
+	log.Info().Str("addr", ls.Appservice.Addr().String()).Msg("Appservice listener ready")
+
+	if err := br.StartConnectors(ctx); err != nil {
+		return fmt.Errorf("start bridge: %w", err)
+	}
+	if err := br.StartLogins(ctx); err != nil {
+		return fmt.Errorf("start logins: %w", err)
+	}
+	br.PostStart(ctx)
+	chCtx, stopCh := context.WithCancel(ctx)
+	defer stopCh()
+	chDone, err := ch.Listen(chCtx, ls.Channel)
+	if err != nil {
+		return err
+	}
+	go func() {
+		if err := <-chDone; err != nil {
+			errc <- err
+		}
+	}()
+	gw := &Gateway{cfg: cfg, log: log, Store: st, Bridge: br, Chan: ch, Conn: conn}
+	log.Info().Strs("channel", cfg.Channel.PublicAddrs).Msg("rcsgate ready")
+	if ready != nil {
+		ready(gw)
+	}
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+	}
+	log.Info().Msg("Stopping")
+	stopCh()
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	_ = httpSrv.Shutdown(shutdownCtx)
+	br.StopWithTimeout(5 * time.Second)
+	return runErr
+}
+
+// IsAddrInUse helps callers give a clear message for a taken port.
+func IsAddrInUse(err error) bool { return err != nil && strings.Contains(err.Error(), "address already in use") }

@@ -1,0 +1,296 @@
+// Package harness brings up a whole rcsgate deployment on loopback — a real
+// homeserver, the rcsgate daemon and a paired rcsgate-agent with the
+// simulator — as real processes. The demo, the integration tests and the
+// benchmark all use it, so what the demo shows is what the tests check.
+package harness
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/rcsgate/rcsgate/internal/testpeer"
+)
+
+// EchoNumber is the simulator's contact that answers every message.
+const EchoNumber = "+12025550100"
+
+// Options configure a stack.
+type Options struct {
+	Dir        string // everything lives here
+	BinDir     string // rcsgate, rcsgate-agent and the homeserver's binaries
+	Homeserver string // "dendrite" (default); the harness is shaped for more
+	User       string // demo user localpart, default "demo"
+	Password   string // default: random
+	LogLevel   string // rcsgate's log level, default "info"
+}
+
+// Stack is a running deployment.
+type Stack struct {
+	Opts       Options
+	HS         testpeer.Homeserver
+	ConfigPath string
+	AgentState string
+	ControlURL string
+	Info       DemoInfo
+
+	gw    *proc
+	agent *proc
+}
+
+// DemoInfo is what a person (or a test) needs to log in; written to demo.json.
+type DemoInfo struct {
+	Homeserver string `json:"homeserver"`
+	UserID     string `json:"user_id"`
+	Password   string `json:"password"`
+	BotUserID  string `json:"bot_user_id"`
+	EchoNumber string `json:"echo_number"`
+	DeviceID   string `json:"device_id"`
+	ControlURL string `json:"agent_control_url"`
+}
+
+// Up starts everything; on error it stops what it started.
+func Up(ctx context.Context, o Options) (st *Stack, err error) {
+	if o.Homeserver == "" {
+		o.Homeserver = "dendrite"
+	}
+	if o.Homeserver != "dendrite" {
+		return nil, fmt.Errorf("harness: homeserver %q not supported yet", o.Homeserver)
+	}
+	if o.User == "" {
+		o.User = "demo"
+	}
+	if o.Password == "" {
+		o.Password = "demo-" + strconv.FormatInt(time.Now().UnixNano()%1e9, 36) + "-pass"
+	}
+	if o.BinDir == "" {
+		if o.BinDir, err = testpeer.FindBinDir(); err != nil {
+			return nil, err
+		}
+	}
+	for _, b := range []string{"rcsgate", "rcsgate-agent"} {
+		if _, err := os.Stat(filepath.Join(o.BinDir, b)); err != nil {
+			return nil, fmt.Errorf("harness: %s not found in %s (run `make build`): %w", b, o.BinDir, err)
+		}
+	}
+	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("harness: %w", err)
+	}
+	st = &Stack{Opts: o}
+	defer func() {
+		if err != nil {
+			st.Down()
+		}
+	}()
+	hsPort, err := testpeer.FreeLoopbackPort()
+	if err != nil {
+		return nil, err
+	}
+	asPort, err := testpeer.FreeLoopbackPort()
+	if err != nil {
+		return nil, err
+	}
+	chPort, err := freeUDPPort()
+	if err != nil {
+		return nil, err
+	}
+	const domain = "localhost"
+	hsURL := fmt.Sprintf("http://127.0.0.1:%d", hsPort)
+	userID := "@" + o.User + ":" + domain
+	gwState := filepath.Join(o.Dir, "rcsgate")
+	st.ConfigPath = filepath.Join(gwState, "config.yaml")
+	if _, err := os.Stat(st.ConfigPath); errors.Is(err, os.ErrNotExist) {
+		if out, err := st.run(ctx, "rcsgate", "init", "--state", gwState, "--homeserver", hsURL, "--domain", domain,
+			"--appservice-listen", fmt.Sprintf("127.0.0.1:%d", asPort),
+			"--channel-listen", fmt.Sprintf("127.0.0.1:%d", chPort), "--admin", userID); err != nil {
+			return nil, fmt.Errorf("harness: rcsgate init: %w: %s", err, out)
+		}
+	}
+	if o.LogLevel != "" {
+		if err := setLogLevel(st.ConfigPath, o.LogLevel); err != nil {
+			return nil, err
+		}
+	}
+	st.HS, err = testpeer.StartDendrite(ctx, testpeer.Options{
+		Dir: filepath.Join(o.Dir, "dendrite"), ServerName: domain, Port: hsPort,
+		AppserviceRegistrations: []string{filepath.Join(gwState, "registration.yaml")},
+	})
+	if err != nil {
+		return nil, err
+	}
+	if _, err := st.HS.RegisterUser(ctx, o.User, o.Password, false); err != nil {
+		return nil, fmt.Errorf("harness: register %s: %w", userID, err)
+	}
+	if err := st.StartGateway(ctx); err != nil {
+		return nil, err
+	}
+	out, err := st.run(ctx, "rcsgate", "pair", "--config", st.ConfigPath, "--user", userID, "--name", "demo-phone")
+	if err != nil {
+		return nil, fmt.Errorf("harness: rcsgate pair: %w: %s", err, out)
+	}
+	link := strings.TrimSpace(lastLine(out))
+	st.AgentState = filepath.Join(o.Dir, "agent")
+	if out, err := st.run(ctx, "rcsgate-agent", "pair", "--state", st.AgentState, "--name", "demo-phone", link); err != nil {
+		return nil, fmt.Errorf("harness: rcsgate-agent pair: %w: %s", err, out)
+	}
+	if err := st.StartAgent(ctx); err != nil {
+		return nil, err
+	}
+	devID, _ := st.run(ctx, "rcsgate-agent", "id", "--state", st.AgentState)
+	st.Info = DemoInfo{
+		Homeserver: hsURL, UserID: userID, Password: o.Password,
+		BotUserID: "@rcsbot:" + domain, EchoNumber: EchoNumber,
+		DeviceID: strings.TrimSpace(lastLine(devID)), ControlURL: st.ControlURL,
+	}
+	raw, _ := json.MarshalIndent(st.Info, "", "  ")
+	if err := os.WriteFile(filepath.Join(o.Dir, "demo.json"), append(raw, '\n'), 0o600); err != nil {
+		return nil, fmt.Errorf("harness: %w", err)
+	}
+	return st, nil
+}
+
+// StartGateway starts `rcsgate serve` and waits until it says it is ready.
+func (st *Stack) StartGateway(ctx context.Context) error {
+	p, err := st.start("rcsgate", filepath.Join(st.Opts.Dir, "rcsgate.log"), "serve", "--config", st.ConfigPath)
+	if err != nil {
+		return err
+	}
+	st.gw = p
+	return p.waitLog(ctx, `"rcsgate ready"`, 60*time.Second)
+}
+
+// StartAgent starts `rcsgate-agent run` and waits until its channel is up.
+func (st *Stack) StartAgent(ctx context.Context) error {
+	addrFile := filepath.Join(st.AgentState, "control.addr")
+	_ = os.Remove(addrFile)
+	p, err := st.start("rcsgate-agent", filepath.Join(st.Opts.Dir, "agent.log"),
+		"run", "--state", st.AgentState, "--backend", "sim", "--control", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	st.agent = p
+	return p.waitFor(ctx, 30*time.Second, func() (bool, error) {
+		raw, err := os.ReadFile(addrFile)
+		if err != nil {
+			return false, nil
+		}
+		st.ControlURL = "http://" + strings.TrimSpace(string(raw))
+		resp, err := http.Get(st.ControlURL + "/v1/healthz")
+		if err != nil {
+			return false, nil
+		}
+		defer resp.Body.Close()
+		var h struct{ Connected bool }
+		_ = json.NewDecoder(resp.Body).Decode(&h)
+		return h.Connected, nil
+	})
+}
+
+// KillGateway and KillAgent stop a process with SIGKILL (crash tests) or
+// SIGTERM.
+func (st *Stack) StopGateway(sig syscall.Signal) error { return st.gw.stop(sig) }
+func (st *Stack) StopAgent(sig syscall.Signal) error   { return st.agent.stop(sig) }
+
+// GatewayLog and AgentLog return what the processes logged so far.
+func (st *Stack) GatewayLog() []byte { b, _ := os.ReadFile(filepath.Join(st.Opts.Dir, "rcsgate.log")); return b }
+func (st *Stack) AgentLog() []byte   { b, _ := os.ReadFile(filepath.Join(st.Opts.Dir, "agent.log")); return b }
+
+// Down stops everything; safe to call twice.
+func (st *Stack) Down() {
+	if st.agent != nil {
+		_ = st.agent.stop(syscall.SIGTERM)
+	}
+	if st.gw != nil {
+		_ = st.gw.stop(syscall.SIGTERM)
+	}
+	if st.HS != nil {
+		_ = st.HS.Stop()
+	}
+}
+
+// Wait blocks until a process exits or ctx ends (the demo's main loop).
+func (st *Stack) Wait(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-st.gw.done:
+		return fmt.Errorf("rcsgate exited: %v", st.gw.err)
+	case <-st.agent.done:
+		return fmt.Errorf("rcsgate-agent exited: %v", st.agent.err)
+	}
+}
+
+// Inject makes a simulated contact send a message to the phone.
+func (st *Stack) Inject(ctx context.Context, from, text string) error {
+	body, _ := json.Marshal(map[string]string{"from": from, "text": text})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, st.ControlURL+"/v1/inject", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("inject: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusAccepted {
+		var b bytes.Buffer
+		_, _ = b.ReadFrom(resp.Body)
+		return fmt.Errorf("inject: HTTP %d: %s", resp.StatusCode, b.String())
+	}
+	return nil
+}
+
+func (st *Stack) bin(name string) string { return filepath.Join(st.Opts.BinDir, name) }
+
+func (st *Stack) run(ctx context.Context, name string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, st.bin(name), args...)
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	cmd.Stderr = &out
+	err := cmd.Run()
+	return out.String(), err
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
+}
+
+func freeUDPPort() (int, error) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("harness: free udp port: %w", err)
+	}
+	defer pc.Close()
+	return pc.LocalAddr().(*net.UDPAddr).Port, nil
+}
+
+func setLogLevel(cfgPath, level string) error {
+	raw, err := os.ReadFile(cfgPath)
+	if err != nil {
+		return err
+	}
+	var out []string
+	sc := bufio.NewScanner(bytes.NewReader(raw))
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "log_level:") {
+			line = "log_level: " + level
+		}
+		out = append(out, line)
+	}
+	return os.WriteFile(cfgPath, []byte(strings.Join(out, "\n")+"\n"), 0o600)
+}

@@ -1,0 +1,186 @@
+package harness
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+)
+
+// Client is a Matrix user for tests and benchmarks: it syncs in the
+// background, joins every room it is invited to, and lets callers wait for
+// events with a deadline instead of sleeping.
+type Client struct {
+	*mautrix.Client
+	stop context.CancelFunc
+	done chan struct{}
+
+	mu     sync.Mutex
+	events []*event.Event
+	notify chan struct{} // closed and replaced whenever an event arrives
+}
+
+// Login logs in with a password and starts syncing.
+func Login(ctx context.Context, hsURL, userID, password string) (*Client, error) {
+	cli, err := mautrix.NewClient(hsURL, "", "")
+	if err != nil {
+		return nil, err
+	}
+	_, err = cli.Login(ctx, &mautrix.ReqLogin{
+		Type:             mautrix.AuthTypePassword,
+		Identifier:       mautrix.UserIdentifier{Type: mautrix.IdentifierTypeUser, User: userID},
+		Password:         password,
+		StoreCredentials: true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("login %s: %w", userID, err)
+	}
+	c := &Client{Client: cli, notify: make(chan struct{}), done: make(chan struct{})}
+	syncer := cli.Syncer.(*mautrix.DefaultSyncer)
+	// A large timeline limit: a benchmark's burst must not be cut into a
+	// "limited" sync that skips events.
+	syncer.FilterJSON = &mautrix.Filter{Room: &mautrix.RoomFilter{Timeline: &mautrix.FilterPart{Limit: 1000}}}
+	syncer.OnEvent(func(ctx context.Context, evt *event.Event) {
+		if evt.Type == event.StateMember && evt.GetStateKey() == string(cli.UserID) &&
+			evt.Content.AsMember().Membership == event.MembershipInvite {
+			go func() { _, _ = cli.JoinRoomByID(context.WithoutCancel(ctx), evt.RoomID) }()
+		}
+		c.mu.Lock()
+		c.events = append(c.events, evt)
+		close(c.notify)
+		c.notify = make(chan struct{})
+		c.mu.Unlock()
+	})
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	c.stop = cancel
+	go func() {
+		defer close(c.done)
+		for sctx.Err() == nil {
+			if err := cli.SyncWithContext(sctx); err != nil && sctx.Err() == nil {
+				// Transient (homeserver restart in a crash test): sync again.
+				t := time.NewTimer(100 * time.Millisecond)
+				select {
+				case <-sctx.Done():
+				case <-t.C:
+				}
+			}
+		}
+	}()
+	return c, nil
+}
+
+// Close stops syncing.
+func (c *Client) Close() {
+	c.stop()
+	<-c.done
+}
+
+// Cursor is a position in the stream of events this client has seen.
+type Cursor int
+
+// Now returns the position after the last event seen so far.
+func (c *Client) Now() Cursor {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return Cursor(len(c.events))
+}
+
+// WaitEvent returns the first event at or after from that matches, waiting
+// until ctx's deadline. The returned cursor is just after the match.
+func (c *Client) WaitEvent(ctx context.Context, from Cursor, match func(*event.Event) bool) (*event.Event, Cursor, error) {
+	i := int(from)
+	for {
+		c.mu.Lock()
+		for ; i < len(c.events); i++ {
+			if match(c.events[i]) {
+				evt := c.events[i]
+				c.mu.Unlock()
+				return evt, Cursor(i + 1), nil
+			}
+		}
+		wait := c.notify
+		c.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return nil, Cursor(i), fmt.Errorf("waiting for a Matrix event: %w", context.Cause(ctx))
+		case <-wait:
+		}
+	}
+}
+
+// Message matches an m.room.message in room (any room if empty) from sender
+// (anyone else if empty) with the given body (any if empty).
+func (c *Client) Message(room id.RoomID, sender id.UserID, body string) func(*event.Event) bool {
+	return func(e *event.Event) bool {
+		if e.Type != event.EventMessage || (room != "" && e.RoomID != room) {
+			return false
+		}
+		if sender != "" && e.Sender != sender || sender == "" && e.Sender == c.UserID {
+			return false
+		}
+		_ = e.Content.ParseRaw(e.Type)
+		m := e.Content.AsMessage()
+		return body == "" || m.Body == body
+	}
+}
+
+// Joined matches the member event that shows user joined room (any room if empty).
+func Joined(room id.RoomID, user id.UserID) func(*event.Event) bool {
+	return func(e *event.Event) bool {
+		if e.Type != event.StateMember || e.GetStateKey() != string(user) || (room != "" && e.RoomID != room) {
+			return false
+		}
+		_ = e.Content.ParseRaw(e.Type)
+		return e.Content.AsMember().Membership == event.MembershipJoin
+	}
+}
+
+// OpenDM creates a direct chat with user and waits until they joined.
+func (c *Client) OpenDM(ctx context.Context, user id.UserID) (id.RoomID, error) {
+	from := c.Now()
+	resp, err := c.CreateRoom(ctx, &mautrix.ReqCreateRoom{
+		Invite: []id.UserID{user}, IsDirect: true, Preset: "trusted_private_chat",
+	})
+	if err != nil {
+		return "", fmt.Errorf("create DM with %s: %w", user, err)
+	}
+	if _, _, err := c.WaitEvent(ctx, from, Joined(resp.RoomID, user)); err != nil {
+		return "", fmt.Errorf("%s did not join the DM: %w", user, err)
+	}
+	return resp.RoomID, nil
+}
+
+// StartChat asks the bridge bot (in mgmt room) to open a portal to number
+// and returns the portal once this client has joined it.
+func (c *Client) StartChat(ctx context.Context, mgmt id.RoomID, number string) (id.RoomID, id.UserID, error) {
+	from := c.Now()
+	if _, err := c.SendText(ctx, mgmt, "start-chat "+number); err != nil {
+		return "", "", err
+	}
+	// The portal is the first room other than mgmt that we join.
+	evt, _, err := c.WaitEvent(ctx, from, func(e *event.Event) bool {
+		return e.RoomID != mgmt && Joined("", c.UserID)(e)
+	})
+	if err != nil {
+		return "", "", fmt.Errorf("no portal after start-chat: %w", err)
+	}
+	// The ghost may join just after us: wait for its join too.
+	room := evt.RoomID
+	gj, _, err := c.WaitEvent(ctx, from, func(e *event.Event) bool {
+		if e.Type != event.StateMember || e.RoomID != room {
+			return false
+		}
+		u := id.UserID(e.GetStateKey())
+		return u != c.UserID && !isBot(u) && Joined(room, u)(e)
+	})
+	if err != nil {
+		return "", "", fmt.Errorf("no ghost joined the portal: %w", err)
+	}
+	return room, id.UserID(gj.GetStateKey()), nil
+}
+
+func isBot(u id.UserID) bool { return u.Localpart() == "rcsbot" }

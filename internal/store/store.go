@@ -1,0 +1,329 @@
+// Package store keeps rcsgate's own state in SQLite: paired devices, pairing
+// tokens, the per-device outbox and the contact table. bridgev2's tables live
+// in a separate database; this one is small enough for the CLI to open while
+// the daemon runs (WAL, busy timeout).
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	_ "github.com/mattn/go-sqlite3" // SQLite driver "sqlite3"
+)
+
+// Store is rcsgate's own database.
+type Store struct {
+	db  *sql.DB
+	now func() time.Time
+}
+
+var migrations = []string{
+	`CREATE TABLE device (
+		id          TEXT PRIMARY KEY,  -- pki.DeviceID, dashed form
+		name        TEXT NOT NULL,
+		owner_mxid  TEXT NOT NULL,
+		cert_der    BLOB NOT NULL,
+		created_ms  INTEGER NOT NULL,
+		revoked_ms  INTEGER NOT NULL DEFAULT 0,
+		last_seen_ms INTEGER NOT NULL DEFAULT 0
+	);
+	CREATE TABLE pair_token (
+		hash       TEXT PRIMARY KEY,   -- pki.HashToken: the token itself is never stored
+		owner_mxid TEXT NOT NULL,
+		name       TEXT NOT NULL,
+		expires_ms INTEGER NOT NULL,
+		used_ms    INTEGER NOT NULL DEFAULT 0,
+		device_id  TEXT NOT NULL DEFAULT ''
+	);
+	CREATE TABLE outbox (
+		seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+		device_id  TEXT NOT NULL,
+		msg_id     TEXT NOT NULL,
+		payload    BLOB NOT NULL,
+		created_ms INTEGER NOT NULL,
+		UNIQUE (device_id, msg_id)
+	);
+	CREATE INDEX outbox_device ON outbox (device_id, seq);
+	CREATE TABLE contact (
+		opaque_id TEXT PRIMARY KEY,    -- keyed hash used as ghost and portal id
+		number    TEXT NOT NULL
+	);`,
+}
+
+// Open opens (and migrates) the database at path.
+func Open(ctx context.Context, path string) (*Store, error) {
+	dsn := fmt.Sprintf("file:%s?_journal_mode=WAL&_synchronous=FULL&_busy_timeout=10000&_foreign_keys=on&_txlock=immediate", path)
+	db, err := sql.Open("sqlite3", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	s := &Store{db: db, now: time.Now}
+	if err := s.migrate(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Store) Close() error { return s.db.Close() }
+
+func (s *Store) migrate(ctx context.Context) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("store: migrate: %w", err)
+	}
+	defer tx.Rollback()
+	var version int
+	if err := tx.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
+		return fmt.Errorf("store: read schema version: %w", err)
+	}
+	if version > len(migrations) {
+		return fmt.Errorf("store: database schema v%d is newer than this build (v%d): refusing to touch it", version, len(migrations))
+	}
+	for i := version; i < len(migrations); i++ {
+		if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
+			return fmt.Errorf("store: migration to v%d: %w", i+1, err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", len(migrations))); err != nil {
+		return fmt.Errorf("store: set schema version: %w", err)
+	}
+	return tx.Commit()
+}
+
+func (s *Store) ms() int64 { return s.now().UnixMilli() }
+
+// Token errors, told apart so the agent and the log can say which.
+var (
+	ErrTokenUnknown = errors.New("pairing token unknown")
+	ErrTokenUsed    = errors.New("pairing token already used")
+	ErrTokenExpired = errors.New("pairing token expired")
+)
+
+// AddPairToken records a one-time token (by hash) for owner.
+func (s *Store) AddPairToken(ctx context.Context, hash, owner, name string, ttl time.Duration) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO pair_token (hash, owner_mxid, name, expires_ms) VALUES (?, ?, ?, ?)`,
+		hash, owner, name, s.now().Add(ttl).UnixMilli())
+	if err != nil {
+		return fmt.Errorf("store: add pairing token: %w", err)
+	}
+	return nil
+}
+
+// PairToken is what a token grants.
+type PairToken struct {
+	Owner string
+	Name  string
+}
+
+// ConsumeToken marks a token used, atomically, so two devices racing with
+// the same token can't both pair.
+func (s *Store) ConsumeToken(ctx context.Context, hash string) (PairToken, error) {
+	var t PairToken
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return t, fmt.Errorf("store: %w", err)
+	}
+	defer tx.Rollback()
+	var expires, used int64
+	err = tx.QueryRowContext(ctx, `SELECT owner_mxid, name, expires_ms, used_ms FROM pair_token WHERE hash = ?`, hash).
+		Scan(&t.Owner, &t.Name, &expires, &used)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return t, ErrTokenUnknown
+	case err != nil:
+		return t, fmt.Errorf("store: read token: %w", err)
+	case used != 0:
+		return t, ErrTokenUsed
+	case s.ms() > expires:
+		return t, ErrTokenExpired
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE pair_token SET used_ms = ? WHERE hash = ?`, s.ms(), hash); err != nil {
+		return t, fmt.Errorf("store: use token: %w", err)
+	}
+	return t, tx.Commit()
+}
+
+// Device is a paired device.
+type Device struct {
+	ID        string
+	Name      string
+	Owner     string
+	CertDER   []byte
+	Created   time.Time
+	Revoked   time.Time // zero when active
+	LastSeen  time.Time
+}
+
+// AddDevice records a newly paired device.
+func (s *Store) AddDevice(ctx context.Context, d Device) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO device (id, name, owner_mxid, cert_der, created_ms) VALUES (?, ?, ?, ?, ?)
+		ON CONFLICT (id) DO UPDATE SET name = excluded.name, owner_mxid = excluded.owner_mxid, cert_der = excluded.cert_der, revoked_ms = 0`,
+		d.ID, d.Name, d.Owner, d.CertDER, s.ms())
+	if err != nil {
+		return fmt.Errorf("store: add device: %w", err)
+	}
+	return nil
+}
+
+// ErrNoDevice is returned for an id that was never paired.
+var ErrNoDevice = errors.New("no such device")
+
+func scanDevice(row interface{ Scan(...any) error }) (Device, error) {
+	var d Device
+	var created, revoked, seen int64
+	if err := row.Scan(&d.ID, &d.Name, &d.Owner, &d.CertDER, &created, &revoked, &seen); err != nil {
+		return d, err
+	}
+	d.Created = time.UnixMilli(created)
+	if revoked != 0 {
+		d.Revoked = time.UnixMilli(revoked)
+	}
+	if seen != 0 {
+		d.LastSeen = time.UnixMilli(seen)
+	}
+	return d, nil
+}
+
+const deviceCols = `id, name, owner_mxid, cert_der, created_ms, revoked_ms, last_seen_ms`
+
+// GetDevice loads one device.
+func (s *Store) GetDevice(ctx context.Context, id string) (Device, error) {
+	d, err := scanDevice(s.db.QueryRowContext(ctx, `SELECT `+deviceCols+` FROM device WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return d, ErrNoDevice
+	} else if err != nil {
+		return d, fmt.Errorf("store: get device: %w", err)
+	}
+	return d, nil
+}
+
+// Devices lists every device, newest first.
+func (s *Store) Devices(ctx context.Context) ([]Device, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+deviceCols+` FROM device ORDER BY created_ms DESC`)
+	if err != nil {
+		return nil, fmt.Errorf("store: list devices: %w", err)
+	}
+	defer rows.Close()
+	var out []Device
+	for rows.Next() {
+		d, err := scanDevice(rows)
+		if err != nil {
+			return nil, fmt.Errorf("store: list devices: %w", err)
+		}
+		out = append(out, d)
+	}
+	return out, rows.Err()
+}
+
+// TouchDevice records that a device was seen now.
+func (s *Store) TouchDevice(ctx context.Context, id string) error {
+	_, err := s.db.ExecContext(ctx, `UPDATE device SET last_seen_ms = ? WHERE id = ?`, s.ms(), id)
+	if err != nil {
+		return fmt.Errorf("store: touch device: %w", err)
+	}
+	return nil
+}
+
+// OutboxItem is one message waiting for a device's ack.
+type OutboxItem struct {
+	Seq     int64
+	MsgID   string
+	Payload []byte
+}
+
+// Enqueue appends a message for a device. The same msg_id twice is a no-op,
+// so a retried Matrix event can't become two phone messages.
+func (s *Store) Enqueue(ctx context.Context, deviceID, msgID string, payload []byte) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO outbox (device_id, msg_id, payload, created_ms) VALUES (?, ?, ?, ?)
+		ON CONFLICT (device_id, msg_id) DO NOTHING`, deviceID, msgID, payload, s.ms())
+	if err != nil {
+		return fmt.Errorf("store: enqueue: %w", err)
+	}
+	return nil
+}
+
+// Pending returns up to limit messages for a device with seq > after, in order.
+func (s *Store) Pending(ctx context.Context, deviceID string, after int64, limit int) ([]OutboxItem, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT seq, msg_id, payload FROM outbox WHERE device_id = ? AND seq > ? ORDER BY seq LIMIT ?`,
+		deviceID, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("store: pending: %w", err)
+	}
+	defer rows.Close()
+	var out []OutboxItem
+	for rows.Next() {
+		var it OutboxItem
+		if err := rows.Scan(&it.Seq, &it.MsgID, &it.Payload); err != nil {
+			return nil, fmt.Errorf("store: pending: %w", err)
+		}
+		out = append(out, it)
+	}
+	return out, rows.Err()
+}
+
+// Acked removes messages the device has stored.
+func (s *Store) Acked(ctx context.Context, deviceID string, msgIDs []string) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("store: ack: %w", err)
+	}
+	defer tx.Rollback()
+	for _, id := range msgIDs {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM outbox WHERE device_id = ? AND msg_id = ?`, deviceID, id); err != nil {
+			return fmt.Errorf("store: ack: %w", err)
+		}
+	}
+	return tx.Commit()
+}
+
+// QueueDepth counts messages waiting for a device.
+func (s *Store) QueueDepth(ctx context.Context, deviceID string) (int, error) {
+	var n int
+	err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM outbox WHERE device_id = ?`, deviceID).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("store: queue depth: %w", err)
+	}
+	return n, nil
+}
+
+// PutContact remembers which number an opaque id stands for.
+func (s *Store) PutContact(ctx context.Context, opaqueID, number string) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO contact (opaque_id, number) VALUES (?, ?) ON CONFLICT DO NOTHING`, opaqueID, number)
+	if err != nil {
+		return fmt.Errorf("store: put contact: %w", err)
+	}
+	return nil
+}
+
+// ErrNoContact means the opaque id was never seen.
+var ErrNoContact = errors.New("unknown contact")
+
+// Contact returns the number behind an opaque id.
+func (s *Store) Contact(ctx context.Context, opaqueID string) (string, error) {
+	var n string
+	err := s.db.QueryRowContext(ctx, `SELECT number FROM contact WHERE opaque_id = ?`, opaqueID).Scan(&n)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", ErrNoContact
+	} else if err != nil {
+		return "", fmt.Errorf("store: contact: %w", err)
+	}
+	return n, nil
+}
+
+// RevokeDevice marks a device revoked; new handshakes are refused from now on.
+func (s *Store) RevokeDevice(ctx context.Context, id string) error {
+	res, err := s.db.ExecContext(ctx, `UPDATE device SET revoked_ms = ? WHERE id = ? AND revoked_ms = 0`, s.ms(), id)
+	if err != nil {
+		return fmt.Errorf("store: revoke device: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		if _, err := s.GetDevice(ctx, id); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,99 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func open(t *testing.T) *Store {
+	t.Helper()
+	s, err := Open(context.Background(), filepath.Join(t.TempDir(), "rcsgate.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestTokens(t *testing.T) {
+	ctx := context.Background()
+	s := open(t)
+	clock := time.Unix(1_000_000, 0)
+	s.now = func() time.Time { return clock }
+	if err := s.AddPairToken(ctx, "h1", "@a:x", "phone", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddPairToken(ctx, "h2", "@a:x", "phone", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		hash    string
+		advance time.Duration
+		want    error
+	}{
+		{"first use", "h1", 0, nil},
+		{"reuse", "h1", 0, ErrTokenUsed},
+		{"unknown", "nope", 0, ErrTokenUnknown},
+		{"expired", "h2", 2 * time.Minute, ErrTokenExpired},
+	}
+	for _, tc := range tests {
+		clock = clock.Add(tc.advance)
+		tok, err := s.ConsumeToken(ctx, tc.hash)
+		if !errors.Is(err, tc.want) {
+			t.Fatalf("%s: got %v, want %v", tc.name, err, tc.want)
+		}
+		if err == nil && tok.Owner != "@a:x" {
+			t.Fatalf("%s: owner %q", tc.name, tok.Owner)
+		}
+	}
+}
+
+func TestOutboxOrderDedupeAck(t *testing.T) {
+	ctx := context.Background()
+	s := open(t)
+	for _, id := range []string{"a", "b", "a", "c"} {
+		if err := s.Enqueue(ctx, "dev", id, []byte(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	items, err := s.Pending(ctx, "dev", 0, 10)
+	if err != nil || len(items) != 3 || items[0].MsgID != "a" || items[2].MsgID != "c" {
+		t.Fatalf("pending = %+v, %v", items, err)
+	}
+	if err := s.Acked(ctx, "dev", []string{"a", "b"}); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := s.QueueDepth(ctx, "dev"); n != 1 {
+		t.Fatalf("depth %d, want 1", n)
+	}
+	rest, _ := s.Pending(ctx, "dev", items[0].Seq, 10)
+	if len(rest) != 1 || rest[0].MsgID != "c" {
+		t.Fatalf("rest = %+v", rest)
+	}
+}
+
+func TestDevicesAndContacts(t *testing.T) {
+	ctx := context.Background()
+	s := open(t)
+	if _, err := s.GetDevice(ctx, "x"); !errors.Is(err, ErrNoDevice) {
+		t.Fatalf("got %v", err)
+	}
+	if err := s.AddDevice(ctx, Device{ID: "x", Name: "n", Owner: "@a:x", CertDER: []byte{1}}); err != nil {
+		t.Fatal(err)
+	}
+	d, err := s.GetDevice(ctx, "x")
+	if err != nil || d.Owner != "@a:x" || !d.Revoked.IsZero() {
+		t.Fatalf("device %+v %v", d, err)
+	}
+	if _, err := s.Contact(ctx, "o"); !errors.Is(err, ErrNoContact) {
+		t.Fatalf("got %v", err)
+	}
+	_ = s.PutContact(ctx, "o", "+12025550100")
+	if n, err := s.Contact(ctx, "o"); err != nil || n != "+12025550100" {
+		t.Fatalf("contact %q %v", n, err)
+	}
+}

@@ -1,0 +1,343 @@
+package testpeer
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Dendrite binary names inside the bin dir.
+const (
+	dendriteBin       = "dendrite"
+	generateConfigBin = "generate-config"
+	generateKeysBin   = "generate-keys"
+)
+
+// Files Dendrite uses inside Options.Dir.
+const (
+	dendriteConfigFile = "dendrite.yaml"
+	dendriteKeyFile    = "matrix_key.pem"
+	dendriteLogFile    = "dendrite.log"
+)
+
+// Port collisions between FreeLoopbackPort and the child's bind are retried
+// this many times when the caller let us pick the port.
+const portAttempts = 3
+
+// Dendrite is a running Dendrite homeserver. StartDendrite returns it as a
+// Homeserver; the concrete type adds Dendrite-specific accessors.
+type Dendrite struct {
+	dir          string
+	configPath   string
+	serverName   string
+	url          string
+	sharedSecret string
+	client       *http.Client
+	proc         *process
+	startupTime  time.Duration
+}
+
+var _ Homeserver = (*Dendrite)(nil)
+
+// StartDendrite writes a config into opts.Dir, starts Dendrite on loopback
+// and returns once /_matrix/client/versions answers. ctx bounds only the
+// startup; the process runs until Stop.
+func StartDendrite(ctx context.Context, opts Options) (Homeserver, error) {
+	d, err := startDendrite(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+func startDendrite(ctx context.Context, opts Options) (*Dendrite, error) {
+	if opts.Dir == "" {
+		return nil, errors.New("testpeer: Options.Dir is required")
+	}
+	dir, err := filepath.Abs(opts.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("testpeer: state dir: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("testpeer: create state dir: %w", err)
+	}
+	serverName := opts.ServerName
+	if serverName == "" {
+		serverName = defaultServerName
+	}
+	timeout := opts.StartTimeout
+	if timeout <= 0 {
+		timeout = defaultStartTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	bins := map[string]string{}
+	for _, name := range []string{dendriteBin, generateConfigBin, generateKeysBin} {
+		if bins[name], err = findBinary(opts.BinDir, name); err != nil {
+			return nil, err
+		}
+	}
+
+	secret, err := randomHex(32)
+	if err != nil {
+		return nil, err
+	}
+	configPath, err := writeDendriteConfig(ctx, bins, dir, serverName, secret, opts.AppserviceRegistrations)
+	if err != nil {
+		return nil, err
+	}
+
+	d := &Dendrite{
+		dir:          dir,
+		configPath:   configPath,
+		serverName:   serverName,
+		sharedSecret: secret,
+		client:       newLoopbackClient(),
+	}
+	attempts := 1
+	if opts.Port == 0 {
+		attempts = portAttempts
+	}
+	for attempt := 1; ; attempt++ {
+		port := opts.Port
+		if port == 0 {
+			pick := opts.pickPort
+			if pick == nil {
+				pick = FreeLoopbackPort
+			}
+			if port, err = pick(); err != nil {
+				return nil, err
+			}
+		}
+		err = d.run(ctx, bins[dendriteBin], port)
+		if err == nil {
+			return d, nil
+		}
+		if attempt >= attempts || !errors.Is(err, errExitedEarly) ||
+			!strings.Contains(d.proc.logTail(), "address already in use") {
+			return nil, err
+		}
+	}
+}
+
+// run starts one Dendrite process on port and waits for readiness; on
+// failure the process is stopped and the error carries the log tail.
+func (d *Dendrite) run(ctx context.Context, bin string, port int) error {
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	args := []string{
+		"--config", d.configPath,
+		"--http-bind-address", addr,
+	}
+	started := time.Now()
+	proc, err := startProcess(bin, args, d.dir, filepath.Join(d.dir, dendriteLogFile))
+	if err != nil {
+		return err
+	}
+	d.proc = proc
+	d.url = "http://" + addr
+	if err := waitReady(ctx, d.client, proc, d.url+"/_matrix/client/versions"); err != nil {
+		stopErr := proc.stop()
+		return errors.Join(
+			fmt.Errorf("testpeer: dendrite on %s: %w\n--- tail of %s ---\n%s", addr, err, proc.logPath, proc.logTail()),
+			stopErr,
+		)
+	}
+	d.startupTime = time.Since(started)
+	return nil
+}
+
+// writeDendriteConfig generates a config with Dendrite's own tool and
+// rewrites the keys that make it a private, loopback-only test server.
+func writeDendriteConfig(ctx context.Context, bins map[string]string, dir, serverName, secret string, appservices []string) (string, error) {
+	keyPath := filepath.Join(dir, dendriteKeyFile)
+	// Reuse an existing key so a restarted server on the same Dir keeps the
+	// identity its databases were written with.
+	if _, err := os.Stat(keyPath); errors.Is(err, os.ErrNotExist) {
+		if _, err := runTool(ctx, dir, bins[generateKeysBin], "--private-key", keyPath); err != nil {
+			return "", err
+		}
+	} else if err != nil {
+		return "", fmt.Errorf("testpeer: stat key: %w", err)
+	}
+
+	raw, err := runTool(ctx, dir, bins[generateConfigBin], "-ci", "-dir", dir, "-server", serverName)
+	if err != nil {
+		return "", err
+	}
+	var cfg map[string]any
+	if err := yaml.Unmarshal(raw, &cfg); err != nil {
+		return "", fmt.Errorf("testpeer: parse generated dendrite config: %w", err)
+	}
+
+	asFiles := make([]any, 0, len(appservices))
+	for _, p := range appservices {
+		abs, err := filepath.Abs(p)
+		if err != nil {
+			return "", fmt.Errorf("testpeer: appservice registration %q: %w", p, err)
+		}
+		// Dendrite would fail later with a less obvious message.
+		if _, err := os.Stat(abs); err != nil {
+			return "", fmt.Errorf("testpeer: appservice registration: %w", err)
+		}
+		asFiles = append(asFiles, abs)
+	}
+
+	db := func(name string) string { return "file:" + filepath.Join(dir, "dendrite_"+name+".db") }
+	sets := []struct {
+		path  string
+		value any
+	}{
+		{"global.server_name", serverName},
+		{"global.private_key", keyPath},
+		{"global.disable_federation", true},
+		// Nothing may leave the machine.
+		{"global.trusted_third_party_id_servers", []any{}},
+		{"global.report_stats.enabled", false},
+		{"global.metrics.enabled", false},
+		{"global.sentry.enabled", false},
+		{"global.dns_cache.enabled", false},
+		// Avoid a surprise "_server" account and room in every test.
+		{"global.server_notices.enabled", false},
+		{"global.database.connection_string", ""},
+		{"global.jetstream.addresses", []any{}},
+		{"global.jetstream.in_memory", true},
+		{"global.jetstream.storage_path", filepath.Join(dir, "jetstream")},
+		{"client_api.registration_disabled", true},
+		{"client_api.registration_requires_token", false},
+		{"client_api.registration_shared_secret", secret},
+		{"client_api.enable_registration_captcha", false},
+		{"client_api.rate_limiting.enabled", false},
+		{"app_service_api.config_files", asFiles},
+		{"federation_api.database.connection_string", db("federationapi")},
+		{"federation_api.key_perspectives", []any{}},
+		{"key_server.database.connection_string", db("keyserver")},
+		{"media_api.database.connection_string", db("mediaapi")},
+		{"media_api.base_path", filepath.Join(dir, "media")},
+		{"room_server.database.connection_string", db("roomserver")},
+		{"sync_api.database.connection_string", db("syncapi")},
+		{"sync_api.search.index_path", filepath.Join(dir, "searchindex")},
+		{"user_api.account_database.connection_string", db("userapi")},
+		// Cheap password hashing: tests register many users.
+		{"user_api.bcrypt_cost", 4},
+		{"relay_api.database.connection_string", db("relayapi")},
+		{"mscs.database.connection_string", db("mscs")},
+		// Plain spec behaviour; -ci turns on experimental MSCs.
+		{"mscs.mscs", []any{}},
+		{"tracing.enabled", false},
+		{"logging", []any{map[string]any{"type": "std", "level": "info"}}},
+	}
+	for _, s := range sets {
+		if err := setPath(cfg, s.path, s.value); err != nil {
+			return "", fmt.Errorf("testpeer: dendrite config: %w", err)
+		}
+	}
+
+	out, err := yaml.Marshal(cfg)
+	if err != nil {
+		return "", fmt.Errorf("testpeer: encode dendrite config: %w", err)
+	}
+	configPath := filepath.Join(dir, dendriteConfigFile)
+	// 0600: the file holds the registration shared secret.
+	if err := os.WriteFile(configPath, out, 0o600); err != nil {
+		return "", fmt.Errorf("testpeer: write dendrite config: %w", err)
+	}
+	return configPath, nil
+}
+
+// setPath sets a dotted key in a YAML map, creating intermediate maps.
+func setPath(m map[string]any, path string, value any) error {
+	keys := strings.Split(path, ".")
+	for _, k := range keys[:len(keys)-1] {
+		next, ok := m[k]
+		if !ok || next == nil {
+			child := map[string]any{}
+			m[k] = child
+			m = child
+			continue
+		}
+		child, ok := next.(map[string]any)
+		if !ok {
+			return fmt.Errorf("%s: %q is a %T, not a map", path, k, next)
+		}
+		m = child
+	}
+	m[keys[len(keys)-1]] = value
+	return nil
+}
+
+// runTool runs a short-lived helper binary and returns its stdout.
+func runTool(ctx context.Context, dir, bin string, args ...string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Dir = dir
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout = &stdout
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("testpeer: %s %s: %w: %s", filepath.Base(bin), strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return stdout.Bytes(), nil
+}
+
+func randomHex(n int) (string, error) {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("testpeer: random secret: %w", err)
+	}
+	return hex.EncodeToString(b), nil
+}
+
+// Kind implements Homeserver.
+func (d *Dendrite) Kind() string { return "dendrite" }
+
+// URL implements Homeserver.
+func (d *Dendrite) URL() string { return d.url }
+
+// ServerName implements Homeserver.
+func (d *Dendrite) ServerName() string { return d.serverName }
+
+// LogPath implements Homeserver.
+func (d *Dendrite) LogPath() string { return d.proc.logPath }
+
+// Dir is the state directory.
+func (d *Dendrite) Dir() string { return d.dir }
+
+// ConfigPath is the generated dendrite.yaml.
+func (d *Dendrite) ConfigPath() string { return d.configPath }
+
+// SharedSecret is the registration shared secret, for callers that want to
+// drive /_synapse/admin/v1/register themselves.
+func (d *Dendrite) SharedSecret() string { return d.sharedSecret }
+
+// StartupTime is how long the last start took from exec to readiness.
+func (d *Dendrite) StartupTime() time.Duration { return d.startupTime }
+
+// RegisterUser implements Homeserver.
+func (d *Dendrite) RegisterUser(ctx context.Context, localpart, password string, admin bool) (string, error) {
+	acct, err := d.RegisterAccount(ctx, localpart, password, admin)
+	return acct.UserID, err
+}
+
+// RegisterAccount implements Homeserver.
+func (d *Dendrite) RegisterAccount(ctx context.Context, localpart, password string, admin bool) (Account, error) {
+	return registerSharedSecret(ctx, d.client, d.url, d.sharedSecret, localpart, password, admin)
+}
+
+// Stop implements Homeserver.
+func (d *Dendrite) Stop() error {
+	err := d.proc.stop()
+	d.client.CloseIdleConnections()
+	return err
+}

@@ -1,0 +1,256 @@
+package wire
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"unicode/utf8"
+)
+
+// Msg is any payload that travels in a frame.
+type Msg interface {
+	FrameType() Type
+	// Validate rejects values no honest peer sends, so handlers can trust
+	// what they get from ReadMsg.
+	Validate() error
+}
+
+// ProtocolVersion is the message-level protocol spoken over the frames.
+const ProtocolVersion = 1
+
+// Limits on fields, chosen well above what RCS allows so only abuse trips them.
+const (
+	MaxIDLen   = 128
+	MaxChatLen = 64
+	MaxTextLen = 64 << 10
+)
+
+// Hello opens a channel: who the agent is and what it can do.
+type Hello struct {
+	Proto    int      `json:"proto"`
+	Agent    string   `json:"agent"`             // agent build, e.g. "rcsgate-agent/0.1.0"
+	Backend  string   `json:"backend"`           // "sim", "smsgateway", ...
+	Features []string `json:"features,omitempty"`
+}
+
+// Welcome answers Hello.
+type Welcome struct {
+	Proto    int    `json:"proto"`
+	DeviceID string `json:"device_id"`
+	ServerMS int64  `json:"server_ms"`
+}
+
+// Message is one chat message. ID is the idempotency key: the sender picks it
+// once and every retry carries the same one, so receivers drop duplicates.
+type Message struct {
+	ID   string `json:"id"`
+	Chat string `json:"chat"`           // the other party's number (E.164) for a 1:1 chat
+	From string `json:"from,omitempty"` // sender's number on inbound messages; empty from Matrix
+	Text string `json:"text"`
+	TSMS int64  `json:"ts"` // unix milliseconds at the origin
+}
+
+// Ack says the receiver has durably stored these messages.
+type Ack struct {
+	IDs []string `json:"ids"`
+}
+
+// Delivery states reported by the phone for a message sent from Matrix.
+const (
+	StateSent      = "sent"
+	StateDelivered = "delivered"
+	StateRead      = "read"
+	StateFailed    = "failed"
+)
+
+// Status reports what happened to a message sent to the phone.
+type Status struct {
+	ID     string `json:"id"`
+	State  string `json:"state"`
+	Reason string `json:"reason,omitempty"`
+	TSMS   int64  `json:"ts"`
+}
+
+// Ping and Pong measure RTT and keep idle mappings open.
+type Ping struct {
+	Nonce uint64 `json:"n"`
+	TSMS  int64  `json:"ts"`
+}
+type Pong Ping
+
+// PairRequest carries a one-time token and a CSR whose key never left the device.
+type PairRequest struct {
+	Token string `json:"token"`
+	CSR   []byte `json:"csr"` // DER PKCS#10
+	Name  string `json:"name,omitempty"`
+}
+
+// PairResponse returns the signed device certificate.
+type PairResponse struct {
+	Cert     []byte `json:"cert"` // DER
+	CA       []byte `json:"ca"`   // DER of the device CA, for the agent's records
+	DeviceID string `json:"device_id"`
+}
+
+// Error is a refusal with a stable code for programs and a message for people.
+type Error struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func (Hello) FrameType() Type        { return TypeHello }
+func (Welcome) FrameType() Type      { return TypeWelcome }
+func (Message) FrameType() Type      { return TypeMessage }
+func (Ack) FrameType() Type          { return TypeAck }
+func (Status) FrameType() Type       { return TypeStatus }
+func (Ping) FrameType() Type         { return TypePing }
+func (Pong) FrameType() Type         { return TypePong }
+func (PairRequest) FrameType() Type  { return TypePairRequest }
+func (PairResponse) FrameType() Type { return TypePairResponse }
+func (Error) FrameType() Type        { return TypeError }
+
+func (h Hello) Validate() error {
+	if h.Proto < 1 {
+		return fmt.Errorf("%w: hello without protocol version", ErrMalformed)
+	}
+	return nil
+}
+func (w Welcome) Validate() error {
+	if w.Proto < 1 {
+		return fmt.Errorf("%w: welcome without protocol version", ErrMalformed)
+	}
+	return nil
+}
+func (m Message) Validate() error {
+	switch {
+	case m.ID == "" || len(m.ID) > MaxIDLen:
+		return fmt.Errorf("%w: message id length %d", ErrMalformed, len(m.ID))
+	case m.Chat == "" || len(m.Chat) > MaxChatLen:
+		return fmt.Errorf("%w: message chat length %d", ErrMalformed, len(m.Chat))
+	case len(m.From) > MaxChatLen:
+		return fmt.Errorf("%w: message sender length %d", ErrMalformed, len(m.From))
+	case len(m.Text) > MaxTextLen:
+		return fmt.Errorf("%w: message text of %d bytes", ErrMalformed, len(m.Text))
+	case !utf8.ValidString(m.Text):
+		return fmt.Errorf("%w: message text is not UTF-8", ErrMalformed)
+	}
+	return nil
+}
+func (a Ack) Validate() error {
+	if len(a.IDs) == 0 {
+		return fmt.Errorf("%w: empty ack", ErrMalformed)
+	}
+	for _, id := range a.IDs {
+		if id == "" || len(id) > MaxIDLen {
+			return fmt.Errorf("%w: ack id length %d", ErrMalformed, len(id))
+		}
+	}
+	return nil
+}
+func (s Status) Validate() error {
+	if s.ID == "" || len(s.ID) > MaxIDLen {
+		return fmt.Errorf("%w: status id length %d", ErrMalformed, len(s.ID))
+	}
+	switch s.State {
+	case StateSent, StateDelivered, StateRead, StateFailed:
+		return nil
+	}
+	return fmt.Errorf("%w: unknown delivery state %q", ErrMalformed, s.State)
+}
+func (Ping) Validate() error { return nil }
+func (Pong) Validate() error { return nil }
+func (p PairRequest) Validate() error {
+	if p.Token == "" || len(p.CSR) == 0 {
+		return fmt.Errorf("%w: pair request needs a token and a CSR", ErrMalformed)
+	}
+	return nil
+}
+func (p PairResponse) Validate() error {
+	if len(p.Cert) == 0 || p.DeviceID == "" {
+		return fmt.Errorf("%w: pair response needs a certificate and a device id", ErrMalformed)
+	}
+	return nil
+}
+func (e Error) Validate() error {
+	if e.Code == "" {
+		return fmt.Errorf("%w: error without code", ErrMalformed)
+	}
+	return nil
+}
+
+// Error makes a refusal usable as a Go error on the receiving side.
+func (e Error) Error() string { return "peer refused: " + e.Code + ": " + e.Message }
+
+// Encode returns the full frame for m.
+func Encode(m Msg) ([]byte, error) {
+	payload, err := json.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("wire: encode %s: %w", m.FrameType(), err)
+	}
+	return AppendFrame(make([]byte, 0, HeaderSize+len(payload)), m.FrameType(), payload)
+}
+
+// WriteMsg writes m as one frame with a single Write call, so frames from
+// one writer never interleave on a stream.
+func WriteMsg(w io.Writer, m Msg) error {
+	buf, err := Encode(m)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(buf)
+	return err
+}
+
+// Decode parses a payload of type t and validates it.
+func Decode(t Type, payload []byte) (Msg, error) {
+	var m Msg
+	var err error
+	switch t {
+	case TypeHello:
+		m, err = decodeAs[Hello](payload)
+	case TypeWelcome:
+		m, err = decodeAs[Welcome](payload)
+	case TypeMessage:
+		m, err = decodeAs[Message](payload)
+	case TypeAck:
+		m, err = decodeAs[Ack](payload)
+	case TypeStatus:
+		m, err = decodeAs[Status](payload)
+	case TypePing:
+		m, err = decodeAs[Ping](payload)
+	case TypePong:
+		m, err = decodeAs[Pong](payload)
+	case TypePairRequest:
+		m, err = decodeAs[PairRequest](payload)
+	case TypePairResponse:
+		m, err = decodeAs[PairResponse](payload)
+	case TypeError:
+		m, err = decodeAs[Error](payload)
+	default:
+		return nil, fmt.Errorf("%w: %d", ErrUnknownType, uint8(t))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s payload: %w", ErrMalformed, t, err)
+	}
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func decodeAs[T Msg](payload []byte) (Msg, error) {
+	var v T
+	if err := json.Unmarshal(payload, &v); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// ReadMsg reads and decodes one frame.
+func ReadMsg(r io.Reader) (Msg, error) {
+	t, payload, err := ReadFrame(r)
+	if err != nil {
+		return nil, err
+	}
+	return Decode(t, payload)
+}
