@@ -131,3 +131,100 @@ func tailOf(b []byte) string {
 	}
 	return string(b)
 }
+
+// up starts a stack and a logged-in client with a management room.
+func up(t *testing.T, ctx context.Context) (*harness.Stack, *harness.Client, id.RoomID) {
+	t.Helper()
+	st, err := harness.Up(ctx, harness.Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		st.Down()
+		if t.Failed() {
+			t.Logf("rcsgate log:\n%s", tailOf(st.GatewayLog()))
+		}
+	})
+	cli, err := harness.Login(ctx, st.Info.Homeserver, st.Info.UserID, st.Info.Password)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cli.Close)
+	mgmt, err := cli.OpenDM(ctx, id.UserID(st.Info.BotUserID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st, cli, mgmt
+}
+
+func botSays(cli *harness.Client, room id.RoomID, bot id.UserID, substr string) func(*event.Event) bool {
+	return func(e *event.Event) bool {
+		if !cli.Message(room, bot, "")(e) {
+			return false
+		}
+		return strings.Contains(e.Content.AsMessage().Body, substr)
+	}
+}
+
+func TestBotHelpAndLogin(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	st, cli, mgmt := up(t, ctx)
+	bot := id.UserID(st.Info.BotUserID)
+
+	from := cli.Now()
+	if _, err := cli.SendText(ctx, mgmt, "help"); err != nil {
+		t.Fatal(err)
+	}
+	for _, cmd := range []string{"start-chat", "login"} {
+		if _, _, err := cli.WaitEvent(ctx, from, botSays(cli, mgmt, bot, cmd)); err != nil {
+			t.Fatalf("help does not mention %s: %v", cmd, err)
+		}
+	}
+
+	// `login` shows a QR code whose text is the pairing link; a second phone
+	// pairs with it and the bot confirms.
+	from = cli.Now()
+	if _, err := cli.SendText(ctx, mgmt, "login"); err != nil {
+		t.Fatal(err)
+	}
+	qr, _, err := cli.WaitEvent(ctx, from, func(e *event.Event) bool {
+		return cli.Message(mgmt, bot, "")(e) && e.Content.AsMessage().MsgType == event.MsgImage
+	})
+	if err != nil {
+		t.Fatalf("no QR code from the bot: %v", err)
+	}
+	link := qr.Content.AsMessage().Body
+	if !strings.HasPrefix(link, "rcsgate://pair?") {
+		t.Fatalf("QR code text is %q, want a pairing link", link)
+	}
+	second := filepath.Join(t.TempDir(), "phone2")
+	if out, err := st.Run(ctx, "rcsgate-agent", "pair", "--state", second, "--name", "second-phone", link); err != nil {
+		t.Fatalf("pairing with the bot's link: %v\n%s", err, out)
+	}
+	if _, _, err := cli.WaitEvent(ctx, from, botSays(cli, mgmt, bot, "Paired second-phone")); err != nil {
+		t.Fatalf("bot did not confirm the login: %v", err)
+	}
+	// The link is single-use.
+	third := filepath.Join(t.TempDir(), "phone3")
+	out, err := st.Run(ctx, "rcsgate-agent", "pair", "--state", third, link)
+	if err == nil || !strings.Contains(out, "already used") {
+		t.Fatalf("reusing the link: err=%v, output %q; want a refusal saying it was already used", err, out)
+	}
+	if bytes.Contains(st.GatewayLog(), []byte(strings.SplitN(strings.SplitN(link, "token=", 2)[1], "&", 2)[0])) {
+		t.Fatal("the pairing token reached rcsgate's log")
+	}
+}
+
+func TestStartChatRefusesNonNumbers(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	st, cli, mgmt := up(t, ctx)
+	from := cli.Now()
+	if _, err := cli.SendText(ctx, mgmt, "start-chat hello-world"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := cli.WaitEvent(ctx, from, botSays(cli, mgmt, id.UserID(st.Info.BotUserID), "international form")); err != nil {
+		t.Fatalf("no clear refusal of a non-number: %v", err)
+	}
+}

@@ -255,6 +255,12 @@ func (st *Stack) Inject(ctx context.Context, from, text string) error {
 
 func (st *Stack) bin(name string) string { return filepath.Join(st.Opts.BinDir, name) }
 
+// Run runs one of the project's binaries to completion (e.g. a second
+// `rcsgate-agent pair`) and returns its combined output.
+func (st *Stack) Run(ctx context.Context, name string, args ...string) (string, error) {
+	return st.run(ctx, name, args...)
+}
+
 func (st *Stack) run(ctx context.Context, name string, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, st.bin(name), args...)
 	var out bytes.Buffer

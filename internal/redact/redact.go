@@ -24,18 +24,22 @@ func Text(s string) int { return len(s) }
 // run of an escaped Matrix localpart that embeds one ("=2b12025550100").
 var phoneLike = regexp.MustCompile(`(\+|=2[bB])\d{7,15}`)
 
+// pairToken matches the token inside a pairing link (rcsgate://pair?...&token=...).
+var pairToken = regexp.MustCompile(`token=[A-Za-z0-9_-]{8,}`)
+
 // Writer masks phone-number-looking runs in every write before passing it
 // on. It is the safety net under third-party code (bridgev2 logs IDs it is
 // given): our own code never logs a full number in the first place.
 type Writer struct{ W io.Writer }
 
 func (w Writer) Write(p []byte) (int, error) {
-	if !phoneLike.Match(p) {
+	if !phoneLike.Match(p) && !pairToken.Match(p) {
 		return w.W.Write(p)
 	}
 	masked := phoneLike.ReplaceAllFunc(p, func(m []byte) []byte {
-		return append(append(bytes.Clone(m[:len(m)-len(m)+2]), "…"...), m[len(m)-2:]...)
+		return append(append(bytes.Clone(m[:2]), "…"...), m[len(m)-2:]...)
 	})
+	masked = pairToken.ReplaceAll(masked, []byte("token=…"))
 	if _, err := w.W.Write(masked); err != nil {
 		return 0, err
 	}

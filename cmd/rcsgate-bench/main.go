@@ -1,0 +1,264 @@
+// Command rcsgate-bench measures rcsgate on loopback in one run: the round
+// trip through the bridge to the simulator's echo contact, the same round
+// trip between two plain Matrix users on the same homeserver as a baseline,
+// and the sustained rate through the bridge. `make bench` runs it.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/rcsgate/rcsgate/internal/harness"
+)
+
+// Config is what the flags select.
+type Config struct {
+	Bin      string
+	State    string
+	Keep     bool
+	Quick    bool
+	JSON     string
+	N        int
+	Warmup   int
+	Duration time.Duration
+	Window   int
+	Limit    int
+}
+
+const minN = 200
+
+func parseFlags(args []string, stderr io.Writer) (Config, error) {
+	var c Config
+	fs := flag.NewFlagSet("rcsgate-bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.Bin, "bin", "bin", "directory holding rcsgate, rcsgate-agent and dendrite (`make build tools`)")
+	fs.StringVar(&c.State, "state", "", "directory for the deployment's state and logs; must be empty or absent (default: a temp dir)")
+	fs.BoolVar(&c.Keep, "keep", false, "keep the state directory (logs: rcsgate.log, agent.log, dendrite/) after the run")
+	fs.BoolVar(&c.Quick, "quick", false, "a short smoke run: allows --n below 200; defaults --n 30 --warmup 3 --duration 5s")
+	fs.StringVar(&c.JSON, "json", "", "also write the figures as JSON to `FILE`")
+	fs.IntVar(&c.N, "n", minN, "timed round trips per path (at least 200 unless --quick)")
+	fs.IntVar(&c.Warmup, "warmup", 10, "untimed round trips before each measurement")
+	fs.DurationVar(&c.Duration, "duration", 30*time.Second, "how long the throughput phase sends")
+	fs.IntVar(&c.Window, "window", 32, "messages in flight during the throughput phase")
+	fs.IntVar(&c.Limit, "max-messages", 100000, "hard cap on messages sent in the throughput phase")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: rcsgate-bench [flags]\n\nMeasures the bridge round trip against plain Matrix and the sustained rate, on loopback.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if c.Quick {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if !set["n"] {
+			c.N = 30
+		}
+		if !set["warmup"] {
+			c.Warmup = 3
+		}
+		if !set["duration"] {
+			c.Duration = 5 * time.Second
+		}
+	}
+	switch {
+	case c.N < 1:
+		return c, errors.New("--n must be positive")
+	case c.N < minN && !c.Quick:
+		return c, fmt.Errorf("--n %d is too few for a p99; use at least %d, or --quick for a smoke run", c.N, minN)
+	case c.Warmup < 0:
+		return c, errors.New("--warmup must not be negative")
+	case c.Duration <= 0:
+		return c, errors.New("--duration must be positive")
+	case c.Window < 1:
+		return c, errors.New("--window must be at least 1")
+	case c.Limit < 1:
+		return c, errors.New("--max-messages must be at least 1")
+	}
+	return c, nil
+}
+
+func main() { os.Exit(run()) }
+
+func run() int {
+	cfg, err := parseFlags(os.Args[1:], os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "rcsgate-bench:", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	dir, err := prepareState(cfg.State)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "rcsgate-bench:", err)
+		return 1
+	}
+	rep, err := bench(ctx, cfg, dir)
+	if err == nil {
+		rep.print(os.Stdout)
+		if cfg.JSON != "" {
+			err = rep.writeJSON(cfg.JSON)
+		}
+		if err == nil && len(rep.Failures) > 0 {
+			err = fmt.Errorf("%d check(s) failed: %v", len(rep.Failures), rep.Failures)
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "rcsgate-bench: FAILED:", err)
+		fmt.Fprintf(os.Stderr, "rcsgate-bench: state and logs kept in %s (rcsgate.log, agent.log, dendrite/)\n", dir)
+		return 1
+	}
+	if cfg.Keep {
+		progress("state and logs kept in %s", dir)
+	} else if err := os.RemoveAll(dir); err != nil {
+		fmt.Fprintln(os.Stderr, "rcsgate-bench: removing state:", err)
+	}
+	return 0
+}
+
+// prepareState returns an absolute, empty state directory.
+func prepareState(dir string) (string, error) {
+	if dir == "" {
+		return os.MkdirTemp("", "rcsgate-bench-")
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", err
+	}
+	entries, err := os.ReadDir(abs)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return "", err
+	}
+	if len(entries) > 0 {
+		return "", fmt.Errorf("--state %s is not empty; a benchmark needs a fresh deployment", abs)
+	}
+	return abs, os.MkdirAll(abs, 0o700)
+}
+
+// bench brings up the deployment and runs the three phases.
+func bench(ctx context.Context, cfg Config, dir string) (*Report, error) {
+	// The throughput phase sends from many goroutines over one client: keep
+	// their connections alive instead of redialling on every request.
+	if t, ok := http.DefaultTransport.(*http.Transport); ok {
+		t.MaxIdleConnsPerHost = 2 * cfg.Window
+	}
+	binDir, err := filepath.Abs(cfg.Bin)
+	if err != nil {
+		return nil, err
+	}
+	rep := newReport(cfg)
+	started := time.Now()
+
+	progress("starting Dendrite, rcsgate and the simulated phone in %s", dir)
+	st, err := harness.Up(ctx, harness.Options{Dir: dir, BinDir: binDir})
+	if err != nil {
+		return nil, err
+	}
+	defer st.Down()
+	a, err := harness.Login(ctx, st.Info.Homeserver, st.Info.UserID, st.Info.Password)
+	if err != nil {
+		return nil, err
+	}
+	defer a.Close()
+
+	// 1. Through the bridge.
+	setup, cancel := context.WithTimeout(ctx, time.Minute)
+	mgmt, err := a.OpenDM(setup, id.UserID(st.Info.BotUserID))
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("bridge: DM with the bot: %w", err)
+	}
+	portal, ghost, err := a.StartChat(setup, mgmt, harness.EchoNumber)
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("bridge: start-chat: %w", err)
+	}
+	progress("bridge: portal %s, ghost %s; %d warm-up + %d round trips", portal, ghost, cfg.Warmup, cfg.N)
+	bridgeRTT, err := roundTrips(ctx, a, portal, ghost, "bridge", cfg.Warmup, cfg.N)
+	if err != nil {
+		return nil, err
+	}
+
+	// 2. Baseline: a second plain user echoes in a room shared with the first.
+	baseRTT, err := baseline(ctx, st, a, cfg)
+	if err != nil {
+		return nil, err
+	}
+
+	// 3. Sustained throughput through the bridge.
+	progress("throughput: window %d for %s (cap %d messages)", cfg.Window, cfg.Duration, cfg.Limit)
+	fr, err := flood(ctx, a, portal, ghost, cfg.Duration, cfg.Window, cfg.Limit)
+	if err != nil {
+		return nil, err
+	}
+	progress("throughput: %d sent, %d echoed in %s", fr.Sent, fr.Echoed, fr.Elapsed.Round(time.Millisecond))
+
+	if err := rep.fill(bridgeRTT, baseRTT, fr); err != nil {
+		return nil, err
+	}
+	rep.TotalSeconds = time.Since(started).Seconds()
+	return rep, nil
+}
+
+func baseline(ctx context.Context, st *harness.Stack, a *harness.Client, cfg Config) ([]time.Duration, error) {
+	pw := "echo-" + nonce()
+	bID, err := st.HS.RegisterUser(ctx, "bench-echo", pw, false)
+	if err != nil {
+		return nil, fmt.Errorf("baseline: register the echo user: %w", err)
+	}
+	b, err := harness.Login(ctx, st.Info.Homeserver, bID, pw)
+	if err != nil {
+		return nil, fmt.Errorf("baseline: %w", err)
+	}
+	defer b.Close()
+	setup, cancel := context.WithTimeout(ctx, time.Minute)
+	room, err := a.OpenDM(setup, id.UserID(bID))
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("baseline: %w", err)
+	}
+
+	ectx, stopEcho := context.WithCancelCause(ctx)
+	echoDone := make(chan struct{})
+	go func() {
+		defer close(echoDone)
+		if err := echoLoop(ectx, b, room, a.UserID); err != nil {
+			stopEcho(err) // fails the waiting sender at once
+		}
+	}()
+	defer func() { stopEcho(nil); <-echoDone }()
+	progress("baseline: room %s with %s; %d warm-up + %d round trips", room, bID, cfg.Warmup, cfg.N)
+	return roundTrips(ectx, a, room, id.UserID(bID), "baseline", cfg.Warmup, cfg.N)
+}
+
+var progressStart = time.Now()
+
+func progress(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "rcsgate-bench [%6.1fs] %s\n", time.Since(progressStart).Seconds(), fmt.Sprintf(format, args...))
+}
+
+func nonce() string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
