@@ -125,7 +125,11 @@ func run() int {
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "rcsgate-bench: FAILED:", err)
-		fmt.Fprintf(os.Stderr, "rcsgate-bench: state and logs kept in %s (rcsgate.log, agent.log, dendrite/)\n", dir)
+		if entries, _ := os.ReadDir(dir); len(entries) == 0 {
+			_ = os.Remove(dir)
+		} else {
+			fmt.Fprintf(os.Stderr, "rcsgate-bench: state and logs kept in %s (rcsgate.log, agent.log, dendrite/)\n", dir)
+		}
 		return 1
 	}
 	if cfg.Keep {

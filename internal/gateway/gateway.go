@@ -3,6 +3,8 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -123,6 +125,10 @@ func (c *Config) Registration() (*appservice.Registration, error) {
 	reg := bc.GenerateRegistration()
 	reg.AppToken, reg.ServerToken = c.Appservice.ASToken, c.Appservice.HSToken
 	reg.EphemeralEvents, reg.SoruEphemeralEvents = false, false
+	// mautrix picks a random sender; derive it from the token instead so
+	// `rcsgate registration` prints the same file every time.
+	sum := sha256.Sum256([]byte("sender:" + c.Appservice.HSToken))
+	reg.SenderLocalpart = "rcsgate_" + hex.EncodeToString(sum[:8])
 	return reg, nil
 }
 
