@@ -36,11 +36,11 @@ type flight struct {
 
 // flooder keeps up to window messages in flight to the echo contact.
 type flooder struct {
-	cli           *harness.Client
-	room          id.RoomID
-	ghost         id.UserID
-	run           string
-	window, limit int
+	cli   *harness.Client
+	room  id.RoomID
+	ghost id.UserID
+	run   string
+	limit int
 
 	tokens chan struct{} // one per message sent and not yet echoed
 	seq    atomic.Int64
@@ -57,7 +57,7 @@ type flooder struct {
 // flood runs the sustained-throughput phase for d, then drains.
 func flood(ctx context.Context, cli *harness.Client, room id.RoomID, ghost id.UserID, d time.Duration, window, limit int) (FloodResult, error) {
 	f := &flooder{
-		cli: cli, room: room, ghost: ghost, run: nonce(), window: window, limit: limit,
+		cli: cli, room: room, ghost: ghost, run: nonce(), limit: limit,
 		tokens:   make(chan struct{}, window),
 		flights:  make(map[string]*flight),
 		changed:  make(chan struct{}),
@@ -67,7 +67,8 @@ func flood(ctx context.Context, cli *harness.Client, room id.RoomID, ghost id.Us
 
 	cctx, stopConsumer := context.WithCancel(ctx)
 	consumerDone := make(chan struct{})
-	go func() { defer close(consumerDone); f.consume(cctx, cli.Now()) }()
+	from := cli.Now()
+	go func() { defer close(consumerDone); f.consume(cctx, from) }()
 	defer func() { stopConsumer(); <-consumerDone }()
 
 	start := time.Now()
@@ -123,6 +124,9 @@ func flood(ctx context.Context, cli *harness.Client, room id.RoomID, ghost id.Us
 			}
 		}
 		cancel()
+		if err != nil {
+			return FloodResult{}, fmt.Errorf("throughput: sending the final message: %w", err)
+		}
 	}
 
 	stopConsumer()

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/rcsgate/rcsgate/internal/connector"
 	"github.com/rcsgate/rcsgate/internal/gateway"
 	"github.com/rcsgate/rcsgate/internal/pki"
+	"github.com/rcsgate/rcsgate/internal/qrterm"
 	"github.com/rcsgate/rcsgate/internal/store"
 )
 
@@ -30,7 +32,9 @@ Usage:
                                    print the appservice registration for the homeserver
   rcsgate pair --user @you:NAME [--name NAME] [--ttl 10m] [--config FILE]
                                    print a one-time pairing link for rcsgate-agent
-  rcsgate status [--config FILE]   list paired devices and their outbox depth
+  rcsgate status [--config FILE]   devices: connected since, last seen, RTT, queues both ways
+  rcsgate device list|revoke ID|rename ID NAME [--config FILE]
+                                   manage paired devices; revoke takes effect at once
 
 The config file defaults to $RCSGATE_CONFIG, else ./rcsgate-state/config.yaml.
 Run "rcsgate COMMAND -h" for a command's flags.
@@ -59,7 +63,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return errUsage
 	}
 	cmds := map[string]func(context.Context, []string, io.Writer, io.Writer) error{
-		"init": cmdInit, "serve": cmdServe, "registration": cmdRegistration, "pair": cmdPair, "status": cmdStatus,
+		"init": cmdInit, "serve": cmdServe, "registration": cmdRegistration, "pair": cmdPair, "status": cmdStatus, "device": cmdDevice,
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {
@@ -213,6 +217,7 @@ func cmdPair(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	user := fs.String("user", "", "Matrix user the phone will belong to, e.g. @alice:example.org")
 	name := fs.String("name", "phone", "a name for the device")
 	ttl := fs.Duration("ttl", 10*time.Minute, "how long the link works")
+	noQR := fs.Bool("no-qr", false, "print only the link, no QR code")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -237,13 +242,19 @@ func cmdPair(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
+	if !*noQR {
+		fmt.Fprintln(stderr, "Scan this with the phone, or copy the link below:")
+		if err := qrterm.Write(stderr, link); err != nil {
+			return err
+		}
+	}
 	fmt.Fprintf(stderr, "On the phone, run within %s:\n  rcsgate-agent pair '<link>'\nThe link works once.\n", *ttl)
 	fmt.Fprintln(stdout, link)
 	return nil
 }
 
 func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("status", stderr, "List paired devices, when they were last seen and how many messages wait for them.")
+	fs := newFlags("status", stderr, "Show each paired device: connection, last seen, round-trip time and queue depth both ways.")
 	cfgPath := fs.String("config", defaultConfigPath(), "config file")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -262,21 +273,114 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return nil
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "DEVICE\tNAME\tOWNER\tSTATE\tLAST SEEN\tQUEUED")
+	fmt.Fprintln(tw, "DEVICE\tNAME\tOWNER\tSTATE\tLAST SEEN\tRTT\tTO PHONE\tFROM PHONE")
 	for _, d := range devs {
-		state := "active"
-		if !d.Revoked.IsZero() {
+		state := "offline"
+		switch {
+		case !d.Revoked.IsZero():
 			state = "revoked"
+		case !d.Connected.IsZero():
+			state = "connected " + ago(d.Connected)
 		}
-		seen := "never"
-		if !d.LastSeen.IsZero() {
-			seen = time.Since(d.LastSeen).Round(time.Second).String() + " ago"
+		rtt := "-"
+		if d.RTT > 0 && !d.Connected.IsZero() {
+			rtt = d.RTT.Round(100 * time.Microsecond).String()
 		}
 		depth, err := st.QueueDepth(ctx, d.ID)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\n", d.ID, d.Name, d.Owner, state, seen, depth)
+		// To the phone: queued here plus held by the agent; from the phone:
+		// held by the agent until we ack.
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d+%d\t%d\n", d.ID, d.Name, d.Owner, state, ago(d.LastSeen), rtt,
+			depth, d.AgentIn, d.AgentOut)
 	}
 	return tw.Flush()
+}
+
+func ago(t time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	return time.Since(t).Round(time.Second).String() + " ago"
+}
+
+func cmdDevice(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	const help = "Usage: rcsgate device list|revoke ID|rename ID NAME [--config FILE]"
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, help)
+		return errUsage
+	}
+	sub, rest := args[0], args[1:]
+	fs := newFlags("device "+sub, stderr, help)
+	cfgPath := fs.String("config", defaultConfigPath(), "config file")
+	if err := fs.Parse(rest); err != nil {
+		return errUsage
+	}
+	want := map[string]int{"list": 0, "revoke": 1, "rename": 2}
+	n, ok := want[sub]
+	if !ok || fs.NArg() != n {
+		fmt.Fprintln(stderr, help)
+		return errUsage
+	}
+	_, st, err := openStore(ctx, *cfgPath)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if sub == "list" {
+		return cmdStatus(ctx, []string{"--config", *cfgPath}, stdout, stderr)
+	}
+	id, err := resolveDevice(ctx, st, fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	switch sub {
+	case "revoke":
+		if err := st.RevokeDevice(ctx, id); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "Revoked %s. A running rcsgate closes its connection within a second and refuses it from now on.\n", id)
+	case "rename":
+		name := strings.TrimSpace(fs.Arg(1))
+		if name == "" || len(name) > 64 {
+			fmt.Fprintln(stderr, "the new name must be 1 to 64 characters")
+			return errUsage
+		}
+		if err := st.RenameDevice(ctx, id, name); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "Renamed %s to %q.\n", id, name)
+	}
+	return nil
+}
+
+// resolveDevice accepts a full device id (dashes optional) or a unique
+// prefix of at least 7 characters, as `rcsgate status` and logs show them.
+func resolveDevice(ctx context.Context, st *store.Store, arg string) (string, error) {
+	if id, err := pki.ParseDeviceID(arg); err == nil {
+		return id.String(), nil
+	}
+	prefix := strings.ToUpper(strings.TrimSpace(arg))
+	if len(prefix) < 7 {
+		return "", fmt.Errorf("%q is not a device id: give the full id or at least its first 7 characters", arg)
+	}
+	devs, err := st.Devices(ctx)
+	if err != nil {
+		return "", err
+	}
+	var match []string
+	for _, d := range devs {
+		if strings.HasPrefix(d.ID, prefix) {
+			match = append(match, d.ID)
+		}
+	}
+	switch len(match) {
+	case 1:
+		return match[0], nil
+	case 0:
+		return "", fmt.Errorf("no paired device starts with %q", prefix)
+	default:
+		return "", fmt.Errorf("%q matches %d devices; give more of the id", prefix, len(match))
+	}
 }

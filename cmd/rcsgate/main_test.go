@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/rcsgate/rcsgate/internal/pki"
+	"github.com/rcsgate/rcsgate/internal/store"
 	"github.com/rcsgate/rcsgate/internal/wire"
 )
 
@@ -72,3 +74,50 @@ func TestCLI(t *testing.T) {
 }
 
 var errAny = errors.New("any error")
+
+func TestDeviceCommands(t *testing.T) {
+	ctx := context.Background()
+	state := t.TempDir()
+	cfg := filepath.Join(state, "config.yaml")
+	quiet := func(args ...string) (string, error) {
+		var out bytes.Buffer
+		err := run(ctx, args, &out, &bytes.Buffer{})
+		return out.String(), err
+	}
+	if _, err := quiet("init", "--state", state, "--homeserver", "http://127.0.0.1:8008", "--domain", "example.org"); err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(ctx, filepath.Join(state, "rcsgate.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := pki.NewDeviceKey()
+	id, _ := pki.DeviceIDOf(key.Public())
+	if err := st.AddDevice(ctx, store.Device{ID: id.String(), Name: "pixel", Owner: "@a:example.org", CertDER: []byte{1}}); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+
+	if out, err := quiet("device", "list", "--config", cfg); err != nil || !strings.Contains(out, "pixel") || !strings.Contains(out, "offline") {
+		t.Fatalf("list: %q %v", out, err)
+	}
+	if _, err := quiet("device", "rename", "--config", cfg, id.String()[:7], "work phone"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := quiet("device", "revoke", "--config", cfg, "NOSUCH1"); err == nil {
+		t.Fatal("revoking an unknown device succeeded")
+	}
+	if _, err := quiet("device", "revoke", "--config", cfg, "ABC"); err == nil {
+		t.Fatal("a 3-character prefix was accepted")
+	}
+	if _, err := quiet("device", "frob", "--config", cfg); !errors.Is(err, errUsage) {
+		t.Fatalf("unknown subcommand: %v", err)
+	}
+	if _, err := quiet("device", "revoke", "--config", cfg, strings.ToLower(id.String())); err != nil {
+		t.Fatal(err)
+	}
+	out, err := quiet("status", "--config", cfg)
+	if err != nil || !strings.Contains(out, "work phone") || !strings.Contains(out, "revoked") {
+		t.Fatalf("status after rename and revoke: %q %v", out, err)
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"maunium.net/go/mautrix/event"
 
 	"github.com/rcsgate/rcsgate/internal/phone"
+	"github.com/rcsgate/rcsgate/internal/store"
 	"github.com/rcsgate/rcsgate/internal/wire"
 )
 
@@ -140,9 +141,22 @@ func (d *deviceClient) HandleMatrixMessage(ctx context.Context, msg *bridgev2.Ma
 		return nil, fmt.Errorf("%w: message longer than %d bytes", bridgev2.ErrUnsupportedMessageType, wire.MaxTextLen)
 	}
 	wm := wire.Message{ID: string(msg.Event.ID), Chat: number, Text: text, TSMS: msg.Event.Timestamp}
-	if err := d.c.ch.Enqueue(ctx, d.deviceID, wm); err != nil {
+	payload, err := wire.Encode(wm)
+	if err != nil {
+		return nil, err
+	}
+	err = d.c.store.EnqueueSent(ctx, store.SentMsg{
+		MsgID: wm.ID, DeviceID: d.deviceID, RoomID: string(msg.Event.RoomID),
+		Sender: string(msg.Event.Sender), MsgType: string(msg.Content.MsgType),
+	}, payload, d.c.cfg.QueueLimit)
+	if errors.Is(err, store.ErrQueueFull) {
+		return nil, bridgev2.WrapErrorInStatus(err).WithStatus(event.MessageStatusFail).
+			WithErrorReason(event.MessageStatusNetworkError).WithIsCertain(true).WithSendNotice(true).
+			WithMessage(fmt.Sprintf("Not sent: %d messages already wait for the phone; it has been offline too long", d.c.cfg.QueueLimit))
+	} else if err != nil {
 		return nil, fmt.Errorf("queue for phone: %w", err)
 	}
+	d.c.ch.Notify(d.deviceID)
 	return &bridgev2.MatrixMessageResponse{DB: &database.Message{
 		ID:        networkid.MessageID(wm.ID),
 		SenderID:  d.meID(),
@@ -200,18 +214,15 @@ func convertText(ctx context.Context, portal *bridgev2.Portal, intent bridgev2.M
 	}}}, nil
 }
 
-// HandleStatus logs delivery states; a later issue maps them to Matrix
-// message status events.
+// HandleStatus turns the phone's delivery states into Matrix send statuses.
 func (c *Connector) HandleStatus(ctx context.Context, devID string, st wire.Status) {
-	ul := c.br.GetCachedUserLoginByID(networkid.UserLoginID(devID))
-	if ul == nil {
-		return
-	}
-	ev := ul.Log.Debug()
+	log := c.br.Log.With().Str("device", devID[:7]).Str("msg_id", st.ID).Logger()
+	ev := log.Debug()
 	if st.State == wire.StateFailed {
-		ev = ul.Log.Warn()
+		ev = log.Warn().Str("reason", st.Reason)
 	}
-	ev.Str("msg_id", st.ID).Str("state", st.State).Str("reason", st.Reason).Msg("Delivery status from phone")
+	ev.Str("state", st.State).Msg("Delivery status from phone")
+	c.report(log.WithContext(ctx), st.ID, st.State, st.Reason)
 }
 
 // DeviceState turns channel connects and disconnects into bridge states.

@@ -19,12 +19,12 @@ import (
 	"maunium.net/go/mautrix/bridgev2/networkid"
 
 	"github.com/rcsgate/rcsgate/internal/store"
-	"github.com/rcsgate/rcsgate/internal/wire"
 )
 
 // Channel is what the connector needs from the device channel.
 type Channel interface {
-	Enqueue(ctx context.Context, deviceID string, msg wire.Message) error
+	// Notify wakes a device's sender after its outbox grew.
+	Notify(deviceID string)
 	Connected(deviceID string) bool
 	Kick(deviceID, reason string)
 	Pin() [32]byte
@@ -39,6 +39,10 @@ type Config struct {
 	PairAddrs []string
 	// PairTTL bounds how long a pairing link works.
 	PairTTL time.Duration
+	// QueueLimit is how many messages may wait for one phone; QueueTTL how
+	// long. Past either, the Matrix sender gets a failed status.
+	QueueLimit int
+	QueueTTL   time.Duration
 }
 
 // Connector implements bridgev2.NetworkConnector and devicechan.Handler.
@@ -47,6 +51,7 @@ type Connector struct {
 	store *store.Store
 	ch    Channel
 	br    *bridgev2.Bridge
+	status *StatusMatrix
 
 	mu      sync.Mutex
 	waiters map[string]chan *bridgev2.UserLogin // pairing token hash → login flow
@@ -59,6 +64,12 @@ func New(cfg Config, st *store.Store) *Connector {
 	if cfg.PairTTL == 0 {
 		cfg.PairTTL = 10 * time.Minute
 	}
+	if cfg.QueueLimit == 0 {
+		cfg.QueueLimit = 10_000
+	}
+	if cfg.QueueTTL == 0 {
+		cfg.QueueTTL = 7 * 24 * time.Hour
+	}
 	return &Connector{cfg: cfg, store: st, waiters: map[string]chan *bridgev2.UserLogin{}}
 }
 
@@ -67,7 +78,10 @@ func New(cfg Config, st *store.Store) *Connector {
 func (c *Connector) SetChannel(ch Channel) { c.ch = ch }
 
 func (c *Connector) Init(br *bridgev2.Bridge)       { c.br = br }
-func (c *Connector) Start(ctx context.Context) error { return nil }
+func (c *Connector) Start(ctx context.Context) error {
+	go c.expireLoop(c.br.BackgroundCtx)
+	return nil
+}
 
 func (c *Connector) GetName() bridgev2.BridgeName {
 	return bridgev2.BridgeName{

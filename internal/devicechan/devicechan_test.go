@@ -228,14 +228,18 @@ func TestRevocationClosesAndRefuses(t *testing.T) {
 	f := newFixture(t)
 	id, _, a, _ := runAgent(t, f)
 	dev := id.String()
+	// Revoke as the CLI does: only the store changes; the server notices.
+	start := time.Now()
 	if err := f.st.RevokeDevice(f.ctx, dev); err != nil {
 		t.Fatal(err)
 	}
-	start := time.Now()
-	f.srv.Kick(dev, "revoked")
 	eventually(t, "live connection closed", func() bool { return !a.Connected() && !f.srv.Connected(dev) })
 	if d := time.Since(start); d > time.Second {
 		t.Fatalf("revocation took %s to close the connection", d)
+	}
+	d, err := f.st.GetDevice(f.ctx, dev)
+	if err != nil || d.Revoked.IsZero() || !d.Connected.IsZero() {
+		t.Fatalf("store after revocation: %+v %v", d, err)
 	}
 	if up := f.rec.snapshot().up[dev]; up {
 		t.Fatal("handler still thinks the revoked device is connected")
@@ -261,6 +265,20 @@ func TestHandshakeRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	unknown := tls.Certificate{Certificate: [][]byte{ours}, PrivateKey: key}
+	// A paired device, then revoked.
+	rkey, _ := pki.NewDeviceKey()
+	rcsr, _ := pki.NewCSR(rkey)
+	rder, rid, err := f.srv.ca.SignCSR(rcsr, "lost phone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.st.AddDevice(f.ctx, store.Device{ID: rid.String(), Name: "lost", Owner: "@u:x", CertDER: rder}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.st.RevokeDevice(f.ctx, rid.String()); err != nil {
+		t.Fatal(err)
+	}
+	revoked := tls.Certificate{Certificate: [][]byte{rder}, PrivateKey: rkey}
 	tests := []struct {
 		name  string
 		certs []tls.Certificate
@@ -268,6 +286,7 @@ func TestHandshakeRefusals(t *testing.T) {
 		{"no client certificate", nil},
 		{"certificate from another CA", []tls.Certificate{foreign}},
 		{"unknown device", []tls.Certificate{unknown}},
+		{"revoked device", []tls.Certificate{revoked}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

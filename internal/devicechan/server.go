@@ -48,7 +48,11 @@ const (
 const (
 	sendWindow    = 256              // unacked messages in flight per device
 	pingInterval  = 15 * time.Second // app-level RTT probe, also keeps NAT state
-	idleTimeout   = 60 * time.Second
+	// A phone that vanishes is declared gone after idleTimeout without a
+	// packet (the agent keeps alive every 20 s): well within the 60 s in
+	// which a silent phone must be reported.
+	idleTimeout   = 45 * time.Second
+	revokePoll    = 250 * time.Millisecond // CLI revocations reach live connections this fast
 	keepAlive     = 20 * time.Second
 	helloDeadline = 10 * time.Second
 )
@@ -78,10 +82,9 @@ func (s *Server) tlsConfig() *tls.Config {
 		MinVersion:   tls.VersionTLS13,
 		Certificates: []tls.Certificate{s.cert},
 		NextProtos:   []string{wire.ALPNChannel, wire.ALPNPair},
-		// Pairing comes without a client cert; the channel needs one. Chain
-		// checks happen here, revocation in VerifyConnection.
-		ClientAuth: tls.VerifyClientCertIfGiven,
-		ClientCAs:  s.ca.Pool(),
+		// Pairing comes without a client cert; the channel needs one. We
+		// verify it ourselves so every refusal gets a log line with a reason.
+		ClientAuth: tls.RequestClientCert,
 		VerifyConnection: func(cs tls.ConnectionState) error {
 			if cs.NegotiatedProtocol != wire.ALPNChannel {
 				return nil
@@ -90,7 +93,23 @@ func (s *Server) tlsConfig() *tls.Config {
 				s.log.Warn().Str("reason", "no_client_cert").Msg("Refused device handshake")
 				return errors.New("rcsgate: a device certificate is required")
 			}
-			return s.checkDevice(cs.PeerCertificates[0])
+			leaf := cs.PeerCertificates[0]
+			inter := x509.NewCertPool()
+			for _, c := range cs.PeerCertificates[1:] {
+				inter.AddCert(c)
+			}
+			if _, err := leaf.Verify(x509.VerifyOptions{
+				Roots: s.ca.Pool(), Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+			}); err != nil {
+				reason := "foreign_ca"
+				var inv x509.CertificateInvalidError
+				if errors.As(err, &inv) && inv.Reason == x509.Expired {
+					reason = "expired_cert"
+				}
+				s.log.Warn().Str("reason", reason).Str("device", pki.DeviceIDOfCert(leaf).Short()).Msg("Refused device handshake")
+				return fmt.Errorf("rcsgate: device certificate refused: %w", err)
+			}
+			return s.checkDevice(leaf)
 		},
 	}
 }
@@ -116,13 +135,20 @@ func (s *Server) checkDevice(c *x509.Certificate) error {
 // loop's end (nil when ctx ends).
 func (s *Server) Listen(ctx context.Context, pc net.PacketConn) (<-chan error, error) {
 	tr := &quic.Transport{Conn: pc}
-	ln, err := tr.Listen(s.tlsConfig(), &quic.Config{
+	// Early listener: resumed agents may send their Hello in 0-RTT (it is
+	// idempotent); sessions read nothing else before the handshake is done.
+	ln, err := tr.ListenEarly(s.tlsConfig(), &quic.Config{
 		MaxIdleTimeout:  idleTimeout,
 		KeepAlivePeriod: keepAlive,
+		Allow0RTT:       true,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("devicechan: listen: %w", err)
 	}
+	if err := s.store.ClearConnected(ctx); err != nil {
+		return nil, err
+	}
+	go s.watchRevocations(ctx)
 	s.log.Info().Str("addr", pc.LocalAddr().String()).Msg("Device channel listening")
 	done := make(chan error, 1)
 	go func() {
@@ -145,6 +171,13 @@ func (s *Server) Listen(ctx context.Context, pc net.PacketConn) (<-chan error, e
 }
 
 func (s *Server) handleConn(ctx context.Context, conn *quic.Conn) {
+	select { // client certificates are only known once the handshake is done
+	case <-conn.HandshakeComplete():
+	case <-conn.Context().Done():
+		return
+	case <-ctx.Done():
+		return
+	}
 	switch conn.ConnectionState().TLS.NegotiatedProtocol {
 	case wire.ALPNPair:
 		s.handlePair(ctx, conn)
@@ -163,7 +196,37 @@ func (s *Server) closeAll() {
 	}
 }
 
-// Revoke closes a device's live connection, if any; the store's revoked flag
+// watchRevocations closes live connections of devices revoked by any
+// process (the CLI writes the store; this daemon notices within revokePoll).
+func (s *Server) watchRevocations(ctx context.Context) {
+	t := time.NewTicker(revokePoll)
+	defer t.Stop()
+	since := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := time.Now()
+		ids, err := s.store.RevokedSince(ctx, since.Add(-time.Second))
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Warn().Err(err).Msg("Checking revocations failed")
+			}
+			continue
+		}
+		since = now
+		for _, id := range ids {
+			if s.Connected(id) {
+				s.log.Info().Str("device", id[:7]).Msg("Closing connection of revoked device")
+				s.Kick(id, "device revoked")
+			}
+		}
+	}
+}
+
+// Kick closes a device's live connection, if any; the store's revoked flag
 // keeps new handshakes out.
 func (s *Server) Kick(deviceID string, reason string) {
 	s.mu.Lock()

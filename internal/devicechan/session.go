@@ -32,6 +32,7 @@ type session struct {
 	lastSeen time.Time
 	rtt      time.Duration
 	inFlight int
+	pings    map[uint64]time.Time // nonce → when sent, for precise RTT
 }
 
 func (s *session) wake() {
@@ -80,7 +81,7 @@ func (s *Server) handleChannel(ctx context.Context, conn *quic.Conn) {
 	}
 	_ = str.SetReadDeadline(time.Time{})
 	sess := &session{srv: s, conn: conn, str: str, devID: devID.String(), log: log,
-		since: time.Now(), lastSeen: time.Now(), wakeCh: make(chan struct{}, 1)}
+		since: time.Now(), lastSeen: time.Now(), wakeCh: make(chan struct{}, 1), pings: map[uint64]time.Time{}}
 	if err := sess.write(wire.Welcome{Proto: wire.ProtocolVersion, DeviceID: sess.devID, ServerMS: time.Now().UnixMilli()}); err != nil {
 		_ = conn.CloseWithError(codeProtocol, "welcome failed")
 		return
@@ -94,7 +95,9 @@ func (s *Server) handleChannel(ctx context.Context, conn *quic.Conn) {
 		_ = old.conn.CloseWithError(codeReplaced, "replaced by a new connection")
 	}
 	log.Info().Str("agent", hello.Agent).Str("backend", hello.Backend).Str("remote", conn.RemoteAddr().String()).Msg("Device connected")
-	_ = s.store.TouchDevice(ctx, sess.devID)
+	if err := s.store.SetConnected(ctx, sess.devID, true); err != nil {
+		log.Warn().Err(err).Msg("Recording connection failed")
+	}
 	s.handler.DeviceState(ctx, sess.devID, true)
 
 	sctx, stop := context.WithCancel(conn.Context())
@@ -121,6 +124,7 @@ func (s *Server) handleChannel(ctx context.Context, conn *quic.Conn) {
 		log.Warn().Err(err).Msg("Device connection lost")
 	}
 	if current {
+		_ = s.store.SetConnected(context.WithoutCancel(ctx), sess.devID, false)
 		s.handler.DeviceState(context.WithoutCancel(ctx), sess.devID, false)
 	}
 }
@@ -164,10 +168,17 @@ func (s *session) readLoop(ctx context.Context) error {
 				return err
 			}
 		case wire.Pong:
-			rtt := time.Since(time.UnixMilli(m.TSMS))
 			s.mu.Lock()
-			s.rtt = rtt
+			sent, ok := s.pings[m.Nonce]
+			delete(s.pings, m.Nonce)
+			if ok {
+				s.rtt = time.Since(sent)
+			}
+			rtt := s.rtt
 			s.mu.Unlock()
+			if err := s.srv.store.SetLive(ctx, s.devID, rtt, pongOut(m), pongIn(m)); err != nil && ctx.Err() == nil {
+				s.log.Warn().Err(err).Msg("Recording device state failed")
+			}
 		default:
 			s.log.Warn().Stringer("type", m.FrameType()).Msg("Unexpected frame from device")
 		}
@@ -226,7 +237,14 @@ func (s *session) pingLoop(ctx context.Context) {
 	var nonce uint64
 	for {
 		nonce++
-		if err := s.write(wire.Ping{Nonce: nonce, TSMS: time.Now().UnixMilli()}); err != nil {
+		now := time.Now()
+		s.mu.Lock()
+		if len(s.pings) > 16 { // unanswered pings: forget them, keep the map small
+			clear(s.pings)
+		}
+		s.pings[nonce] = now
+		s.mu.Unlock()
+		if err := s.write(wire.Ping{Nonce: nonce, TSMS: now.UnixMilli()}); err != nil {
 			return
 		}
 		select {
@@ -236,3 +254,8 @@ func (s *session) pingLoop(ctx context.Context) {
 		}
 	}
 }
+
+// pongOut and pongIn read the agent's queue depths from a pong; agents that
+// predate those fields report zero.
+func pongOut(p wire.Pong) int { return 0 }
+func pongIn(p wire.Pong) int  { return 0 }

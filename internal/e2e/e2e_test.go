@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -226,5 +227,50 @@ func TestStartChatRefusesNonNumbers(t *testing.T) {
 	}
 	if _, _, err := cli.WaitEvent(ctx, from, botSays(cli, mgmt, id.UserID(st.Info.BotUserID), "international form")); err != nil {
 		t.Fatalf("no clear refusal of a non-number: %v", err)
+	}
+}
+
+// statusOf matches the bridge's send status for evtID.
+func statusOf(room id.RoomID, evtID id.EventID, want event.MessageStatus) func(*event.Event) bool {
+	return func(e *event.Event) bool {
+		if e.Type != event.BeeperMessageStatus || e.RoomID != room {
+			return false
+		}
+		_ = e.Content.ParseRaw(e.Type)
+		mss, ok := e.Content.Parsed.(*event.BeeperMessageStatusEventContent)
+		return ok && mss.RelatesTo.EventID == evtID && mss.Status == want
+	}
+}
+
+// A message sent while the phone is away shows as pending, is delivered when
+// the phone comes back, and then shows as sent.
+func TestPendingThenSentWhenPhoneReturns(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	st, cli, mgmt := up(t, ctx)
+	portal, ghost, err := cli.StartChat(ctx, mgmt, harness.EchoNumber)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.StopAgent(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	text := "while you were away " + nonce(t)
+	from := cli.Now()
+	resp, err := cli.SendText(ctx, portal, text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := cli.WaitEvent(ctx, from, statusOf(portal, resp.EventID, event.MessageStatusPending)); err != nil {
+		t.Fatalf("no pending status while the phone is offline: %v", err)
+	}
+	if err := st.StartAgent(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := cli.WaitEvent(ctx, from, statusOf(portal, resp.EventID, event.MessageStatusSuccess)); err != nil {
+		t.Fatalf("no success status after the phone came back: %v", err)
+	}
+	if _, _, err := cli.WaitEvent(ctx, from, cli.Message(portal, ghost, text)); err != nil {
+		t.Fatalf("queued message never reached the contact: %v", err)
 	}
 }

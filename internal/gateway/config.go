@@ -41,6 +41,12 @@ type Config struct {
 	Permissions map[string]string `yaml:"permissions"`
 	IDKey       string            `yaml:"id_key"` // base64; keys opaque ghost ids
 	PairTTL     time.Duration     `yaml:"pair_ttl"`
+	// Queue bounds what waits for an offline phone; past it, senders get a
+	// failed status instead of silence.
+	Queue struct {
+		Limit int           `yaml:"limit"` // messages per device
+		TTL   time.Duration `yaml:"ttl"`
+	} `yaml:"queue"`
 	LogLevel    string            `yaml:"log_level"`
 }
 
@@ -57,6 +63,7 @@ type InitOptions struct {
 // NewConfig fills a config with defaults and fresh secrets.
 func NewConfig(o InitOptions) (*Config, error) {
 	c := &Config{StateDir: o.StateDir, PairTTL: 10 * time.Minute, LogLevel: "info"}
+	c.Queue.Limit, c.Queue.TTL = 10_000, 7*24*time.Hour
 	c.Homeserver.URL, c.Homeserver.Domain = o.HomeserverURL, o.Domain
 	c.Appservice.Listen = or(o.ASListen, "127.0.0.1:29340")
 	c.Appservice.ID, c.Appservice.Bot, c.Appservice.UserPrefix = "rcsgate", "rcsbot", "rcs_"
@@ -130,6 +137,9 @@ func (c *Config) Validate() error {
 	}
 	if c.PairTTL <= 0 || c.PairTTL > 24*time.Hour {
 		bad("pair_ttl %s must be between 1s and 24h", c.PairTTL)
+	}
+	if c.Queue.Limit < 0 || c.Queue.TTL < 0 {
+		bad("queue.limit and queue.ttl must not be negative (0 means the default)")
 	}
 	return errors.Join(errs...)
 }

@@ -29,6 +29,7 @@ import (
 	"maunium.net/go/mautrix/bridgev2/matrix"
 	"maunium.net/go/mautrix/bridgev2/matrix/mxmain"
 
+	"github.com/rcsgate/rcsgate/internal/astxn"
 	"github.com/rcsgate/rcsgate/internal/connector"
 	"github.com/rcsgate/rcsgate/internal/devicechan"
 	"github.com/rcsgate/rcsgate/internal/pki"
@@ -97,6 +98,8 @@ func (c *Config) bridgeConfig(name bridgev2.BridgeName) (*bridgeconfig.Config, e
 	bc.Bridge.PortalEventBuffer = 0
 	bc.Bridge.AsyncEvents = false
 	bc.Bridge.CommandPrefix = "!rcs"
+	// A transaction replayed after a crash must not send a message twice.
+	bc.Bridge.DeduplicateMatrixMessages = true
 	bc.Matrix.MessageStatusEvents = true
 	bc.Matrix.MessageErrorNotices = true
 	bc.Matrix.FederateRooms = false
@@ -167,7 +170,10 @@ func Run(ctx context.Context, cfg *Config, log zerolog.Logger, ls Listeners, rea
 	if err != nil {
 		return err
 	}
-	conn := connector.New(connector.Config{IDKey: cfg.idKey(), PairAddrs: cfg.Channel.PublicAddrs, PairTTL: cfg.PairTTL}, st)
+	conn := connector.New(connector.Config{
+		IDKey: cfg.idKey(), PairAddrs: cfg.Channel.PublicAddrs, PairTTL: cfg.PairTTL,
+		QueueLimit: cfg.Queue.Limit, QueueTTL: cfg.Queue.TTL,
+	}, st)
 	bc, err := cfg.bridgeConfig(conn.GetName())
 	if err != nil {
 		return err
@@ -180,7 +186,7 @@ func Run(ctx context.Context, cfg *Config, log zerolog.Logger, ls Listeners, rea
 	// Dendrite v0.13.8 advertises spec versions up to v1.2 only.
 	matrix.MinSpecVersion = mautrix.SpecV12
 	mx := matrix.NewConnector(bc)
-	br := bridgev2.NewBridge("", db, log, &bc.Bridge, mx, conn, commands.NewProcessor)
+	br := bridgev2.NewBridge("", db, log, &bc.Bridge, connector.NewStatusMatrix(mx, conn), conn, commands.NewProcessor)
 	ch := devicechan.New(st, ca, chCert, conn, log.With().Str("component", "devicechan").Logger())
 	conn.SetChannel(ch)
 
@@ -195,7 +201,9 @@ func Run(ctx context.Context, cfg *Config, log zerolog.Logger, ls Listeners, rea
 		}
 	}
 	httpSrv := &http.Server{
-		Handler:           exhttp.ApplyMiddleware(mx.AS.Router, mx.AS.Middleware...),
+		Handler: astxn.Wrap(exhttp.ApplyMiddleware(mx.AS.Router, mx.AS.Middleware...), &astxn.Handler{
+			AS: mx.AS, EP: mx.EventProcessor, Store: st, Log: log.With().Str("component", "astxn").Logger(),
+		}),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 	errc := make(chan error, 2)

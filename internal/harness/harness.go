@@ -136,7 +136,7 @@ func Up(ctx context.Context, o Options) (st *Stack, err error) {
 	if err := st.StartGateway(ctx); err != nil {
 		return nil, err
 	}
-	out, err := st.run(ctx, "rcsgate", "pair", "--config", st.ConfigPath, "--user", userID, "--name", "demo-phone")
+	out, err := st.run(ctx, "rcsgate", "pair", "--config", st.ConfigPath, "--user", userID, "--name", "demo-phone", "--no-qr")
 	if err != nil {
 		return nil, fmt.Errorf("harness: rcsgate pair: %w: %s", err, out)
 	}

@@ -51,6 +51,25 @@ var migrations = []string{
 		opaque_id TEXT PRIMARY KEY,    -- keyed hash used as ghost and portal id
 		number    TEXT NOT NULL
 	);`,
+	`-- v2: durable appservice transactions, message status, live device state
+	CREATE TABLE as_txn (
+		id      TEXT PRIMARY KEY,
+		done_ms INTEGER NOT NULL
+	);
+	CREATE TABLE sent_msg (
+		msg_id     TEXT PRIMARY KEY,   -- Matrix event id = wire id
+		device_id  TEXT NOT NULL,
+		room_id    TEXT NOT NULL,
+		sender     TEXT NOT NULL,
+		msg_type   TEXT NOT NULL,
+		state      TEXT NOT NULL,      -- queued | sent | delivered | read | failed
+		created_ms INTEGER NOT NULL,
+		updated_ms INTEGER NOT NULL
+	);
+	ALTER TABLE device ADD COLUMN connected_ms INTEGER NOT NULL DEFAULT 0;  -- 0 = not connected
+	ALTER TABLE device ADD COLUMN rtt_us INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE device ADD COLUMN agent_out INTEGER NOT NULL DEFAULT 0;   -- phone→server waiting on the agent
+	ALTER TABLE device ADD COLUMN agent_in INTEGER NOT NULL DEFAULT 0;    -- server→phone not yet on the phone`,
 }
 
 // Open opens (and migrates) the database at path.
@@ -156,6 +175,10 @@ type Device struct {
 	Created   time.Time
 	Revoked   time.Time // zero when active
 	LastSeen  time.Time
+	Connected time.Time // zero when not connected (as last recorded by the daemon)
+	RTT       time.Duration
+	AgentOut  int // messages the agent holds for the server
+	AgentIn   int // messages the agent holds for the phone
 }
 
 // AddDevice records a newly paired device.
@@ -174,10 +197,14 @@ var ErrNoDevice = errors.New("no such device")
 
 func scanDevice(row interface{ Scan(...any) error }) (Device, error) {
 	var d Device
-	var created, revoked, seen int64
-	if err := row.Scan(&d.ID, &d.Name, &d.Owner, &d.CertDER, &created, &revoked, &seen); err != nil {
+	var created, revoked, seen, connected, rttUS int64
+	if err := row.Scan(&d.ID, &d.Name, &d.Owner, &d.CertDER, &created, &revoked, &seen, &connected, &rttUS, &d.AgentOut, &d.AgentIn); err != nil {
 		return d, err
 	}
+	if connected != 0 {
+		d.Connected = time.UnixMilli(connected)
+	}
+	d.RTT = time.Duration(rttUS) * time.Microsecond
 	d.Created = time.UnixMilli(created)
 	if revoked != 0 {
 		d.Revoked = time.UnixMilli(revoked)
@@ -188,7 +215,7 @@ func scanDevice(row interface{ Scan(...any) error }) (Device, error) {
 	return d, nil
 }
 
-const deviceCols = `id, name, owner_mxid, cert_der, created_ms, revoked_ms, last_seen_ms`
+const deviceCols = `id, name, owner_mxid, cert_der, created_ms, revoked_ms, last_seen_ms, connected_ms, rtt_us, agent_out, agent_in`
 
 // GetDevice loads one device.
 func (s *Store) GetDevice(ctx context.Context, id string) (Device, error) {
