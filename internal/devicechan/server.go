@@ -6,6 +6,7 @@ package devicechan
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -134,7 +135,14 @@ func (s *Server) checkDevice(c *x509.Certificate) error {
 // and returns once the listener is up; the returned channel yields the accept
 // loop's end (nil when ctx ends).
 func (s *Server) Listen(ctx context.Context, pc net.PacketConn) (<-chan error, error) {
-	tr := &quic.Transport{Conn: pc}
+	// A stable stateless-reset key lets a restarted server tell agents at
+	// once that their old connection is gone (RFC 9000 §10.3), instead of
+	// leaving them to wait out the idle timeout after a crash or upgrade.
+	resetKey, err := s.statelessResetKey()
+	if err != nil {
+		return nil, err
+	}
+	tr := &quic.Transport{Conn: pc, StatelessResetKey: resetKey}
 	// Early listener: resumed agents may send their Hello in 0-RTT (it is
 	// idempotent); sessions read nothing else before the handshake is done.
 	ln, err := tr.ListenEarly(s.tlsConfig(), &quic.Config{
@@ -194,6 +202,16 @@ func (s *Server) closeAll() {
 	for _, sess := range s.sessions {
 		_ = sess.conn.CloseWithError(codeShutdown, "server shutting down")
 	}
+}
+
+func (s *Server) statelessResetKey() (*quic.StatelessResetKey, error) {
+	der, err := x509.MarshalPKCS8PrivateKey(s.cert.PrivateKey)
+	if err != nil {
+		return nil, fmt.Errorf("devicechan: reset key: %w", err)
+	}
+	sum := sha256.Sum256(append([]byte("rcsgate stateless reset v1\x00"), der...))
+	key := quic.StatelessResetKey(sum)
+	return &key, nil
 }
 
 // watchRevocations closes live connections of devices revoked by any

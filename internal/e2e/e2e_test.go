@@ -8,6 +8,8 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -143,6 +145,10 @@ func up(t *testing.T, ctx context.Context) (*harness.Stack, *harness.Client, id.
 	t.Cleanup(func() {
 		st.Down()
 		if t.Failed() {
+			if d := os.Getenv("RCSGATE_KEEP_LOGS"); d != "" {
+				_ = os.WriteFile(filepath.Join(d, "rcsgate.log"), st.GatewayLog(), 0o644)
+				_ = os.WriteFile(filepath.Join(d, "agent.log"), st.AgentLog(), 0o644)
+			}
 			t.Logf("rcsgate log:\n%s", tailOf(st.GatewayLog()))
 		}
 	})
@@ -272,5 +278,104 @@ func TestPendingThenSentWhenPhoneReturns(t *testing.T) {
 	}
 	if _, _, err := cli.WaitEvent(ctx, from, cli.Message(portal, ghost, text)); err != nil {
 		t.Fatalf("queued message never reached the contact: %v", err)
+	}
+}
+
+// Playing the homeserver: a transaction is handled once, whatever is
+// replayed, including after rcsgate is killed with SIGKILL.
+func TestTransactionReplayIsNoop(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	st, cli, mgmt := up(t, ctx)
+	portal, _, err := cli.StartChat(ctx, mgmt, "+12025550177")
+	if err != nil {
+		t.Fatal(err)
+	}
+	asURL, hsToken, err := st.Appservice()
+	if err != nil {
+		t.Fatal(err)
+	}
+	evtID := "$replay-" + nonce(t)
+	body := fmt.Sprintf(`{"events":[{"type":"m.room.message","room_id":%q,"sender":%q,"event_id":%q,"origin_server_ts":%d,"content":{"msgtype":"m.text","body":"once only"}}]}`,
+		portal, cli.UserID, evtID, time.Now().UnixMilli())
+	put := func(txnID string) {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPut, asURL+"/_matrix/app/v1/transactions/"+txnID, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+hsToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("transaction %s: HTTP %d", txnID, resp.StatusCode)
+		}
+	}
+	countSent := func() int {
+		sent, err := st.Sent(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, m := range sent {
+			if m.ID == evtID {
+				n++
+			}
+		}
+		return n
+	}
+	waitSentOnce := func(what string) {
+		t.Helper()
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		deadline := time.After(20 * time.Second)
+		for countSent() == 0 {
+			select {
+			case <-deadline:
+				t.Fatalf("%s: never reached the phone", what)
+			case <-tick.C:
+			}
+		}
+		if n := countSent(); n != 1 {
+			t.Fatalf("%s: phone sent it %d times", what, n)
+		}
+	}
+	put("txn-a")
+	waitSentOnce("first delivery")
+	put("txn-a") // the homeserver retries the same transaction
+	put("txn-b") // or sends the event again in a new one
+	if err := st.StopGateway(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.StartGateway(ctx); err != nil {
+		t.Fatal(err)
+	}
+	put("txn-a")
+	put("txn-c")
+	// The agent reconnects to the new process; anything the bridge wrongly
+	// re-queued would be delivered by then. A marker message sent after the
+	// replays proves the channel is flowing before we count.
+	marker := "marker " + nonce(t)
+	if _, err := cli.SendText(ctx, portal, marker); err != nil {
+		t.Fatal(err)
+	}
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		sent, err := st.Sent(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(sent) > 0 && sent[len(sent)-1].Text == marker {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("marker never reached the phone after the restart")
+		case <-tick.C:
+		}
+	}
+	if n := countSent(); n != 1 {
+		t.Fatalf("after replays and a SIGKILL restart the phone sent the message %d times", n)
 	}
 }

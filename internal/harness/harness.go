@@ -21,6 +21,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/rcsgate/rcsgate/internal/gateway"
 	"github.com/rcsgate/rcsgate/internal/testpeer"
 )
 
@@ -230,6 +231,39 @@ func (st *Stack) Wait(ctx context.Context) error {
 	case <-st.agent.done:
 		return fmt.Errorf("rcsgate-agent exited: %v", st.agent.err)
 	}
+}
+
+// Appservice returns where rcsgate takes transactions and the token the
+// homeserver uses, so tests can play the homeserver.
+func (st *Stack) Appservice() (url, hsToken string, err error) {
+	cfg, err := gateway.LoadConfig(st.ConfigPath)
+	if err != nil {
+		return "", "", err
+	}
+	return "http://" + cfg.Appservice.Listen, cfg.Appservice.HSToken, nil
+}
+
+// SentMsg is what the simulated phone network carried.
+type SentMsg struct {
+	ID, Chat, Text string
+}
+
+// Sent lists what the simulated phone sent to its contacts, in order.
+func (st *Stack) Sent(ctx context.Context) ([]SentMsg, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, st.ControlURL+"/v1/sent", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("sent: %w", err)
+	}
+	defer resp.Body.Close()
+	var out []SentMsg
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		return nil, fmt.Errorf("sent: %w", err)
+	}
+	return out, nil
 }
 
 // Inject makes a simulated contact send a message to the phone.
