@@ -16,6 +16,7 @@ import (
 
 	"github.com/rcsgate/rcsgate/agent"
 	"github.com/rcsgate/rcsgate/agent/backend/sim"
+	"github.com/rcsgate/rcsgate/internal/netsim"
 	"github.com/rcsgate/rcsgate/internal/pki"
 	"github.com/rcsgate/rcsgate/internal/store"
 	"github.com/rcsgate/rcsgate/internal/wire"
@@ -312,4 +313,34 @@ func TestHandshakeRefusals(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A phone that stops answering (network cut) is reported gone within the
+// idle timeout, and comes back on its own once the network returns.
+func TestSilentPhoneReportedAndReturns(t *testing.T) {
+	f := newFixture(t)
+	// A second listener with a short idle timeout, reached through a relay.
+	f.srv.IdleTimeout = 2 * time.Second
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.srv.Listen(f.ctx, pc); err != nil {
+		t.Fatal(err)
+	}
+	relay2, err := netsim.NewRelay(f.ctx, pc.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.addr = relay2.Addr()
+	id, _, a, _ := runAgent(t, f)
+	dev := id.String()
+	relay2.Partition(true)
+	cut := time.Now()
+	eventually(t, "server reports the silent phone", func() bool { return !f.rec.snapshot().up[dev] })
+	if d := time.Since(cut); d > 2*f.srv.IdleTimeout {
+		t.Fatalf("silent phone reported after %s", d)
+	}
+	relay2.Partition(false)
+	eventually(t, "phone back after the partition", func() bool { return a.Connected() && f.srv.Connected(dev) })
 }

@@ -66,13 +66,17 @@ type Server struct {
 	handler Handler
 	log     zerolog.Logger
 
+	// IdleTimeout: a device silent this long is declared gone (tests
+	// shorten it; the default keeps within the 60 s reporting promise).
+	IdleTimeout time.Duration
+
 	mu       sync.Mutex
 	sessions map[string]*session
 }
 
 // New builds a server; call Serve to accept connections.
 func New(st *store.Store, ca *pki.CA, cert tls.Certificate, h Handler, log zerolog.Logger) *Server {
-	return &Server{store: st, ca: ca, cert: cert, handler: h, log: log, sessions: map[string]*session{}}
+	return &Server{store: st, ca: ca, cert: cert, handler: h, log: log, sessions: map[string]*session{}, IdleTimeout: idleTimeout}
 }
 
 // Pin is what pairing links carry so agents trust this server only.
@@ -146,8 +150,8 @@ func (s *Server) Listen(ctx context.Context, pc net.PacketConn) (<-chan error, e
 	// Early listener: resumed agents may send their Hello in 0-RTT (it is
 	// idempotent); sessions read nothing else before the handshake is done.
 	ln, err := tr.ListenEarly(s.tlsConfig(), &quic.Config{
-		MaxIdleTimeout:  idleTimeout,
-		KeepAlivePeriod: keepAlive,
+		MaxIdleTimeout:  s.IdleTimeout,
+		KeepAlivePeriod: min(keepAlive, s.IdleTimeout/2),
 		Allow0RTT:       true,
 	})
 	if err != nil {
