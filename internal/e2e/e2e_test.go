@@ -379,3 +379,5 @@ func TestTransactionReplayIsNoop(t *testing.T) {
 		t.Fatalf("after replays and a SIGKILL restart the phone sent the message %d times", n)
 	}
 }
+
+func writeFile(path, s string) error { return os.WriteFile(path, []byte(s), 0o600) }
