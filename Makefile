@@ -4,6 +4,8 @@ BIN       := $(CURDIR)/bin
 TAGS      := goolm
 DENDRITE  := github.com/matrix-org/dendrite/cmd
 DENDRITE_VERSION := v0.13.8
+PEBBLE    := github.com/letsencrypt/pebble/v2/cmd/pebble
+PEBBLE_VERSION := v2.10.3
 export RCSGATE_BIN := $(BIN)
 
 .PHONY: demo test build tools bench fuzz android lint clean
@@ -24,11 +26,14 @@ build:
 	$(GO) build -tags $(TAGS) -o $(BIN)/rcsgate-demo ./cmd/rcsgate-demo
 	CGO_ENABLED=0 $(GO) build -o $(BIN)/rcsgate-agent ./cmd/rcsgate-agent
 
-## tools: pinned test peers (Dendrite) into bin/
-tools: $(BIN)/dendrite
+## tools: pinned test peers (Dendrite; Pebble, the ACME test CA) into bin/
+tools: $(BIN)/dendrite $(BIN)/pebble
 $(BIN)/dendrite:
 	@mkdir -p $(BIN)
 	GOBIN=$(BIN) $(GO) install $(DENDRITE)/dendrite@$(DENDRITE_VERSION) $(DENDRITE)/generate-keys@$(DENDRITE_VERSION) $(DENDRITE)/generate-config@$(DENDRITE_VERSION)
+$(BIN)/pebble:
+	@mkdir -p $(BIN)
+	GOBIN=$(BIN) $(GO) install $(PEBBLE)@$(PEBBLE_VERSION)
 
 ## android: the agent must always cross-build for phones without cgo
 android:
@@ -48,3 +53,22 @@ fuzz:
 
 clean:
 	rm -rf $(BIN) demo-state
+
+## install-units: the systemd units into $(DESTDIR)$(UNITDIR), @BINDIR@ replaced (see docs/systemd.md)
+PREFIX  ?= /usr/local
+BINDIR  ?= $(PREFIX)/bin
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+.PHONY: install-units
+install-units:
+	install -d $(DESTDIR)$(UNITDIR)
+	for u in dist/systemd/*.service dist/systemd/*.socket; do \
+		sed 's|@BINDIR@|$(BINDIR)|g' $$u > $(DESTDIR)$(UNITDIR)/$${u##*/}.tmp && \
+		chmod 0644 $(DESTDIR)$(UNITDIR)/$${u##*/}.tmp && \
+		mv $(DESTDIR)$(UNITDIR)/$${u##*/}.tmp $(DESTDIR)$(UNITDIR)/$${u##*/} || exit 1; \
+	done
+
+## nix-check: .nix files parse, vendorHash matches go.mod, module matches dist/systemd
+## (set RCSGATE_NIXPKGS_LIB to a nixpkgs lib directory to also run the lib.evalModules test)
+.PHONY: nix-check
+nix-check:
+	$(GO) test -count=1 ./nix/

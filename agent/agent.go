@@ -2,11 +2,26 @@
 // keeps a QUIC channel (mutual TLS, pinned server certificate) up for ever,
 // and relays messages between the server and a phone backend. It imports
 // neither Matrix nor cgo so it cross-builds for Android with CGO_ENABLED=0.
+//
+// Both directions go through an fsync'd on-disk journal (package journal) in
+// the state directory, so no message is lost or doubled across disconnects,
+// restarts or kill -9:
+//
+//   - phone → server: Deliver stores the message before returning; it is
+//     sent after every (re)connect, in order, with the same id, until the
+//     server acks it.
+//   - server → phone: a server message is stored first, then acked (an ack
+//     means "persisted"), then handed to the phone from the journal in order
+//     by a loop of its own (a slow phone never holds up the channel), then its
+//     Status is sent, and sent again after reconnects until the server acks
+//     it (when the server announces wire.FeatureStatusAck). A message id seen
+//     before is acked again and never handed to the phone twice.
 package agent
 
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
 	"errors"
@@ -20,6 +35,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/rcsgate/rcsgate/agent/backend"
+	"github.com/rcsgate/rcsgate/agent/journal"
 	"github.com/rcsgate/rcsgate/internal/redact"
 	"github.com/rcsgate/rcsgate/internal/wire"
 )
@@ -36,15 +52,28 @@ const (
 	DefaultHandshakeTimeout = 10 * time.Second
 	DefaultWriteTimeout     = 30 * time.Second
 	DefaultHealthyAfter     = 10 * time.Second
-	inboxDepth              = 256
+	DefaultProbeInterval    = time.Second
+	DefaultNetCheckInterval = 5 * time.Second
+	DefaultOutboxLimit      = journal.DefaultMaxPending
+	DefaultInboxLimit       = journal.DefaultMaxPending
+	DefaultSeenLimit        = journal.DefaultRetain
+	DefaultSeenMaxAge       = journal.DefaultRetainAge
+
+	persistDepth = 256 // server messages read but not yet stored
+	maxRedials   = 3   // fresh dials per attempt when probes say the server is back
+	sendBatch    = 64  // journal entries read per pass of the sender
 )
+
+// ErrOutboxFull is returned by Deliver when too many phone messages wait
+// for the server's ack; the backend keeps the message and offers it later.
+var ErrOutboxFull = journal.ErrFull
 
 // errServerClosed is the cause when the server ends the control stream.
 var errServerClosed = errors.New("server closed the channel")
 
 // Config configures an Agent.
 type Config struct {
-	StateDir string          // holds the identity written by Pair
+	StateDir string          // holds the identity written by Pair and the journal
 	Backend  backend.Backend // the phone
 	Log      zerolog.Logger
 	Version  string // sent in Hello as "rcsgate-agent/<Version>"
@@ -59,8 +88,22 @@ type Config struct {
 	HealthyAfter     time.Duration
 	HandshakeTimeout time.Duration // per address dial + Hello/Welcome
 	WriteTimeout     time.Duration // per frame written
-	OutboxLimit      int           // max inbound messages awaiting ack
-	SeenLimit        int           // how many handled server ids to remember
+	// ProbeInterval: while the server is unreachable, the agent sends it a
+	// tiny QUIC version-negotiation probe this often, and dials at once when
+	// it answers instead of sleeping out the backoff. 0 means
+	// DefaultProbeInterval; negative disables probing.
+	ProbeInterval time.Duration
+	// NetCheckInterval: how often the agent checks whether the local address
+	// it would use to reach the server changed (the phone moved from Wi-Fi to
+	// mobile data), and then migrates the QUIC connection to a new socket
+	// without a new handshake. 0 means DefaultNetCheckInterval; negative
+	// disables it (quic-go still follows NAT rebinding by itself).
+	NetCheckInterval time.Duration
+
+	OutboxLimit int           // max phone→server messages awaiting the server's ack (0: 10,000)
+	InboxLimit  int           // max server→phone messages not finished (0: 10,000)
+	SeenLimit   int           // finished message ids remembered each way (0: 10,000)
+	SeenMaxAge  time.Duration // and for how long at most (0: 7 days)
 
 	// OnRetry, if set, is called before each reconnect wait with the delay
 	// and the reason the last attempt ended.
@@ -68,16 +111,24 @@ type Config struct {
 }
 
 // Agent relays between the server and a backend. Create it with New and
-// start it with Run.
+// start it with Run (once).
 type Agent struct {
 	cfg       Config
 	log       zerolog.Logger
-	outbox    *Outbox
-	seen      *seenSet
+	j         *journal.Journal
 	connected atomic.Bool
+	tickets   tls.ClientSessionCache // TLS session tickets for 0-RTT resumption
+	closeOnce sync.Once
+	closeErr  error
+
+	// Test hooks.
+	migrateNow chan struct{}            // forces a connection migration
+	curConn    atomic.Pointer[chanConn] // the live connection
 }
 
-// New checks cfg and fills in defaults.
+// New checks cfg, fills in defaults and opens the journal in the state
+// directory (creating it; a torn tail from a crash is repaired, corruption
+// is an error).
 func New(cfg Config) (*Agent, error) {
 	if cfg.StateDir == "" {
 		return nil, errors.New("agent: no state directory")
@@ -103,39 +154,77 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.WriteTimeout <= 0 {
 		cfg.WriteTimeout = DefaultWriteTimeout
 	}
-	return &Agent{
-		cfg:    cfg,
-		log:    cfg.Log,
-		outbox: NewOutbox(cfg.OutboxLimit),
-		seen:   newSeenSet(cfg.SeenLimit),
-	}, nil
+	if cfg.ProbeInterval == 0 {
+		cfg.ProbeInterval = DefaultProbeInterval
+	}
+	if cfg.NetCheckInterval == 0 {
+		cfg.NetCheckInterval = DefaultNetCheckInterval
+	}
+	j, err := journal.Open(cfg.StateDir, journal.Options{
+		MaxOut: cfg.OutboxLimit, MaxIn: cfg.InboxLimit, Retain: cfg.SeenLimit, RetainAge: cfg.SeenMaxAge,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("agent: open journal: %w", err)
+	}
+	a := &Agent{
+		cfg: cfg, log: cfg.Log, j: j,
+		tickets:    tls.NewLRUClientSessionCache(8),
+		migrateNow: make(chan struct{}, 1),
+	}
+	st, d := j.Stats(), j.Depth()
+	ev := a.log.Info()
+	if st.TornBytes > 0 {
+		ev = a.log.Warn().Int("torn_bytes_dropped", st.TornBytes)
+	}
+	ev.Str("segment", st.Segment).Int("out", d.Out).Int("in", d.In).Int("status", d.Status).Msg("journal opened")
+	return a, nil
+}
+
+// Close closes the journal; Run does it when it returns. Afterwards Deliver
+// refuses messages (the backend keeps them).
+func (a *Agent) Close() error {
+	a.closeOnce.Do(func() { a.closeErr = a.j.Close() })
+	return a.closeErr
 }
 
 // Connected reports whether the channel is up (welcomed and not yet dropped).
 func (a *Agent) Connected() bool { return a.connected.Load() }
 
-// Pending is how many received messages wait for the server's ack.
-func (a *Agent) Pending() int { return a.outbox.Len() }
+// Pending is how many phone messages wait for the server's ack.
+func (a *Agent) Pending() int { return a.j.Depth().Out }
 
-// Deliver implements backend.Sink: it gives the message an ID and queues it
-// until the server acks it. It is sent at once when the channel is up and
-// again after every reconnect until acked.
+// Depth reports the queues both ways (also sent to the server in Pong).
+func (a *Agent) Depth() journal.Depth { return a.j.Depth() }
+
+// Deliver implements backend.Sink: it stores the message in the journal
+// (fsync'd) and returns nil only then. It is sent at once when the channel is
+// up and again after every reconnect until acked. A message the backend
+// hands again with the same Inbound.ID is not queued twice.
 func (a *Agent) Deliver(ctx context.Context, in backend.Inbound) error {
 	ts := in.TS
 	if ts.IsZero() {
 		ts = time.Now()
 	}
-	m := wire.Message{ID: newMessageID(), Chat: in.Chat, From: in.From, Text: in.Text, TSMS: ts.UnixMilli()}
+	id := newMessageID()
+	if in.ID != "" {
+		id = phoneMessageID(a.cfg.Backend.Name(), in.ID)
+	}
+	m := wire.Message{ID: id, Chat: in.Chat, From: in.From, Text: in.Text, TSMS: ts.UnixMilli()}
 	if err := m.Validate(); err != nil {
 		return fmt.Errorf("agent: inbound message refused: %w", err)
 	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := a.outbox.Add(m); err != nil {
-		return err
+	added, err := a.j.QueueOut(m)
+	if err != nil {
+		return fmt.Errorf("agent: inbound message not stored (the phone keeps it): %w", err)
 	}
-	a.log.Debug().Str("id", m.ID).Str("chat", redact.Number(m.Chat)).Int("len", len(m.Text)).Msg("queued inbound message")
+	if added {
+		a.log.Debug().Str("id", m.ID).Str("chat", redact.Number(m.Chat)).Int("len", len(m.Text)).Msg("queued inbound message")
+	} else {
+		a.log.Info().Str("id", m.ID).Msg("phone handed a message again; already queued or delivered")
+	}
 	return nil
 }
 
@@ -145,25 +234,46 @@ func newMessageID() string {
 	return "ph-" + hex.EncodeToString(b[:])
 }
 
+// phoneMessageID derives a stable idempotency key from the backend's own key.
+func phoneMessageID(backendName, key string) string {
+	h := sha256.Sum256([]byte(backendName + "\x00" + key))
+	return "ph-" + hex.EncodeToString(h[:16])
+}
+
 // Run starts the backend and keeps the channel up until ctx is cancelled,
-// reconnecting with backoff. It returns nil on cancellation; it does not
-// close the backend.
+// reconnecting with backoff. Messages received from the server are handed
+// to the phone even while the channel is down. It returns nil on
+// cancellation; it closes the journal but not the backend.
 func (a *Agent) Run(ctx context.Context) error {
+	defer a.Close()
 	if err := a.cfg.Backend.Start(ctx, a); err != nil {
 		return fmt.Errorf("agent: start backend %s: %w", a.cfg.Backend.Name(), err)
 	}
+	hctx, stopHandover := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { a.handoverLoop(hctx) })
+	defer func() { stopHandover(); wg.Wait() }()
+
 	bo := a.cfg.Backoff
+	var pr *prober
+	defer func() { pr.stop() }()
+	cutShort := false // the last wait ended early on a probe answer
 	for {
-		welcomedAt, err := a.connectOnce(ctx)
+		welcomedAt, addrs, err := a.connectOnce(ctx, pr)
+		if !welcomedAt.IsZero() {
+			pr.stop() // that outage is over; the next one gets a fresh prober
+			pr = nil
+		}
 		if ctx.Err() != nil {
 			a.log.Info().Msg("agent stopped")
 			return nil
 		}
 		var delay time.Duration
 		var refused wire.Error
+		reachable := false
 		switch {
 		case errors.As(err, &refused) && (refused.Code == CodeRevoked || refused.Code == CodeUnknownDevice):
-			delay = bo.Cap()
+			delay, reachable = bo.Cap(), true
 			a.log.Error().Str("code", refused.Code).Str("server_message", refused.Message).Dur("retry_in", delay).
 				Msg("server refuses this device (revoked or unknown): pair it again with `rcsgate-agent pair LINK`; retrying slowly meanwhile")
 		default:
@@ -172,90 +282,131 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 			delay = bo.Next()
 			ev := a.log.Warn()
-			if errors.Is(err, ErrPinMismatch) || errors.Is(err, ErrNotPaired) {
-				ev = a.log.Error()
+			if errors.As(err, &refused) || errors.Is(err, ErrPinMismatch) || errors.Is(err, ErrNotPaired) {
+				ev, reachable = a.log.Error(), true
 			}
 			ev.Err(err).Bool("was_connected", !welcomedAt.IsZero()).Dur("retry_in", delay).Msg("channel down; reconnecting")
+		}
+		// Probe only while the server may be unreachable: when it answers but
+		// refuses us, waking early would only defeat the backoff.
+		if reachable || a.cfg.ProbeInterval < 0 || len(addrs) == 0 {
+			pr.stop()
+			pr = nil
+		} else {
+			if pr == nil {
+				pr = startProber(ctx, addrs, a.cfg.ProbeInterval, a.log)
+			}
+			// The next answer ends the wait, unless the last wait already
+			// ended that way and the dial still failed: the server answers
+			// probes but the channel does not come up, so only a fresh
+			// outage-and-return may cut this wait short.
+			if !cutShort {
+				pr.arm()
+			}
 		}
 		if a.cfg.OnRetry != nil {
 			a.cfg.OnRetry(delay, err)
 		}
 		t := time.NewTimer(delay)
+		cutShort = false
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			a.log.Info().Msg("agent stopped")
 			return nil
 		case <-t.C:
+		case <-pr.answered():
+			t.Stop()
+			cutShort = true
+			a.log.Info().Msg("server answers again; reconnecting now")
 		}
 	}
 }
 
 // connectOnce dials, says Hello, and serves the channel until it ends. It
-// returns when the server welcomed us (zero if it never did) and why the
-// channel ended.
-func (a *Agent) connectOnce(ctx context.Context) (welcomedAt time.Time, err error) {
+// returns when the server welcomed us (zero if it never did), the addresses
+// it tried, and why the channel ended. pr, if not nil, is the prober of the
+// current outage: connectOnce stops it once welcomed.
+func (a *Agent) connectOnce(ctx context.Context, pr *prober) (welcomedAt time.Time, addrs []string, err error) {
 	// Re-read the identity each time: the user may re-pair while we run.
 	id, err := LoadIdentity(a.cfg.StateDir)
 	if err != nil {
-		return time.Time{}, err
+		return time.Time{}, nil, err
 	}
+	addrs = id.Server.Addrs
 	var mismatch atomic.Bool
 	tlsConf := pinnedTLS(wire.ALPNChannel, id.Pin, &mismatch)
 	clientCert := &tls.Certificate{Certificate: [][]byte{id.Cert.Raw}, PrivateKey: id.Key, Leaf: id.Cert}
 	tlsConf.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return clientCert, nil }
+	tlsConf.ClientSessionCache = a.tickets
 
-	conn, addr, err := dialFirst(ctx, id.Server.Addrs, tlsConf, &mismatch, a.cfg.HandshakeTimeout)
-	if err != nil {
-		return time.Time{}, err
+	hello := wire.Hello{Proto: wire.ProtocolVersion, Agent: "rcsgate-agent/" + a.cfg.Version,
+		Backend: a.cfg.Backend.Name(), Features: []string{wire.FeatureStatusAck}}
+	var cc *chanConn
+	var stream *quic.Stream
+	for redials := 0; ; redials++ {
+		cc, err = dialChannel(ctx, addrs, tlsConf, &mismatch, a.cfg.HandshakeTimeout, pr)
+		if err != nil {
+			return time.Time{}, addrs, err
+		}
+		hctx, cancel := context.WithTimeout(ctx, a.cfg.HandshakeTimeout)
+		stream, err = cc.hello(hctx, hello, &mismatch, pr)
+		cancel()
+		if err == nil {
+			break
+		}
+		cc.close()
+		if !errors.Is(err, errRedial) || redials == maxRedials {
+			return time.Time{}, addrs, err
+		}
+		a.log.Info().Msg("server answers again while our handshake waited on lost packets; dialing afresh")
 	}
-	defer conn.CloseWithError(0, "agent closing")
-	log := a.log.With().Str("device", id.DeviceID.Short()).Str("server", addr).Logger()
-
-	hctx, cancel := context.WithTimeout(ctx, a.cfg.HandshakeTimeout)
-	defer cancel()
-	stream, err := conn.OpenStreamSync(hctx)
-	if err != nil {
-		return time.Time{}, fmt.Errorf("open control stream: %w", err)
-	}
+	defer cc.close()
+	log := a.log.With().Str("device", id.DeviceID.Short()).Str("server", cc.addr).Logger()
 	_ = stream.SetDeadline(time.Now().Add(a.cfg.HandshakeTimeout))
-	hello := wire.Hello{Proto: wire.ProtocolVersion, Agent: "rcsgate-agent/" + a.cfg.Version, Backend: a.cfg.Backend.Name()}
-	if err := wire.WriteMsg(stream, hello); err != nil {
-		return time.Time{}, fmt.Errorf("send hello: %w", err)
-	}
 	m, err := wire.ReadMsg(stream)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("read welcome: %w", err)
+		return time.Time{}, addrs, fmt.Errorf("read welcome: %w", err)
 	}
+	var statusAcks bool
 	switch m := m.(type) {
 	case wire.Welcome:
 		if m.Proto != wire.ProtocolVersion {
 			log.Warn().Int("server_proto", m.Proto).Int("our_proto", wire.ProtocolVersion).Msg("server speaks another protocol version")
 		}
+		statusAcks = wire.HasFeature(m.Features, wire.FeatureStatusAck)
 	case wire.Error:
-		return time.Time{}, m
+		return time.Time{}, addrs, m
 	default:
-		return time.Time{}, fmt.Errorf("server answered hello with %s", m.FrameType())
+		return time.Time{}, addrs, fmt.Errorf("server answered hello with %s", m.FrameType())
 	}
 	_ = stream.SetDeadline(time.Time{})
 	welcomedAt = time.Now()
-	log.Info().Int("pending", a.outbox.Len()).Msg("connected")
+	pr.stop()
+	d := a.j.Depth()
+	log.Info().Int("out", d.Out).Int("in", d.In).Int("status", d.Status).
+		Bool("resumed_0rtt", cc.conn.ConnectionState().Used0RTT).Bool("status_acks", statusAcks).Msg("connected")
 
+	a.curConn.Store(cc)
 	a.connected.Store(true)
 	defer a.connected.Store(false)
-	s := &session{a: a, conn: conn, stream: stream, log: log, inbox: make(chan wire.Message, inboxDepth)}
-	return welcomedAt, s.run(ctx)
+	s := &session{a: a, cc: cc, conn: cc.conn, stream: stream, log: log, statusAcks: statusAcks,
+		persist: make(chan wire.Message, persistDepth)}
+	return welcomedAt, addrs, s.run(ctx)
 }
 
-// session is one live channel: a reader goroutine, a goroutine that pushes
-// the outbox, and one that hands server messages to the backend in order.
-// Every frame goes through write, so frames never interleave.
+// session is one live channel: a reader, a persister that stores server
+// messages and acks them, a sender that pushes the journal's phone messages
+// and statuses, and a network watcher. Every frame goes through write, so
+// frames never interleave.
 type session struct {
-	a      *Agent
-	conn   *quic.Conn
-	stream *quic.Stream
-	log    zerolog.Logger
-	inbox  chan wire.Message
+	a          *Agent
+	cc         *chanConn
+	conn       *quic.Conn
+	stream     *quic.Stream
+	log        zerolog.Logger
+	statusAcks bool // the server acks statuses; keep them until it does
+	persist    chan wire.Message
 
 	wmu sync.Mutex
 }
@@ -263,8 +414,12 @@ type session struct {
 func (s *session) run(ctx context.Context) error {
 	sctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	loops := []func(context.Context) error{s.readLoop, s.persistLoop, s.sendLoop}
+	if s.a.cfg.NetCheckInterval > 0 {
+		loops = append(loops, s.watchNetwork)
+	}
 	var wg sync.WaitGroup
-	for _, loop := range []func(context.Context) error{s.readLoop, s.pushOutbox, s.handleServerMessages} {
+	for _, loop := range loops {
 		wg.Go(func() { cancel(loop(sctx)) })
 	}
 	<-sctx.Done()
@@ -284,6 +439,7 @@ func (s *session) write(m wire.Msg) error {
 }
 
 func (s *session) readLoop(ctx context.Context) error {
+	j := s.a.j
 	for {
 		m, err := wire.ReadMsg(s.stream)
 		if err != nil {
@@ -295,15 +451,27 @@ func (s *session) readLoop(ctx context.Context) error {
 		switch m := m.(type) {
 		case wire.Message:
 			select {
-			case s.inbox <- m:
+			case s.persist <- m:
 			case <-ctx.Done():
 				return context.Cause(ctx)
 			}
 		case wire.Ack:
-			n := s.a.outbox.Ack(m.IDs...)
-			s.log.Debug().Int("ids", len(m.IDs)).Int("removed", n).Int("pending", s.a.outbox.Len()).Msg("server acked inbound messages")
+			if len(m.IDs) > 0 {
+				n, err := j.AckOut(m.IDs...)
+				if err != nil {
+					return fmt.Errorf("journal: record acks: %w", err)
+				}
+				s.log.Debug().Int("ids", len(m.IDs)).Int("removed", n).Int("pending", j.Depth().Out).Msg("server acked inbound messages")
+			}
+			if len(m.Statuses) > 0 {
+				if _, err := j.AckStatus(m.Statuses...); err != nil {
+					return fmt.Errorf("journal: record status acks: %w", err)
+				}
+			}
 		case wire.Ping:
-			if err := s.write(wire.Pong(m)); err != nil {
+			d := j.Depth()
+			out, in := d.Out, d.In
+			if err := s.write(wire.Pong{Nonce: m.Nonce, TSMS: m.TSMS, Out: &out, In: &in}); err != nil {
 				return err
 			}
 		case wire.Pong:
@@ -315,19 +483,103 @@ func (s *session) readLoop(ctx context.Context) error {
 	}
 }
 
-// pushOutbox sends every unacked inbound message, oldest first, then each
-// new one as it is queued. It starts from the beginning on every connection,
-// so messages the server never acked are sent again with the same IDs.
-func (s *session) pushOutbox(ctx context.Context) error {
-	var last uint64
+// persistLoop stores server messages in the journal (several per fsync when
+// they arrive together) and only then acks them: an ack means persisted.
+func (s *session) persistLoop(ctx context.Context) error {
+	batch := make([]wire.Message, 0, persistDepth)
 	for {
-		entries, changed := s.a.outbox.After(last)
-		for _, e := range entries {
+		batch = batch[:0]
+		select {
+		case m := <-s.persist:
+			batch = append(batch, m)
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+	more:
+		for len(batch) < persistDepth {
+			select {
+			case m := <-s.persist:
+				batch = append(batch, m)
+			default:
+				break more
+			}
+		}
+		res, err := s.a.j.ReceiveIn(batch)
+		if err != nil {
+			return fmt.Errorf("journal: store server messages: %w", err)
+		}
+		var ack []string
+		var again []wire.Status
+		for i, r := range res {
+			m := batch[i]
+			switch r {
+			case journal.InNew:
+				ack = append(ack, m.ID)
+				s.log.Debug().Str("id", m.ID).Str("chat", redact.Number(m.Chat)).Msg("stored message from server")
+			case journal.InPending, journal.InHanded:
+				ack = append(ack, m.ID)
+				s.log.Info().Str("id", m.ID).Str("state", r.String()).Msg("duplicate message from server: acking again, not sending to the phone twice")
+			case journal.InDone:
+				ack = append(ack, m.ID)
+				s.log.Info().Str("id", m.ID).Msg("duplicate message from server: acking again, not sending to the phone twice")
+				if st, _, ok := s.a.j.LookupIn(m.ID); ok && !s.statusAcks {
+					again = append(again, st) // without status acks, repeat the outcome as protocol 1 did
+				}
+			case journal.InFull:
+				s.log.Error().Str("id", m.ID).
+					Msg("too many messages wait for the phone: not acking this one, the server keeps it")
+			case journal.InInvalid:
+				ack = append(ack, m.ID)
+				again = append(again, wire.Status{ID: m.ID, State: wire.StateFailed, Reason: "message id, chat or sender is not UTF-8", TSMS: time.Now().UnixMilli()})
+				s.log.Warn().Msg("server message with a non-UTF-8 id, chat or sender: refused")
+			}
+		}
+		if len(ack) > 0 {
+			if err := s.write(wire.Ack{IDs: ack}); err != nil {
+				return err
+			}
+		}
+		for _, st := range again {
+			if err := s.write(st); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// sendLoop sends every phone message the server has not acked, oldest
+// first, then each new one as it is queued; and every status the server has
+// not acked, in the order the messages were handed to the phone. It starts
+// from the beginning on every connection, so what the server never acked is
+// sent again with the same ids.
+func (s *session) sendLoop(ctx context.Context) error {
+	j := s.a.j
+	var outSeq, stSeq uint64
+	for {
+		changed := j.Changed()
+		outs := j.OutAfter(outSeq, sendBatch)
+		for _, e := range outs {
 			if err := s.write(e.Msg); err != nil {
 				return err
 			}
-			last = e.Seq
+			outSeq = e.Seq
 			s.log.Debug().Str("id", e.Msg.ID).Str("chat", redact.Number(e.Msg.Chat)).Msg("sent inbound message to server")
+		}
+		sts := j.StatusAfter(stSeq, sendBatch)
+		for _, e := range sts {
+			if err := s.write(e.Status); err != nil {
+				return err
+			}
+			stSeq = e.Seq
+			if !s.statusAcks {
+				// The server will not ack statuses: written is as good as it gets.
+				if _, err := j.AckStatus(wire.StatusRef{ID: e.Status.ID, State: e.Status.State}); err != nil {
+					return fmt.Errorf("journal: %w", err)
+				}
+			}
+		}
+		if len(outs) == sendBatch || len(sts) == sendBatch {
+			continue
 		}
 		select {
 		case <-changed:
@@ -337,59 +589,74 @@ func (s *session) pushOutbox(ctx context.Context) error {
 	}
 }
 
-func (s *session) handleServerMessages(ctx context.Context) error {
+// handoverLoop hands server messages from the journal to the phone, one at a
+// time, in the order they were received, whether or not the channel is up;
+// the outcome is journaled and its Status queued for the server.
+func (a *Agent) handoverLoop(ctx context.Context) {
 	for {
-		select {
-		case m := <-s.inbox:
-			if err := s.handle(ctx, m); err != nil {
-				return err
+		changed := a.j.Changed()
+		e, ok := a.j.NextHandover()
+		if !ok {
+			select {
+			case <-changed:
+				continue
+			case <-ctx.Done():
+				return
 			}
-		case <-ctx.Done():
-			return context.Cause(ctx)
+		}
+		log := a.log.With().Str("id", e.Msg.ID).Str("chat", redact.Number(e.Msg.Chat)).Logger()
+		st, ok := a.sendToPhone(ctx, log, e.Msg)
+		if !ok {
+			return // not handed; it is handed again (same id) after a restart
+		}
+		if !a.recordHanded(ctx, log, st) {
+			return
 		}
 	}
 }
 
-// handle gives one server message to the backend (unless it was handled
-// before) and answers Ack{id} then Status{id, sent|failed}. A duplicate gets
-// the same two frames again, with the remembered outcome.
-func (s *session) handle(ctx context.Context, m wire.Message) error {
-	log := s.log.With().Str("id", m.ID).Str("chat", redact.Number(m.Chat)).Logger()
-	o, dup := s.a.seen.get(m.ID)
-	if dup {
-		log.Info().Msg("duplicate message from server: acking again, not sending to the phone twice")
-	} else {
-		var ok bool
-		o, ok = s.sendToPhone(ctx, log, m)
-		if !ok {
-			return context.Cause(ctx)
+// recordHanded journals the outcome, retrying a failed write (never handing
+// the message to the phone again meanwhile).
+func (a *Agent) recordHanded(ctx context.Context, log zerolog.Logger, st wire.Status) bool {
+	bo := *a.cfg.SendRetry
+	bo.Reset()
+	for {
+		err := a.j.Handed(st)
+		if err == nil {
+			return true
 		}
-		s.a.seen.add(m.ID, o)
+		if errors.Is(err, journal.ErrClosed) {
+			return false
+		}
+		d := bo.Next()
+		log.Error().Err(err).Dur("retry_in", d).Msg("could not record that the phone took the message")
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return false
+		case <-t.C:
+		}
 	}
-	if err := s.write(wire.Ack{IDs: []string{m.ID}}); err != nil {
-		return err
-	}
-	return s.write(wire.Status{ID: m.ID, State: o.State, Reason: o.Reason, TSMS: o.TSMS})
 }
 
 // sendToPhone calls the backend until it accepts or refuses for good,
-// retrying transient errors with backoff. ok is false if ctx ended first;
-// the message is then not acked and the server will send it again.
-func (s *session) sendToPhone(ctx context.Context, log zerolog.Logger, m wire.Message) (o outcome, ok bool) {
-	bo := *s.a.cfg.SendRetry
+// retrying transient errors with backoff. ok is false if ctx ended first.
+func (a *Agent) sendToPhone(ctx context.Context, log zerolog.Logger, m wire.Message) (st wire.Status, ok bool) {
+	bo := *a.cfg.SendRetry
 	bo.Reset()
 	for {
-		err := s.a.cfg.Backend.Send(ctx, m.ID, m.Chat, m.Text)
+		err := a.cfg.Backend.Send(ctx, m.ID, m.Chat, m.Text)
 		if err == nil {
 			log.Info().Int("len", len(m.Text)).Msg("message handed to the phone")
-			return outcome{State: wire.StateSent, TSMS: time.Now().UnixMilli()}, true
+			return wire.Status{ID: m.ID, State: wire.StateSent, TSMS: time.Now().UnixMilli()}, true
 		}
 		if pe, perm := backend.IsPermanent(err); perm {
 			log.Warn().Str("reason", pe.Reason).Msg("phone refused message for good")
-			return outcome{State: wire.StateFailed, Reason: pe.Reason, TSMS: time.Now().UnixMilli()}, true
+			return wire.Status{ID: m.ID, State: wire.StateFailed, Reason: pe.Reason, TSMS: time.Now().UnixMilli()}, true
 		}
 		if ctx.Err() != nil {
-			return outcome{}, false
+			return wire.Status{}, false
 		}
 		d := bo.Next()
 		log.Warn().Err(err).Dur("retry_in", d).Msg("phone did not take message; retrying")
@@ -397,7 +664,7 @@ func (s *session) sendToPhone(ctx context.Context, log zerolog.Logger, m wire.Me
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return outcome{}, false
+			return wire.Status{}, false
 		case <-t.C:
 		}
 	}

@@ -3,19 +3,23 @@ package agent
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/quic-go/quic-go"
 	"github.com/rs/zerolog"
 
+	"github.com/rcsgate/rcsgate/agent/backend"
 	"github.com/rcsgate/rcsgate/agent/backend/sim"
 	"github.com/rcsgate/rcsgate/internal/pki"
 	"github.com/rcsgate/rcsgate/internal/wire"
@@ -34,7 +38,41 @@ type fakeServer struct {
 	token string
 	// reply answers Hello; nil means Welcome.
 	reply func(wire.Hello) wire.Msg
+	opts  fakeOpts
 	chans chan *peer
+	// rejectTickets makes the server ignore session tickets (full
+	// handshake, 0-RTT rejected), as after a restart with new ticket keys.
+	rejectTickets atomic.Bool
+	pc            *countingConn
+}
+
+// countingConn counts the packets the server receives per source port.
+type countingConn struct {
+	net.PacketConn
+	mu   sync.Mutex
+	from map[int]int
+}
+
+func (c *countingConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	n, addr, err := c.PacketConn.ReadFrom(b)
+	if ua, ok := addr.(*net.UDPAddr); ok && err == nil {
+		c.mu.Lock()
+		c.from[ua.Port]++
+		c.mu.Unlock()
+	}
+	return n, addr, err
+}
+
+func (s *fakeServer) packetsFrom(port int) int {
+	s.pc.mu.Lock()
+	defer s.pc.mu.Unlock()
+	return s.pc.from[port]
+}
+
+type fakeOpts struct {
+	reply    func(wire.Hello) wire.Msg
+	features []string // in Welcome
+	early    bool     // accept 0-RTT
 }
 
 // peer is the server's view of one channel.
@@ -48,6 +86,12 @@ type peer struct {
 
 func newFakeServer(t *testing.T, reply func(wire.Hello) wire.Msg) *fakeServer {
 	t.Helper()
+	return newFakeServerOpts(t, fakeOpts{reply: reply})
+}
+
+func newFakeServerOpts(t *testing.T, o fakeOpts) *fakeServer {
+	t.Helper()
+	reply := o.reply
 	dir := t.TempDir()
 	ca, err := pki.LoadOrCreateCA(dir)
 	if err != nil {
@@ -58,17 +102,34 @@ func newFakeServer(t *testing.T, reply func(wire.Hello) wire.Msg) *fakeServer {
 		t.Fatal(err)
 	}
 	tok, _ := pki.NewToken()
-	ln, err := quic.ListenAddr("127.0.0.1:0", &tls.Config{
+	s := &fakeServer{t: t, ca: ca, pin: pki.Pin(cert.Leaf), token: tok, reply: reply, opts: o, chans: make(chan *peer, 16)}
+	tlsConf := &tls.Config{
 		MinVersion:   tls.VersionTLS13,
 		Certificates: []tls.Certificate{cert},
 		NextProtos:   []string{wire.ALPNChannel, wire.ALPNPair},
 		ClientAuth:   tls.VerifyClientCertIfGiven,
 		ClientCAs:    ca.Pool(),
-	}, &quic.Config{MaxIdleTimeout: 60 * time.Second})
+	}
+	var key [32]byte
+	_, _ = rand.Read(key[:])
+	tlsConf.SetSessionTicketKeys([][32]byte{key}) // fixed keys, shared by the clones quic-go makes
+	tlsConf.UnwrapSession = func(identity []byte, cs tls.ConnectionState) (*tls.SessionState, error) {
+		if s.rejectTickets.Load() {
+			return nil, nil
+		}
+		return tlsConf.DecryptTicket(identity, cs)
+	}
+	udp, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &fakeServer{t: t, ln: ln, ca: ca, pin: pki.Pin(cert.Leaf), token: tok, reply: reply, chans: make(chan *peer, 16)}
+	s.pc = &countingConn{PacketConn: udp, from: map[int]int{}}
+	ln, err := quic.Listen(s.pc, tlsConf, &quic.Config{MaxIdleTimeout: 60 * time.Second, Allow0RTT: o.early})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { udp.Close() })
+	s.ln = ln
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(func() { cancel(); ln.Close() })
 	go func() {
@@ -99,6 +160,11 @@ func closeGently(conn *quic.Conn, st *quic.Stream) {
 }
 
 func (s *fakeServer) serve(ctx context.Context, conn *quic.Conn) {
+	select { // as the real server: act only on a completed handshake
+	case <-conn.HandshakeComplete():
+	case <-conn.Context().Done():
+		return
+	}
 	st, err := conn.AcceptStream(ctx)
 	if err != nil {
 		conn.CloseWithError(1, "no stream")
@@ -130,7 +196,7 @@ func (s *fakeServer) serve(ctx context.Context, conn *quic.Conn) {
 			return
 		}
 		id := pki.DeviceIDOfCert(conn.ConnectionState().TLS.PeerCertificates[0])
-		var r wire.Msg = wire.Welcome{Proto: wire.ProtocolVersion, DeviceID: id.String(), ServerMS: time.Now().UnixMilli()}
+		var r wire.Msg = wire.Welcome{Proto: wire.ProtocolVersion, DeviceID: id.String(), ServerMS: time.Now().UnixMilli(), Features: s.opts.features}
 		if s.reply != nil {
 			r = s.reply(hello)
 		}
@@ -318,24 +384,54 @@ func TestPairing(t *testing.T) {
 
 type runningAgent struct {
 	*Agent
-	sim  *sim.Sim
+	sim  *sim.Sim // the phone, unless agentOpts.phone replaced it
 	logs *syncBuffer
 	stop func()
+	dir  string
 }
 
 func startAgent(t *testing.T, srv *fakeServer, onRetry func(time.Duration, error)) *runningAgent {
+	t.Helper()
+	return startAgentWith(t, srv, agentOpts{onRetry: onRetry})
+}
+
+type agentOpts struct {
+	dir     string          // state directory; "" pairs a new one
+	phone   backend.Backend // nil means a fresh sim
+	onRetry func(time.Duration, error)
+	config  func(*Config) // last word on the config
+}
+
+func pairedDir(t *testing.T, srv *fakeServer) string {
 	t.Helper()
 	dir := t.TempDir()
 	if _, err := Pair(t.Context(), srv.link(), dir, PairOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	return dir
+}
+
+func startAgentWith(t *testing.T, srv *fakeServer, o agentOpts) *runningAgent {
+	t.Helper()
+	dir := o.dir
+	if dir == "" {
+		dir = pairedDir(t, srv)
+	}
 	log, logs := testLogger(t)
 	phone := sim.New(log)
-	a, err := New(Config{
-		StateDir: dir, Backend: phone, Log: log, Version: "test",
+	var be backend.Backend = phone
+	if o.phone != nil {
+		be = o.phone
+	}
+	cfg := Config{
+		StateDir: dir, Backend: be, Log: log, Version: "test",
 		Backoff: &Backoff{Schedule: []time.Duration{5 * time.Millisecond, 10 * time.Millisecond, 20 * time.Millisecond}},
-		OnRetry: onRetry,
-	})
+		OnRetry: o.onRetry,
+	}
+	if o.config != nil {
+		o.config(&cfg)
+	}
+	a, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -357,10 +453,10 @@ func startAgent(t *testing.T, srv *fakeServer, onRetry func(time.Duration, error
 		case <-time.After(waitFor):
 			t.Error("Run did not return after cancel")
 		}
-		phone.Close()
+		be.Close()
 	}
 	t.Cleanup(stop)
-	return &runningAgent{Agent: a, sim: phone, logs: logs, stop: stop}
+	return &runningAgent{Agent: a, sim: phone, logs: logs, stop: stop, dir: dir}
 }
 
 func TestChannel(t *testing.T) {

@@ -7,20 +7,25 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/quic-go/quic-go"
 
 	"github.com/rcsgate/rcsgate/internal/pki"
+	"github.com/rcsgate/rcsgate/internal/wire"
 )
 
 // ErrPinMismatch is returned when the server's certificate is not the one
 // the pairing link pinned.
 var ErrPinMismatch = errors.New("server certificate does not match the pairing link's pin")
 
-// Connection tuning shared by pairing and the channel.
+// Connection tuning shared by pairing and the channel. Keep-alives every
+// 20 s hold mobile NAT and conntrack state (Linux drops unreplied UDP after
+// 30 s; RFC 9000 suggests under 30 s).
 const (
 	keepAlivePeriod = 20 * time.Second
 	maxIdleTimeout  = 60 * time.Second
@@ -99,3 +104,235 @@ func (e dialErrors) Error() string {
 }
 
 func (e dialErrors) Unwrap() []error { return e }
+
+// chanConn is a channel connection and the UDP sockets (one per path) it
+// runs on; they are closed together.
+type chanConn struct {
+	conn *quic.Conn
+	addr string
+
+	mu  sync.Mutex
+	trs []*quic.Transport
+}
+
+// addTransport keeps tr (a migration path) to be closed with the connection.
+func (c *chanConn) addTransport(tr *quic.Transport) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.trs = append(c.trs, tr)
+}
+
+// localAddr is the socket address of the path in use. (quic.Conn.LocalAddr
+// races with quic-go's own path switch in v0.65, so it is not used.)
+func (c *chanConn) localAddr() net.Addr {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.trs[len(c.trs)-1].Conn.LocalAddr()
+}
+
+func (c *chanConn) close() {
+	_ = c.conn.CloseWithError(0, "agent closing")
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, tr := range c.trs {
+		_ = tr.Close()
+		_ = tr.Conn.Close()
+	}
+	c.trs = nil
+}
+
+// newTransport opens a UDP socket on all local addresses (IPv4 and IPv6)
+// with a QUIC transport on it.
+func newTransport() (*quic.Transport, error) {
+	udp, err := net.ListenUDP("udp", nil)
+	if err != nil {
+		return nil, err
+	}
+	return &quic.Transport{Conn: udp}, nil
+}
+
+// dialChannel dials addrs in order with 0-RTT allowed (DialEarly: with a
+// session ticket from an earlier connection, the Hello can travel in the
+// first flight) and returns the first connection. While pr reports that the
+// server answers again, a dial that has been waiting on lost packets is
+// restarted at once rather than left to quic-go's growing retransmission
+// timer. A pin mismatch is reported with errors.Is(err, ErrPinMismatch).
+func dialChannel(ctx context.Context, addrs []string, tlsConf *tls.Config, mismatch *atomic.Bool, perAddr time.Duration, pr *prober) (*chanConn, error) {
+	var errs []error
+	for _, addr := range addrs {
+		if ctx.Err() != nil {
+			break
+		}
+		raddr, err := net.ResolveUDPAddr("udp", addr)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", addr, err))
+			continue
+		}
+		mismatch.Store(false)
+		conn, tr, err := dialEarly(ctx, raddr, tlsConf, perAddr, pr)
+		if err == nil {
+			return &chanConn{conn: conn, addr: addr, trs: []*quic.Transport{tr}}, nil
+		}
+		if mismatch.Load() {
+			err = ErrPinMismatch
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", addr, err))
+	}
+	if err := ctx.Err(); err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) == 0 {
+		return nil, errors.New("no server address")
+	}
+	return nil, dialErrors(errs)
+}
+
+// errRedial: the server answers probes again while our handshake waits on
+// packets lost during the outage; dial again rather than wait for quic-go's
+// growing retransmission timer.
+var errRedial = errors.New("server answers again; dialing afresh")
+
+// redialWatch turns the prober's "answering again" signal into a redial
+// decision for one attempt: an attempt gets half a probe interval to finish
+// by itself (its own packets may be getting through too), then it is redone.
+type redialWatch struct {
+	pr      *prober
+	started time.Time
+	grace   <-chan time.Time
+}
+
+func newRedialWatch(pr *prober) *redialWatch {
+	pr.drain()
+	return &redialWatch{pr: pr, started: time.Now()}
+}
+
+// answered fires on a probe answer; grace when the attempt's time is up.
+func (w *redialWatch) answered() <-chan struct{}   { return w.pr.answered() }
+func (w *redialWatch) graceOver() <-chan time.Time { return w.grace }
+
+// onAnswer says whether to redial now, or arms graceOver.
+func (w *redialWatch) onAnswer() bool {
+	left := w.pr.interval/2 - time.Since(w.started)
+	if left <= 0 {
+		return true
+	}
+	w.grace = time.After(left)
+	return false
+}
+
+// dialEarly dials one address within perAddr, abandoning and restarting
+// the dial when the prober reports the server answering again while the
+// dial still waits (see redialWatch).
+func dialEarly(ctx context.Context, raddr *net.UDPAddr, tlsConf *tls.Config, perAddr time.Duration, pr *prober) (*quic.Conn, *quic.Transport, error) {
+	deadline := time.Now().Add(perAddr)
+	for redials := 0; ; redials++ {
+		tr, err := newTransport()
+		if err != nil {
+			return nil, nil, err
+		}
+		w := newRedialWatch(pr)
+		dctx, cancel := context.WithDeadline(ctx, deadline)
+		type result struct {
+			conn *quic.Conn
+			err  error
+		}
+		done := make(chan result, 1)
+		go func() {
+			c, err := tr.DialEarly(dctx, raddr, tlsConf.Clone(), quicConfig())
+			done <- result{c, err}
+		}()
+		var r result
+		restart := false
+	wait:
+		for {
+			select {
+			case r = <-done:
+				break wait
+			case <-w.answered():
+				if !w.onAnswer() {
+					continue
+				}
+			case <-w.graceOver():
+			}
+			cancel()
+			r = <-done
+			restart = r.err != nil
+			break wait
+		}
+		cancel()
+		if r.err == nil {
+			return r.conn, tr, nil
+		}
+		_ = tr.Close()
+		_ = tr.Conn.Close()
+		if !restart || redials == maxRedials || ctx.Err() != nil || time.Now().After(deadline) {
+			return nil, nil, r.err
+		}
+		deadline = time.Now().Add(perAddr)
+	}
+}
+
+// hello opens the control stream and sends Hello, possibly as 0-RTT data,
+// then waits for the handshake to complete: nothing but the (idempotent)
+// Hello is ever sent before that. If the server rejected 0-RTT, the Hello
+// never arrived, so it is sent again on the now complete connection.
+//
+// With 0-RTT, DialEarly returns before any packet came back, so a network
+// outage shows up here: when pr reports the server answering again while
+// the handshake still waits, hello returns errRedial.
+func (c *chanConn) hello(ctx context.Context, h wire.Hello, mismatch *atomic.Bool, pr *prober) (*quic.Stream, error) {
+	early := false
+	select {
+	case <-c.conn.HandshakeComplete():
+	default:
+		early = true
+	}
+	deadline, _ := ctx.Deadline()
+	send := func() (*quic.Stream, error) {
+		st, err := c.conn.OpenStream()
+		if err != nil {
+			return nil, fmt.Errorf("open control stream: %w", err)
+		}
+		_ = st.SetDeadline(deadline)
+		if err := wire.WriteMsg(st, h); err != nil {
+			return nil, fmt.Errorf("send hello: %w", err)
+		}
+		return st, nil
+	}
+	w := newRedialWatch(pr)
+	st, err := send()
+	if err != nil {
+		return nil, err
+	}
+handshake:
+	for {
+		select {
+		case <-c.conn.HandshakeComplete():
+			break handshake
+		case <-c.conn.Context().Done(): // the handshake failed
+			if mismatch.Load() {
+				return nil, ErrPinMismatch
+			}
+			return nil, fmt.Errorf("handshake: %w", context.Cause(c.conn.Context()))
+		case <-ctx.Done():
+			return nil, fmt.Errorf("handshake: %w", context.Cause(ctx))
+		case <-w.answered():
+			if w.onAnswer() {
+				return nil, errRedial
+			}
+		case <-w.graceOver():
+			return nil, errRedial
+		}
+	}
+	if early && !c.conn.ConnectionState().Used0RTT {
+		conn, err := c.conn.NextConnection(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("after 0-RTT rejection: %w", err)
+		}
+		c.conn = conn
+		if st, err = send(); err != nil {
+			return nil, err
+		}
+	}
+	return st, nil
+}

@@ -12,6 +12,12 @@ import (
 
 // Inbound is a message the phone received.
 type Inbound struct {
+	// ID, if set, is the phone's own stable key for this message (e.g. the
+	// SMS provider's row id). The agent derives the message's idempotency key
+	// from it, so a backend that hands the same message again (say after a
+	// crash, not knowing whether Deliver finished) never makes it twice. Empty
+	// means the agent picks a fresh random key.
+	ID   string
 	Chat string    // the conversation: the other party's number for a 1:1 chat
 	From string    // the sender's number (== Chat for a 1:1 chat)
 	Text string    // never logged
@@ -19,7 +25,9 @@ type Inbound struct {
 }
 
 // Sink takes inbound messages; the agent queues them for the server. A nil
-// return means the agent holds the message and will deliver it.
+// return means the agent has durably stored the message (fsync'd) and will
+// deliver it; an error means it did not, and the backend must keep the
+// message and offer it again later (e.g. the agent's queue is full).
 type Sink interface {
 	Deliver(ctx context.Context, in Inbound) error
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/rcsgate/rcsgate/internal/pki"
 	"github.com/rcsgate/rcsgate/internal/qrterm"
 	"github.com/rcsgate/rcsgate/internal/store"
+	"github.com/rcsgate/rcsgate/internal/sysd"
 )
 
 const usage = `rcsgate — a Matrix bridge to RCS and SMS through your own phone
@@ -183,20 +184,44 @@ func cmdRegistration(ctx context.Context, args []string, stdout, stderr io.Write
 }
 
 func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("serve", stderr, "Run the bridge: appservice listener, bridge bot and device channel.")
+	fs := newFlags("serve", stderr, "Run the bridge: appservice listener, bridge bot and device channel.\n"+
+		"Under systemd it takes the sockets named appservice, https, http and quic from its socket units,\n"+
+		"reports readiness, status and watchdog pings (Type=notify) and logs to journald.")
 	cfgPath := fs.String("config", defaultConfigPath(), "config file")
+	logMode := fs.String("log", sysd.LogAuto, "where logs go: auto (journald when stderr is the journal, else JSON lines on stderr), journald, json")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	// Take systemd's sockets first: it unsets LISTEN_* so nothing else
+	// mistakes them for its own, and a mismatched unit fails right away.
+	socks, err := sysd.Activated()
+	if err != nil {
+		return err
+	}
+	defer socks.Close() // the daemon's copies; systemd keeps its own
 	cfg, err := gateway.LoadConfig(*cfgPath)
 	if err != nil {
 		return err
 	}
-	log, err := gateway.NewLogger(stderr, cfg.LogLevel)
+	journald, err := sysd.UseJournald(*logMode)
 	if err != nil {
 		return err
 	}
-	return gateway.Run(ctx, cfg, log, gateway.Listeners{}, nil)
+	var out io.Writer = stderr
+	if journald {
+		out = &sysd.JournalWriter{Fallback: stderr}
+	}
+	log, err := gateway.NewLogger(out, cfg.LogLevel) // redacts before the journald write
+	if err != nil {
+		return err
+	}
+	if names := socks.Names(); len(names) > 0 {
+		log.Info().Strs("sockets", names).Msg("Socket activation: systemd handed over sockets")
+	}
+	sysd.NewNotifier(log).Starting("Starting: opening the database, waiting for the homeserver")
+	return gateway.Run(ctx, cfg, log, gateway.Listeners{
+		Appservice: socks.Appservice, Channel: socks.QUIC, HTTPS: socks.HTTPS, HTTP: socks.HTTP,
+	}, nil)
 }
 
 func openStore(ctx context.Context, cfgPath string) (*gateway.Config, *store.Store, error) {

@@ -235,4 +235,3 @@ func (c *Connector) DeviceState(ctx context.Context, devID string, connected boo
 		dc.sendState(connected)
 	}
 }
-

@@ -47,10 +47,10 @@ type Config struct {
 
 // Connector implements bridgev2.NetworkConnector and devicechan.Handler.
 type Connector struct {
-	cfg   Config
-	store *store.Store
-	ch    Channel
-	br    *bridgev2.Bridge
+	cfg    Config
+	store  *store.Store
+	ch     Channel
+	br     *bridgev2.Bridge
 	status *StatusMatrix
 
 	mu      sync.Mutex
@@ -77,7 +77,7 @@ func New(cfg Config, st *store.Store) *Connector {
 // as its handler and the connector needs the channel to send.
 func (c *Connector) SetChannel(ch Channel) { c.ch = ch }
 
-func (c *Connector) Init(br *bridgev2.Bridge)       { c.br = br }
+func (c *Connector) Init(br *bridgev2.Bridge) { c.br = br }
 func (c *Connector) Start(ctx context.Context) error {
 	go c.expireLoop(c.br.BackgroundCtx)
 	return nil

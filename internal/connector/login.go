@@ -81,9 +81,9 @@ func (p *pairLogin) Wait(ctx context.Context) (*bridgev2.LoginStep, error) {
 	select {
 	case ul := <-p.done:
 		return &bridgev2.LoginStep{
-			Type:         bridgev2.LoginStepTypeComplete,
-			StepID:       "net.rcsgate.pair.complete",
-			Instructions: fmt.Sprintf("Paired %s. Open a conversation with `start-chat +<number>`; messages to you from new numbers open rooms by themselves.", ul.RemoteName),
+			Type:           bridgev2.LoginStepTypeComplete,
+			StepID:         "net.rcsgate.pair.complete",
+			Instructions:   fmt.Sprintf("Paired %s. Open a conversation with `start-chat +<number>`; messages to you from new numbers open rooms by themselves.", ul.RemoteName),
 			CompleteParams: &bridgev2.LoginCompleteParams{UserLoginID: ul.ID, UserLogin: ul},
 		}, nil
 	case <-timer.C:

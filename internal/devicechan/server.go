@@ -38,17 +38,17 @@ type Handler interface {
 
 // QUIC error codes we close connections with.
 const (
-	codeOK        quic.ApplicationErrorCode = 0
-	codeProtocol  quic.ApplicationErrorCode = 1
-	codeRevoked   quic.ApplicationErrorCode = 2
-	codeReplaced  quic.ApplicationErrorCode = 3
-	codeShutdown  quic.ApplicationErrorCode = 4
+	codeOK       quic.ApplicationErrorCode = 0
+	codeProtocol quic.ApplicationErrorCode = 1
+	codeRevoked  quic.ApplicationErrorCode = 2
+	codeReplaced quic.ApplicationErrorCode = 3
+	codeShutdown quic.ApplicationErrorCode = 4
 )
 
 // Tunables; a later issue makes them configurable.
 const (
-	sendWindow    = 256              // unacked messages in flight per device
-	pingInterval  = 15 * time.Second // app-level RTT probe, also keeps NAT state
+	sendWindow   = 256              // unacked messages in flight per device
+	pingInterval = 15 * time.Second // app-level RTT probe, also keeps NAT state
 	// A phone that vanishes is declared gone after idleTimeout without a
 	// packet (the agent keeps alive every 20 s): well within the 60 s in
 	// which a silent phone must be reported.
@@ -284,11 +284,11 @@ func (s *Server) Enqueue(ctx context.Context, deviceID string, msg wire.Message)
 
 // SessionInfo is what `rcsgate status` shows of a live device.
 type SessionInfo struct {
-	DeviceID  string
-	Since     time.Time
-	LastSeen  time.Time
-	RTT       time.Duration
-	Remote    string
+	DeviceID string
+	Since    time.Time
+	LastSeen time.Time
+	RTT      time.Duration
+	Remote   string
 }
 
 // Sessions lists connected devices.

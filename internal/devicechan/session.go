@@ -33,6 +33,8 @@ type session struct {
 	rtt      time.Duration
 	inFlight int
 	pings    map[uint64]time.Time // nonce → when sent, for precise RTT
+
+	statusAcks bool // the agent keeps statuses until we ack them
 }
 
 func (s *session) wake() {
@@ -82,7 +84,12 @@ func (s *Server) handleChannel(ctx context.Context, conn *quic.Conn) {
 	_ = str.SetReadDeadline(time.Time{})
 	sess := &session{srv: s, conn: conn, str: str, devID: devID.String(), log: log,
 		since: time.Now(), lastSeen: time.Now(), wakeCh: make(chan struct{}, 1), pings: map[uint64]time.Time{}}
-	if err := sess.write(wire.Welcome{Proto: wire.ProtocolVersion, DeviceID: sess.devID, ServerMS: time.Now().UnixMilli()}); err != nil {
+	sess.statusAcks = wire.HasFeature(hello.Features, wire.FeatureStatusAck)
+	welcome := wire.Welcome{Proto: wire.ProtocolVersion, DeviceID: sess.devID, ServerMS: time.Now().UnixMilli()}
+	if sess.statusAcks {
+		welcome.Features = []string{wire.FeatureStatusAck}
+	}
+	if err := sess.write(welcome); err != nil {
 		_ = conn.CloseWithError(codeProtocol, "welcome failed")
 		return
 	}
@@ -110,9 +117,16 @@ func (s *Server) handleChannel(ctx context.Context, conn *quic.Conn) {
 	_ = conn.CloseWithError(codeOK, "")
 	wg.Wait()
 
+	// Record the disconnect before the session leaves the map, so whoever
+	// sees it gone also sees it disconnected in the store.
 	s.mu.Lock()
 	current := s.sessions[sess.devID] == sess
+	s.mu.Unlock()
 	if current {
+		_ = s.store.SetConnected(context.WithoutCancel(ctx), sess.devID, false)
+	}
+	s.mu.Lock()
+	if s.sessions[sess.devID] == sess {
 		delete(s.sessions, sess.devID)
 	}
 	s.mu.Unlock()
@@ -124,7 +138,6 @@ func (s *Server) handleChannel(ctx context.Context, conn *quic.Conn) {
 		log.Warn().Err(err).Msg("Device connection lost")
 	}
 	if current {
-		_ = s.store.SetConnected(context.WithoutCancel(ctx), sess.devID, false)
 		s.handler.DeviceState(context.WithoutCancel(ctx), sess.devID, false)
 	}
 }
@@ -154,6 +167,9 @@ func (s *session) readLoop(ctx context.Context) error {
 				return err
 			}
 		case wire.Ack:
+			if len(m.IDs) == 0 {
+				continue
+			}
 			if err := s.srv.store.Acked(ctx, s.devID, m.IDs); err != nil {
 				return fmt.Errorf("store ack: %w", err)
 			}
@@ -162,7 +178,15 @@ func (s *session) readLoop(ctx context.Context) error {
 			s.mu.Unlock()
 			s.wake()
 		case wire.Status:
+			// HandleStatus commits the state change before it returns; the
+			// ack lets the agent forget the status (resends are dropped by
+			// the store's state order).
 			s.srv.handler.HandleStatus(ctx, s.devID, m)
+			if s.statusAcks {
+				if err := s.write(wire.Ack{Statuses: []wire.StatusRef{{ID: m.ID, State: m.State}}}); err != nil {
+					return err
+				}
+			}
 		case wire.Ping:
 			if err := s.write(wire.Pong(m)); err != nil {
 				return err
@@ -257,5 +281,12 @@ func (s *session) pingLoop(ctx context.Context) {
 
 // pongOut and pongIn read the agent's queue depths from a pong; agents that
 // predate those fields report zero.
-func pongOut(p wire.Pong) int { return 0 }
-func pongIn(p wire.Pong) int  { return 0 }
+func pongOut(p wire.Pong) int { return deref(p.Out) }
+func pongIn(p wire.Pong) int  { return deref(p.In) }
+
+func deref(n *int) int {
+	if n == nil {
+		return 0
+	}
+	return *n
+}

@@ -61,7 +61,9 @@ func TestMemoryBudgetTenIdleDevices(t *testing.T) {
 	gwCtx, stopGW := context.WithCancel(ctx)
 	ready := make(chan *gateway.Gateway, 1)
 	done := make(chan error, 1)
-	go func() { done <- gateway.Run(gwCtx, cfg, zerolog.Nop(), gateway.Listeners{}, func(g *gateway.Gateway) { ready <- g }) }()
+	go func() {
+		done <- gateway.Run(gwCtx, cfg, zerolog.Nop(), gateway.Listeners{}, func(g *gateway.Gateway) { ready <- g })
+	}()
 	defer func() { stopGW(); <-done }()
 	var gw *gateway.Gateway
 	select {

@@ -41,13 +41,31 @@ type Config struct {
 	Permissions map[string]string `yaml:"permissions"`
 	IDKey       string            `yaml:"id_key"` // base64; keys opaque ghost ids
 	PairTTL     time.Duration     `yaml:"pair_ttl"`
+	// TLS is the HTTPS front for the homeserver (certmagic); empty mode = off.
+	TLS TLSConfig `yaml:"tls"`
 	// Queue bounds what waits for an offline phone; past it, senders get a
 	// failed status instead of silence.
 	Queue struct {
 		Limit int           `yaml:"limit"` // messages per device
 		TTL   time.Duration `yaml:"ttl"`
 	} `yaml:"queue"`
-	LogLevel    string            `yaml:"log_level"`
+	LogLevel string `yaml:"log_level"`
+}
+
+// TLSConfig configures the HTTPS front (internal/front).
+type TLSConfig struct {
+	Mode             string `yaml:"mode"`     // "" (off) | acme | provided | selfsigned
+	Domain           string `yaml:"domain"`   // public host name serving Matrix, e.g. matrix.example.org
+	Email            string `yaml:"email"`    // ACME account contact
+	CA               string `yaml:"ca"`       // ACME directory URL; "" = Let's Encrypt
+	CARoots          string `yaml:"ca_roots"` // PEM file trusted for the ACME server (tests, private CAs)
+	CertFile         string `yaml:"cert_file"`
+	KeyFile          string `yaml:"key_file"`
+	HTTPSListen      string `yaml:"https_listen"` // when not socket-activated; default [::]:443
+	HTTPListen       string `yaml:"http_listen"`  // default [::]:80
+	PublicPort       int    `yaml:"public_port"`
+	DisableHTTP01    bool   `yaml:"disable_http01"`
+	DisableTLSALPN01 bool   `yaml:"disable_tlsalpn01"`
 }
 
 // InitOptions are the few things `rcsgate init` needs from a person.
@@ -137,6 +155,18 @@ func (c *Config) Validate() error {
 	}
 	if c.PairTTL <= 0 || c.PairTTL > 24*time.Hour {
 		bad("pair_ttl %s must be between 1s and 24h", c.PairTTL)
+	}
+	switch c.TLS.Mode {
+	case "":
+	case "acme", "provided", "selfsigned":
+		if c.TLS.Domain == "" {
+			bad("tls.domain is required when tls.mode is %s", c.TLS.Mode)
+		}
+		if c.TLS.Mode == "provided" && (c.TLS.CertFile == "" || c.TLS.KeyFile == "") {
+			bad("tls.cert_file and tls.key_file are required when tls.mode is provided")
+		}
+	default:
+		bad("tls.mode %q: use acme, provided, selfsigned, or leave it empty for no HTTPS front", c.TLS.Mode)
 	}
 	if c.Queue.Limit < 0 || c.Queue.TTL < 0 {
 		bad("queue.limit and queue.ttl must not be negative (0 means the default)")

@@ -32,9 +32,11 @@ import (
 	"github.com/rcsgate/rcsgate/internal/astxn"
 	"github.com/rcsgate/rcsgate/internal/connector"
 	"github.com/rcsgate/rcsgate/internal/devicechan"
+	"github.com/rcsgate/rcsgate/internal/front"
 	"github.com/rcsgate/rcsgate/internal/pki"
 	"github.com/rcsgate/rcsgate/internal/redact"
 	"github.com/rcsgate/rcsgate/internal/store"
+	"github.com/rcsgate/rcsgate/internal/sysd"
 )
 
 // Paths inside the state directory.
@@ -118,6 +120,20 @@ func (c *Config) bridgeConfig(name bridgev2.BridgeName) (*bridgeconfig.Config, e
 	return &bc, nil
 }
 
+// frontConfig maps the tls section onto the HTTPS front.
+func (c *Config) frontConfig(log zerolog.Logger) front.Config {
+	return front.Config{
+		Mode: c.TLS.Mode, Domain: c.TLS.Domain, ServerName: c.Homeserver.Domain, PublicPort: c.TLS.PublicPort,
+		Email: c.TLS.Email, CA: c.TLS.CA, CARootsFile: c.TLS.CARoots,
+		StorageDir: filepath.Join(c.StateDir, "certmagic"),
+		CertFile:   c.TLS.CertFile, KeyFile: c.TLS.KeyFile,
+		Homeserver:              c.Homeserver.URL,
+		DisableHTTPChallenge:    c.TLS.DisableHTTP01,
+		DisableTLSALPNChallenge: c.TLS.DisableTLSALPN01,
+		Log:                     log.With().Str("component", "front").Logger(),
+	}
+}
+
 // Registration is the appservice registration the homeserver needs.
 func (c *Config) Registration() (*appservice.Registration, error) {
 	conn := connector.New(connector.Config{}, nil)
@@ -135,10 +151,13 @@ func (c *Config) Registration() (*appservice.Registration, error) {
 	return reg, nil
 }
 
-// Listeners lets systemd (or a test) hand over sockets; nil means bind.
+// Listeners are sockets handed over by systemd (internal/sysd, by
+// FileDescriptorName=) or by a test; a nil one is bound from the config.
 type Listeners struct {
-	Appservice net.Listener
-	Channel    net.PacketConn
+	Appservice net.Listener   // "appservice": the homeserver pushes transactions here
+	Channel    net.PacketConn // "quic": the device channel (UDP)
+	HTTPS      net.Listener   // "https": for the TLS front (443/tcp)
+	HTTP       net.Listener   // "http": ACME HTTP-01 and redirects (80/tcp)
 }
 
 // Gateway is a running rcsgate.
@@ -190,15 +209,8 @@ func Run(ctx context.Context, cfg *Config, log zerolog.Logger, ls Listeners, rea
 	ch := devicechan.New(st, ca, chCert, conn, log.With().Str("component", "devicechan").Logger())
 	conn.SetChannel(ch)
 
-	if ls.Appservice == nil {
-		if ls.Appservice, err = net.Listen("tcp", cfg.Appservice.Listen); err != nil {
-			return fmt.Errorf("appservice listener: %w", err)
-		}
-	}
-	if ls.Channel == nil {
-		if ls.Channel, err = net.ListenPacket("udp", cfg.Channel.Listen); err != nil {
-			return fmt.Errorf("device channel listener: %w", err)
-		}
+	if err := ls.setUp(cfg, log); err != nil {
+		return err
 	}
 	httpSrv := &http.Server{
 		Handler: astxn.Wrap(exhttp.ApplyMiddleware(mx.AS.Router, mx.AS.Middleware...), &astxn.Handler{
@@ -206,13 +218,25 @@ func Run(ctx context.Context, cfg *Config, log zerolog.Logger, ls Listeners, rea
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
-	errc := make(chan error, 2)
+	errc := make(chan error, 4)
 	go func() {
 		if err := httpSrv.Serve(ls.Appservice); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			errc <- fmt.Errorf("appservice HTTP: %w", err)
 		}
 	}()
 	log.Info().Str("addr", ls.Appservice.Addr().String()).Msg("Appservice listener ready")
+	if cfg.TLS.Mode != "" {
+		fr, err := front.New(ctx, cfg.frontConfig(log))
+		if err != nil {
+			return err
+		}
+		defer fr.Close()
+		go func() {
+			if err := fr.Serve(ctx, ls.HTTPS, ls.HTTP); err != nil {
+				errc <- fmt.Errorf("HTTPS front: %w", err)
+			}
+		}()
+	}
 
 	if err := br.StartConnectors(ctx); err != nil {
 		return fmt.Errorf("start bridge: %w", err)
@@ -234,6 +258,16 @@ func Run(ctx context.Context, cfg *Config, log zerolog.Logger, ls Listeners, rea
 	}()
 	gw := &Gateway{cfg: cfg, log: log, Store: st, Bridge: br, Chan: ch, Conn: conn}
 	log.Info().Strs("channel", cfg.Channel.PublicAddrs).Msg("rcsgate ready")
+	// Database migrated, homeserver answered, listeners up: tell systemd.
+	sd := sysd.NewNotifier(log.With().Str("component", "sd_notify").Logger())
+	status, err := gw.StatusLine(ctx)
+	if err != nil {
+		status = "Ready"
+	}
+	sd.Ready(status)
+	sdCtx, stopSd := context.WithCancel(ctx)
+	defer stopSd()
+	go sd.Run(sdCtx, gw.StatusLine)
 	if ready != nil {
 		ready(gw)
 	}
@@ -243,6 +277,8 @@ func Run(ctx context.Context, cfg *Config, log zerolog.Logger, ls Listeners, rea
 	case runErr = <-errc:
 	}
 	log.Info().Msg("Stopping")
+	stopSd()
+	sd.Stopping()
 	stopCh()
 	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
@@ -252,4 +288,6 @@ func Run(ctx context.Context, cfg *Config, log zerolog.Logger, ls Listeners, rea
 }
 
 // IsAddrInUse helps callers give a clear message for a taken port.
-func IsAddrInUse(err error) bool { return err != nil && strings.Contains(err.Error(), "address already in use") }
+func IsAddrInUse(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "address already in use")
+}

@@ -36,6 +36,8 @@ type Options struct {
 	User       string // demo user localpart, default "demo"
 	Password   string // default: random
 	LogLevel   string // rcsgate's log level, default "info"
+	// Configure, if set, edits rcsgate's config after `rcsgate init`.
+	Configure func(*gateway.Config)
 }
 
 // Stack is a running deployment.
@@ -124,6 +126,16 @@ func Up(ctx context.Context, o Options) (st *Stack, err error) {
 			return nil, err
 		}
 	}
+	if o.Configure != nil {
+		cfg, err := gateway.LoadConfig(st.ConfigPath)
+		if err != nil {
+			return nil, err
+		}
+		o.Configure(cfg)
+		if err := cfg.Save(st.ConfigPath); err != nil {
+			return nil, err
+		}
+	}
 	st.HS, err = testpeer.StartDendrite(ctx, testpeer.Options{
 		Dir: filepath.Join(o.Dir, "dendrite"), ServerName: domain, Port: hsPort,
 		AppserviceRegistrations: []string{filepath.Join(gwState, "registration.yaml")},
@@ -205,8 +217,14 @@ func (st *Stack) StopGateway(sig syscall.Signal) error { return st.gw.stop(sig) 
 func (st *Stack) StopAgent(sig syscall.Signal) error   { return st.agent.stop(sig) }
 
 // GatewayLog and AgentLog return what the processes logged so far.
-func (st *Stack) GatewayLog() []byte { b, _ := os.ReadFile(filepath.Join(st.Opts.Dir, "rcsgate.log")); return b }
-func (st *Stack) AgentLog() []byte   { b, _ := os.ReadFile(filepath.Join(st.Opts.Dir, "agent.log")); return b }
+func (st *Stack) GatewayLog() []byte {
+	b, _ := os.ReadFile(filepath.Join(st.Opts.Dir, "rcsgate.log"))
+	return b
+}
+func (st *Stack) AgentLog() []byte {
+	b, _ := os.ReadFile(filepath.Join(st.Opts.Dir, "agent.log"))
+	return b
+}
 
 // Down stops everything; safe to call twice.
 func (st *Stack) Down() {

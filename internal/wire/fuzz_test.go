@@ -14,6 +14,9 @@ func FuzzReadMsg(f *testing.F) {
 		Hello{Proto: 1, Agent: "a", Backend: "sim"},
 		Message{ID: "m", Chat: "+12025550100", Text: "hi"},
 		Ack{IDs: []string{"m"}},
+		Ack{Statuses: []StatusRef{{ID: "m", State: StateSent}}},
+		Pong{Nonce: 1, Out: new(int), In: new(int)},
+		Welcome{Proto: 1, Features: []string{FeatureStatusAck}},
 		Status{ID: "m", State: StateFailed, Reason: "x"},
 		PairRequest{Token: "t", CSR: []byte{1}},
 	} {

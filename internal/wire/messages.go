@@ -28,8 +28,8 @@ const (
 // Hello opens a channel: who the agent is and what it can do.
 type Hello struct {
 	Proto    int      `json:"proto"`
-	Agent    string   `json:"agent"`             // agent build, e.g. "rcsgate-agent/0.1.0"
-	Backend  string   `json:"backend"`           // "sim", "smsgateway", ...
+	Agent    string   `json:"agent"`   // agent build, e.g. "rcsgate-agent/0.1.0"
+	Backend  string   `json:"backend"` // "sim", "smsgateway", ...
 	Features []string `json:"features,omitempty"`
 }
 
@@ -38,6 +38,27 @@ type Welcome struct {
 	Proto    int    `json:"proto"`
 	DeviceID string `json:"device_id"`
 	ServerMS int64  `json:"server_ms"`
+	// Features the server uses on this channel (see FeatureStatusAck).
+	Features []string `json:"features,omitempty"`
+}
+
+// FeatureStatusAck, in Hello.Features, says the agent understands
+// Ack.Statuses; in Welcome.Features, that the server will ack every Status it
+// receives with Ack.Statuses once it has handled it. The server must send
+// Ack.Statuses only to an agent that announced it; the agent keeps a status
+// and sends it again after each reconnect until it is acked only when the
+// server announced it (otherwise a status is sent once per message, as in
+// protocol 1 without the feature).
+const FeatureStatusAck = "status_ack"
+
+// HasFeature reports whether list names f.
+func HasFeature(list []string, f string) bool {
+	for _, x := range list {
+		if x == f {
+			return true
+		}
+	}
+	return false
 }
 
 // Message is one chat message. ID is the idempotency key: the sender picks it
@@ -50,9 +71,18 @@ type Message struct {
 	TSMS int64  `json:"ts"` // unix milliseconds at the origin
 }
 
-// Ack says the receiver has durably stored these messages.
+// Ack says the receiver has durably stored these messages (IDs) and, from
+// the server only, that it has handled these statuses (Statuses; see
+// FeatureStatusAck). At least one of the two is non-empty.
 type Ack struct {
-	IDs []string `json:"ids"`
+	IDs      []string    `json:"ids"`
+	Statuses []StatusRef `json:"statuses,omitempty"`
+}
+
+// StatusRef names one Status frame: the message id and the state it reported.
+type StatusRef struct {
+	ID    string `json:"id"`
+	State string `json:"state"`
 }
 
 // Delivery states reported by the phone for a message sent from Matrix.
@@ -71,10 +101,17 @@ type Status struct {
 	TSMS   int64  `json:"ts"`
 }
 
-// Ping and Pong measure RTT and keep idle mappings open.
+// Ping and Pong measure RTT and keep idle mappings open. Out and In, when
+// present, are the sender's queue depths: Out is how many messages it holds
+// for the peer that the peer has not acked yet, In how many messages it
+// received (and acked) that it has not yet passed on (for the agent: not yet
+// handed to the phone). The agent sets them in every Pong; nil means unknown
+// (an older peer).
 type Ping struct {
 	Nonce uint64 `json:"n"`
 	TSMS  int64  `json:"ts"`
+	Out   *int   `json:"out,omitempty"`
+	In    *int   `json:"in,omitempty"`
 }
 type Pong Ping
 
@@ -137,12 +174,17 @@ func (m Message) Validate() error {
 	return nil
 }
 func (a Ack) Validate() error {
-	if len(a.IDs) == 0 {
+	if len(a.IDs) == 0 && len(a.Statuses) == 0 {
 		return fmt.Errorf("%w: empty ack", ErrMalformed)
 	}
 	for _, id := range a.IDs {
 		if id == "" || len(id) > MaxIDLen {
 			return fmt.Errorf("%w: ack id length %d", ErrMalformed, len(id))
+		}
+	}
+	for _, s := range a.Statuses {
+		if err := (Status{ID: s.ID, State: s.State}).Validate(); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -157,8 +199,17 @@ func (s Status) Validate() error {
 	}
 	return fmt.Errorf("%w: unknown delivery state %q", ErrMalformed, s.State)
 }
-func (Ping) Validate() error { return nil }
-func (Pong) Validate() error { return nil }
+func (p Ping) Validate() error { return validDepths(p.Out, p.In) }
+func (p Pong) Validate() error { return validDepths(p.Out, p.In) }
+
+func validDepths(ns ...*int) error {
+	for _, n := range ns {
+		if n != nil && *n < 0 {
+			return fmt.Errorf("%w: negative queue depth", ErrMalformed)
+		}
+	}
+	return nil
+}
 func (p PairRequest) Validate() error {
 	if p.Token == "" || len(p.CSR) == 0 {
 		return fmt.Errorf("%w: pair request needs a token and a CSR", ErrMalformed)
