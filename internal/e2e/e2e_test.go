@@ -20,6 +20,7 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/rcsgate/rcsgate/internal/gateway"
 	"github.com/rcsgate/rcsgate/internal/harness"
 )
 
@@ -381,3 +382,50 @@ func TestTransactionReplayIsNoop(t *testing.T) {
 }
 
 func writeFile(path, s string) error { return os.WriteFile(path, []byte(s), 0o600) }
+
+// Past the per-device queue limit a message is refused with a failed status
+// and a notice in the room — never silence.
+func TestQueueFullFailsLoudly(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	st, err := harness.Up(ctx, harness.Options{Dir: t.TempDir(), Configure: func(c *gateway.Config) { c.Queue.Limit = 1 }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Down)
+	cli, err := harness.Login(ctx, st.Info.Homeserver, st.Info.UserID, st.Info.Password)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cli.Close)
+	bot := id.UserID(st.Info.BotUserID)
+	mgmt, err := cli.OpenDM(ctx, bot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	portal, _, err := cli.StartChat(ctx, mgmt, "+12025550188")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.StopAgent(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	from := cli.Now()
+	first, err := cli.SendText(ctx, portal, "fits in the queue")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := cli.WaitEvent(ctx, from, statusOf(portal, first.EventID, event.MessageStatusPending)); err != nil {
+		t.Fatalf("first message not pending: %v", err)
+	}
+	second, err := cli.SendText(ctx, portal, "one too many")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := cli.WaitEvent(ctx, from, statusOf(portal, second.EventID, event.MessageStatusFail)); err != nil {
+		t.Fatalf("overflowing message got no failed status: %v", err)
+	}
+	if _, _, err := cli.WaitEvent(ctx, from, botSays(cli, portal, bot, "wait for the phone")); err != nil {
+		t.Fatalf("no notice explaining the failure: %v", err)
+	}
+}
