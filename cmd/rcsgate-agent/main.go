@@ -226,7 +226,10 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 
-	phone := sim.New(log)
+	phone, err := sim.Open(log, *state)
+	if err != nil {
+		return err
+	}
 	defer phone.Close()
 	a, err := agent.New(agent.Config{StateDir: *state, Backend: phone, Log: log, Version: version})
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix/bridgev2"
 	"maunium.net/go/mautrix/bridgev2/database"
 	"maunium.net/go/mautrix/bridgev2/networkid"
@@ -183,6 +184,12 @@ func (c *Connector) HandleInbound(ctx context.Context, devID string, msg wire.Me
 	if err != nil {
 		return err
 	}
+	if err := c.settleCrashedSend(ctx, msg.ID); err != nil {
+		return err
+	}
+	if err := c.store.MarkInflight(ctx, msg.ID); err != nil {
+		return err
+	}
 	res := ul.QueueRemoteEvent(&simplevent.Message[wire.Message]{
 		EventMeta: simplevent.EventMeta{
 			Type:         bridgev2.RemoteEventMessage,
@@ -204,7 +211,35 @@ func (c *Connector) HandleInbound(ctx context.Context, devID string, msg wire.Me
 		}
 		return errors.New("bridge did not handle the message")
 	}
-	return nil
+	return c.store.ClearInflight(ctx, msg.ID)
+}
+
+// crashSettle is how long after a restart a message whose Matrix send was
+// cut short waits before it is sent again. The resend carries the same
+// transaction id (idempotentIntent), which the homeserver deduplicates — but
+// only once it has finished the first request, which may still be running
+// when a crashed bridge is back within milliseconds.
+const crashSettle = 5 * time.Second
+
+func (c *Connector) settleCrashedSend(ctx context.Context, msgID string) error {
+	crashed, err := c.store.InflightBefore(ctx, msgID, c.started)
+	if err != nil || !crashed {
+		return err
+	}
+	wait := time.Until(c.started.Add(crashSettle))
+	if wait <= 0 {
+		return nil
+	}
+	zerolog.Ctx(ctx).Info().Str("msg_id", msgID).Dur("wait", wait).
+		Msg("Message was being sent when the bridge stopped; letting the homeserver finish first")
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }
 
 func convertText(ctx context.Context, portal *bridgev2.Portal, intent bridgev2.MatrixAPI, msg wire.Message) (*bridgev2.ConvertedMessage, error) {

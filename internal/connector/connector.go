@@ -47,11 +47,12 @@ type Config struct {
 
 // Connector implements bridgev2.NetworkConnector and devicechan.Handler.
 type Connector struct {
-	cfg    Config
-	store  *store.Store
-	ch     Channel
-	br     *bridgev2.Bridge
-	status *StatusMatrix
+	cfg     Config
+	store   *store.Store
+	ch      Channel
+	br      *bridgev2.Bridge
+	status  *StatusMatrix
+	started time.Time // when this process started handling messages
 
 	mu      sync.Mutex
 	waiters map[string]chan *bridgev2.UserLogin // pairing token hash → login flow
@@ -79,6 +80,7 @@ func (c *Connector) SetChannel(ch Channel) { c.ch = ch }
 
 func (c *Connector) Init(br *bridgev2.Bridge) { c.br = br }
 func (c *Connector) Start(ctx context.Context) error {
+	c.started = time.Now()
 	go c.expireLoop(c.br.BackgroundCtx)
 	return nil
 }

@@ -121,6 +121,9 @@ func Up(ctx context.Context, o Options) (st *Stack, err error) {
 			return nil, fmt.Errorf("harness: rcsgate init: %w: %s", err, out)
 		}
 	}
+	if o.LogLevel == "" {
+		o.LogLevel = os.Getenv("RCSGATE_TEST_LOG_LEVEL") // e.g. debug, when chasing a failure
+	}
 	if o.LogLevel != "" {
 		if err := setLogLevel(st.ConfigPath, o.LogLevel); err != nil {
 			return nil, err

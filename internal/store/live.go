@@ -209,3 +209,33 @@ func (s *Store) ExpireOutbox(ctx context.Context, ttl time.Duration) ([]string, 
 	}
 	return ids, tx.Commit()
 }
+
+// MarkInflight records that a phone message is about to be sent to Matrix.
+func (s *Store) MarkInflight(ctx context.Context, msgID string) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO inflight (msg_id, started_ms) VALUES (?, ?) ON CONFLICT DO NOTHING`, msgID, s.ms())
+	if err != nil {
+		return fmt.Errorf("store: mark inflight: %w", err)
+	}
+	return nil
+}
+
+// ClearInflight forgets a message once bridgev2 has recorded it.
+func (s *Store) ClearInflight(ctx context.Context, msgID string) error {
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM inflight WHERE msg_id = ?`, msgID); err != nil {
+		return fmt.Errorf("store: clear inflight: %w", err)
+	}
+	return nil
+}
+
+// InflightBefore reports whether a send of msgID started before t (by a
+// process that then died) and never finished.
+func (s *Store) InflightBefore(ctx context.Context, msgID string, t time.Time) (bool, error) {
+	var started int64
+	err := s.db.QueryRowContext(ctx, `SELECT started_ms FROM inflight WHERE msg_id = ?`, msgID).Scan(&started)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	} else if err != nil {
+		return false, fmt.Errorf("store: inflight: %w", err)
+	}
+	return started < t.UnixMilli(), nil
+}

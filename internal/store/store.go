@@ -70,6 +70,11 @@ var migrations = []string{
 	ALTER TABLE device ADD COLUMN rtt_us INTEGER NOT NULL DEFAULT 0;
 	ALTER TABLE device ADD COLUMN agent_out INTEGER NOT NULL DEFAULT 0;   -- phone→server waiting on the agent
 	ALTER TABLE device ADD COLUMN agent_in INTEGER NOT NULL DEFAULT 0;    -- server→phone not yet on the phone`,
+	`-- v3: phone messages whose Matrix send was under way (crash window)
+	CREATE TABLE inflight (
+		msg_id     TEXT PRIMARY KEY,
+		started_ms INTEGER NOT NULL
+	);`,
 }
 
 // Open opens (and migrates) the database at path.

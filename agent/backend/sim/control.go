@@ -16,6 +16,10 @@ const maxInjectBody = 128 << 10
 type InjectRequest struct {
 	From string `json:"from"`
 	Text string `json:"text"`
+	// ID, if set, is the phone's own id for the message: the agent queues
+	// a message with the same id once, so a client may retry an injection
+	// whose answer it lost without doubling it.
+	ID string `json:"id,omitempty"`
 }
 
 // Health is the body of GET /v1/healthz.
@@ -30,6 +34,7 @@ type errorBody struct {
 // Handler serves the control API:
 //
 //	POST /v1/inject {"from": "+1...", "text": "..."} → 202 {"queued": true}
+//	  (answered only once the agent has stored the message durably)
 //	GET  /v1/sent                                   → 200 [{"id","chat","text","ts"}, ...]
 //	GET  /v1/healthz                                → 200 {"connected": bool}
 //
@@ -44,9 +49,9 @@ func (s *Sim) Handler(connected func() bool) http.Handler {
 			writeJSON(w, http.StatusBadRequest, errorBody{"body must be JSON {\"from\": \"+...\", \"text\": \"...\"}"})
 			return
 		}
-		if err := s.Inject(req.From, req.Text); err != nil {
+		if err := s.injectID(r.Context(), req.ID, req.From, req.Text); err != nil {
 			code := http.StatusBadRequest
-			if errors.Is(err, ErrNotStarted) {
+			if errors.Is(err, ErrNotStarted) || errors.Is(err, ErrClosed) || r.Context().Err() != nil {
 				code = http.StatusServiceUnavailable
 			}
 			writeJSON(w, code, errorBody{err.Error()})

@@ -5,8 +5,13 @@
 package sim
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -44,8 +49,11 @@ type Sim struct {
 	mu      sync.Mutex
 	sink    backend.Sink
 	sent    []Sent
-	queue   []backend.Inbound // inbound messages waiting to reach the sink, in order
-	wake    chan struct{}     // capacity 1: something was queued
+	queue   []queued // inbound messages waiting to reach the sink, in order
+	sentIDs map[string]bool
+	sentLog *os.File      // <state>/sim-sent.jsonl, nil for an in-memory sim
+	dupes   int           // sends of an id already sent (dropped)
+	wake    chan struct{} // capacity 1: something was queued
 	started bool
 	closed  chan struct{}
 	done    chan struct{} // closed when the delivery goroutine exits
@@ -53,15 +61,62 @@ type Sim struct {
 
 var _ backend.Backend = (*Sim)(nil)
 
-// New returns a simulated phone that logs to log.
+// SentFile is the file in the state directory where Open records sends.
+const SentFile = "sim-sent.jsonl"
+
+type queued struct {
+	in   backend.Inbound
+	done chan error // nil for echo answers; gets nil once the sink took it
+}
+
+// New returns a simulated phone that logs to log and keeps its record of
+// sent messages in memory only.
 func New(log zerolog.Logger) *Sim {
 	return &Sim{
-		log:    log.With().Str("backend", Name).Logger(),
-		now:    time.Now,
-		wake:   make(chan struct{}, 1),
-		closed: make(chan struct{}),
-		done:   make(chan struct{}),
+		log:     log.With().Str("backend", Name).Logger(),
+		now:     time.Now,
+		wake:    make(chan struct{}, 1),
+		closed:  make(chan struct{}),
+		done:    make(chan struct{}),
+		sentIDs: map[string]bool{},
 	}
+}
+
+// Open returns a simulated phone whose record of sent messages is durable:
+// each send is appended to stateDir/sim-sent.jsonl and fsync'd before Send
+// returns, and the record is loaded again here, so it survives a SIGKILL.
+func Open(log zerolog.Logger, stateDir string) (*Sim, error) {
+	s := New(log)
+	path := filepath.Join(stateDir, SentFile)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("sim: %w", err)
+	}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	var good int64
+	for sc.Scan() {
+		line := sc.Bytes()
+		var m Sent
+		if err := json.Unmarshal(line, &m); err != nil {
+			break // a torn last line from a crash mid-write: cut it off
+		}
+		good += int64(len(line)) + 1
+		if !s.sentIDs[m.ID] {
+			s.sentIDs[m.ID] = true
+			s.sent = append(s.sent, m)
+		}
+	}
+	if err := f.Truncate(good); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("sim: %w", err)
+	}
+	if _, err := f.Seek(good, 0); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("sim: %w", err)
+	}
+	s.sentLog = f
+	return s, nil
 }
 
 func (s *Sim) Name() string { return Name }
@@ -92,6 +147,13 @@ func (s *Sim) Close() error {
 	if started {
 		<-s.done
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sentLog != nil {
+		err := s.sentLog.Close()
+		s.sentLog = nil
+		return err
+	}
 	return nil
 }
 
@@ -107,17 +169,57 @@ func (s *Sim) Send(ctx context.Context, id, chat, text string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now()
-	s.sent = append(s.sent, Sent{ID: id, Chat: chat, Text: text, TS: now})
+	if id != "" && s.sentIDs[id] {
+		// The agent hands a message again after a crash between our
+		// return and its own record: the phone sends it once.
+		s.dupes++
+		s.log.Info().Str("id", id).Msg("duplicate send dropped")
+		return nil
+	}
+	m := Sent{ID: id, Chat: chat, Text: text, TS: now}
+	if s.sentLog != nil {
+		b, err := json.Marshal(m)
+		if err != nil {
+			return err
+		}
+		if _, err := s.sentLog.Write(append(b, '\n')); err != nil {
+			return fmt.Errorf("sim: record send: %w", err)
+		}
+		if err := s.sentLog.Sync(); err != nil {
+			return fmt.Errorf("sim: record send: %w", err)
+		}
+	}
+	if id != "" {
+		s.sentIDs[id] = true
+	}
+	s.sent = append(s.sent, m)
 	s.log.Debug().Str("id", id).Str("chat", redact.Number(chat)).Int("len", len(text)).Msg("sent to phone network")
 	if chat == EchoNumber {
-		s.enqueueLocked(backend.Inbound{Chat: EchoNumber, From: EchoNumber, Text: text, TS: now})
+		s.enqueueLocked(queued{in: backend.Inbound{Chat: EchoNumber, From: EchoNumber, Text: text, TS: now}})
 	}
 	return nil
 }
 
+// Duplicates reports how many sends of an already-sent id were dropped.
+func (s *Sim) Duplicates() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.dupes
+}
+
 // Inject makes the phone receive text from the number from, as if over the
-// network. It returns once the message is queued for the agent.
+// network. It returns once the agent's sink has accepted it (the agent
+// stores it durably before accepting), so a nil error means the agent has it.
 func (s *Sim) Inject(from, text string) error {
+	return s.InjectContext(context.Background(), from, text)
+}
+
+// InjectContext is Inject with a context bounding the wait for the sink.
+func (s *Sim) InjectContext(ctx context.Context, from, text string) error {
+	return s.injectID(ctx, "", from, text)
+}
+
+func (s *Sim) injectID(ctx context.Context, id, from, text string) error {
 	if !ValidNumber(from) {
 		return errors.New("from must be + followed by 7 to 15 digits")
 	}
@@ -125,13 +227,26 @@ func (s *Sim) Inject(from, text string) error {
 		return errors.New("text must not be empty")
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if !s.started {
+		s.mu.Unlock()
 		return ErrNotStarted
 	}
-	s.enqueueLocked(backend.Inbound{Chat: from, From: from, Text: text, TS: s.now()})
-	return nil
+	done := make(chan error, 1)
+	s.enqueueLocked(queued{in: backend.Inbound{ID: id, Chat: from, From: from, Text: text, TS: s.now()}, done: done})
+	s.mu.Unlock()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.closed:
+		return ErrClosed
+	}
 }
+
+// ErrClosed is returned by Inject when the sim closes before the agent took
+// the message.
+var ErrClosed = errors.New("sim: closed before the agent took the message")
 
 // SentMessages returns a copy of everything sent so far, oldest first.
 func (s *Sim) SentMessages() []Sent {
@@ -140,8 +255,8 @@ func (s *Sim) SentMessages() []Sent {
 	return append([]Sent(nil), s.sent...)
 }
 
-func (s *Sim) enqueueLocked(in backend.Inbound) {
-	s.queue = append(s.queue, in)
+func (s *Sim) enqueueLocked(q queued) {
+	s.queue = append(s.queue, q)
 	select {
 	case s.wake <- struct{}{}:
 	default:
@@ -160,11 +275,12 @@ func (s *Sim) deliverLoop(ctx context.Context) {
 	defer retry.Stop()
 	for {
 		s.mu.Lock()
-		var in backend.Inbound
+		var q queued
 		have := len(s.queue) > 0
 		if have {
-			in = s.queue[0]
+			q = s.queue[0]
 		}
+		in := q.in
 		sink := s.sink
 		s.mu.Unlock()
 		if !have {
@@ -192,6 +308,9 @@ func (s *Sim) deliverLoop(ctx context.Context) {
 		s.mu.Lock()
 		s.queue = s.queue[1:]
 		s.mu.Unlock()
+		if q.done != nil {
+			q.done <- nil
+		}
 	}
 }
 

@@ -2,6 +2,7 @@ package sim
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -135,5 +136,39 @@ func TestInjectRetriesRefusedDelivery(t *testing.T) {
 	}
 	if in := next(t, f.c); in.Text != "again" || in.From != "+15551234567" {
 		t.Fatalf("%+v", in)
+	}
+}
+
+func TestSentLogSurvivesReopen(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(zerolog.Nop(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, id := range []string{"a", "b", "a"} {
+		if err := s.Send(context.Background(), id, "+12025550142", fmt.Sprint("t", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s.Duplicates() != 1 {
+		t.Fatalf("duplicates = %d, want 1", s.Duplicates())
+	}
+	// A torn last line, as a crash mid-write leaves it.
+	s.sentLog.Write([]byte(`{"id":"c","ch`))
+	s.Close()
+	s2, err := Open(zerolog.Nop(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	got := s2.SentMessages()
+	if len(got) != 2 || got[0].ID != "a" || got[1].ID != "b" || got[1].Text != "t1" {
+		t.Fatalf("after reopen: %+v", got)
+	}
+	if err := s2.Send(context.Background(), "c", "+12025550142", "x"); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(s2.SentMessages()); n != 3 {
+		t.Fatalf("sent = %d, want 3", n)
 	}
 }
