@@ -15,13 +15,17 @@ import (
 // message id, so a crash test can retry an injection whose answer was lost
 // (the agent queues an id once) without racing StartAgent's ControlURL.
 func (st *Stack) InjectAt(ctx context.Context, controlURL, msgID, from, text string) error {
-	body, _ := json.Marshal(map[string]string{"id": msgID, "from": from, "text": text})
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, controlURL+"/v1/inject", bytes.NewReader(body))
+	req := map[string]string{"from": from, "text": text}
+	if msgID != "" {
+		req["id"] = msgID
+	}
+	body, _ := json.Marshal(req)
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, controlURL+"/v1/inject", bytes.NewReader(body))
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
+	hreq.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(hreq)
 	if err != nil {
 		return fmt.Errorf("inject: %w", err)
 	}

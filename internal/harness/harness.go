@@ -271,41 +271,12 @@ type SentMsg struct {
 
 // Sent lists what the simulated phone sent to its contacts, in order.
 func (st *Stack) Sent(ctx context.Context) ([]SentMsg, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, st.ControlURL+"/v1/sent", nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("sent: %w", err)
-	}
-	defer resp.Body.Close()
-	var out []SentMsg
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
-		return nil, fmt.Errorf("sent: %w", err)
-	}
-	return out, nil
+	return st.SentAt(ctx, st.ControlURL)
 }
 
 // Inject makes a simulated contact send a message to the phone.
 func (st *Stack) Inject(ctx context.Context, from, text string) error {
-	body, _ := json.Marshal(map[string]string{"from": from, "text": text})
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, st.ControlURL+"/v1/inject", bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("inject: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusAccepted {
-		var b bytes.Buffer
-		_, _ = b.ReadFrom(resp.Body)
-		return fmt.Errorf("inject: HTTP %d: %s", resp.StatusCode, b.String())
-	}
-	return nil
+	return st.InjectAt(ctx, st.ControlURL, "", from, text)
 }
 
 func (st *Stack) bin(name string) string { return filepath.Join(st.Opts.BinDir, name) }
