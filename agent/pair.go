@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/rcsgate/rcsgate/internal/atomicfile"
 	"github.com/rcsgate/rcsgate/internal/pki"
 	"github.com/rcsgate/rcsgate/internal/wire"
 )
@@ -124,12 +125,12 @@ func Pair(ctx context.Context, link wire.PairLink, dir string, opts PairOptions)
 		return none, fmt.Errorf("pair: store identity: %w", err)
 	}
 	if caPEM != nil {
-		if err := WriteFileAtomic(filepath.Join(dir, CAFile), caPEM, 0o644); err != nil {
+		if err := atomicfile.Write(filepath.Join(dir, CAFile), caPEM, 0o644); err != nil {
 			return none, fmt.Errorf("pair: store CA: %w", err)
 		}
 	}
 	si, _ := json.MarshalIndent(ServerInfo{Addrs: link.Addrs, Pin: base64.RawURLEncoding.EncodeToString(link.Pin[:])}, "", "  ")
-	if err := WriteFileAtomic(filepath.Join(dir, ServerFile), append(si, '\n'), 0o600); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, ServerFile), append(si, '\n'), 0o600); err != nil {
 		return none, fmt.Errorf("pair: store server info: %w", err)
 	}
 	return wantID, nil

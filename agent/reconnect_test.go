@@ -15,6 +15,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/rcsgate/rcsgate/internal/atomicfile"
 	"github.com/rcsgate/rcsgate/internal/wire"
 )
 
@@ -117,7 +118,7 @@ func pointAt(t *testing.T, dir, addr string) {
 	}
 	si.Addrs = []string{addr}
 	b, _ = json.Marshal(si)
-	if err := WriteFileAtomic(p, b, 0o600); err != nil {
+	if err := atomicfile.Write(p, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
 }

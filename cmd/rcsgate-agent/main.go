@@ -24,6 +24,7 @@ import (
 
 	"github.com/rcsgate/rcsgate/agent"
 	"github.com/rcsgate/rcsgate/agent/backend/sim"
+	"github.com/rcsgate/rcsgate/internal/atomicfile"
 	"github.com/rcsgate/rcsgate/internal/redact"
 	"github.com/rcsgate/rcsgate/internal/wire"
 )
@@ -244,7 +245,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 		go func() { _ = srv.Serve(ln) }()
 		addrFile := filepath.Join(*state, agent.ControlAddrFile)
 		bound := ln.Addr().String()
-		if err := agent.WriteFileAtomic(addrFile, []byte(bound+"\n"), 0o600); err != nil {
+		if err := atomicfile.Write(addrFile, []byte(bound+"\n"), 0o600); err != nil {
 			srv.Close()
 			return fmt.Errorf("write %s: %w", addrFile, err)
 		}

@@ -8,7 +8,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"math/big"
@@ -20,6 +19,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/rcsgate/rcsgate/internal/pki"
 )
 
 // CertInfo describes a certificate the front serves (for `rcsgate status`).
@@ -274,17 +275,7 @@ func loadOrCreateSelfSigned(dir, domain string, now time.Time) (pair *tls.Certif
 	if err != nil {
 		return nil, false, err
 	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, false, err
-	}
-	if err := os.MkdirAll(filepath.Dir(keyPath), 0o700); err != nil {
-		return nil, false, err
-	}
-	if err := writeFileAtomic(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
-		return nil, false, err
-	}
-	if err := writeFileAtomic(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+	if err := pki.WriteKeyPair(certPath, keyPath, der, key); err != nil {
 		return nil, false, err
 	}
 	pair, err = loadPair(certPath, keyPath)
@@ -292,31 +283,4 @@ func loadOrCreateSelfSigned(dir, domain string, now time.Time) (pair *tls.Certif
 		return nil, false, err
 	}
 	return pair, true, nil
-}
-
-// writeFileAtomic writes data to a temporary file beside path and renames
-// it into place, so a crash never leaves half a key.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after the rename
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }
