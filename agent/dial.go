@@ -78,22 +78,33 @@ func dialFirst(ctx context.Context, addrs []string, tlsConf *tls.Config, mismatc
 		if err == nil {
 			return conn, addr, nil
 		}
-		if mismatch.Load() {
-			err = ErrPinMismatch
-		}
-		errs = append(errs, fmt.Errorf("%s: %w", addr, err))
+		errs = append(errs, addrErr(addr, err, mismatch))
 	}
-	if err := ctx.Err(); err != nil {
-		errs = append(errs, err)
-	}
-	if len(errs) == 0 {
-		return nil, "", errors.New("no server address")
-	}
-	return nil, "", dialErrors(errs)
+	return nil, "", dialFailed(ctx, errs)
 }
 
 // dialErrors is one failure per address, printed on one line.
 type dialErrors []error
+
+// addrErr is why one address failed; a pin mismatch outranks the TLS error
+// it caused, since it is what the user must act on.
+func addrErr(addr string, err error, mismatch *atomic.Bool) error {
+	if mismatch.Load() {
+		err = ErrPinMismatch
+	}
+	return fmt.Errorf("%s: %w", addr, err)
+}
+
+// dialFailed sums up why no address worked.
+func dialFailed(ctx context.Context, errs []error) error {
+	if err := ctx.Err(); err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) == 0 {
+		return errors.New("no server address")
+	}
+	return dialErrors(errs)
+}
 
 func (e dialErrors) Error() string {
 	parts := make([]string, len(e))
@@ -173,18 +184,9 @@ func dialChannel(ctx context.Context, addrs []string, tlsConf *tls.Config, misma
 		if err == nil {
 			return &chanConn{conn: conn, addr: addr, trs: []*quic.Transport{tr}}, nil
 		}
-		if mismatch.Load() {
-			err = ErrPinMismatch
-		}
-		errs = append(errs, fmt.Errorf("%s: %w", addr, err))
+		errs = append(errs, addrErr(addr, err, mismatch))
 	}
-	if err := ctx.Err(); err != nil {
-		errs = append(errs, err)
-	}
-	if len(errs) == 0 {
-		return nil, errors.New("no server address")
-	}
-	return nil, dialErrors(errs)
+	return nil, dialFailed(ctx, errs)
 }
 
 // errRedial: the server answers probes again while our handshake waits on

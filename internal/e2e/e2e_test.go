@@ -35,21 +35,7 @@ func nonce(t *testing.T) string {
 func TestChatThroughBridge(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	st, err := harness.Up(ctx, harness.Options{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		st.Down()
-		if t.Failed() {
-			if d := os.Getenv("RCSGATE_KEEP_LOGS"); d != "" {
-				_ = os.WriteFile(filepath.Join(d, "rcsgate.log"), st.GatewayLog(), 0o644)
-				_ = os.WriteFile(filepath.Join(d, "agent.log"), st.AgentLog(), 0o644)
-			}
-			t.Logf("rcsgate log:\n%s", tailOf(st.GatewayLog()))
-			t.Logf("agent log:\n%s", tailOf(st.AgentLog()))
-		}
-	})
+	st := startStack(t, ctx, harness.Options{})
 	cli, err := harness.Login(ctx, st.Info.Homeserver, st.Info.UserID, st.Info.Password)
 	if err != nil {
 		t.Fatal(err)
@@ -136,10 +122,12 @@ func tailOf(b []byte) string {
 	return string(b)
 }
 
-// up starts a stack and a logged-in client with a management room.
-func up(t *testing.T, ctx context.Context) (*harness.Stack, *harness.Client, id.RoomID) {
+// startStack brings up a stack in a temp dir and stops it at the end; on
+// failure it shows (and with RCSGATE_KEEP_LOGS=DIR keeps) both logs.
+func startStack(t *testing.T, ctx context.Context, o harness.Options) *harness.Stack {
 	t.Helper()
-	st, err := harness.Up(ctx, harness.Options{Dir: t.TempDir()})
+	o.Dir = t.TempDir()
+	st, err := harness.Up(ctx, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,8 +139,16 @@ func up(t *testing.T, ctx context.Context) (*harness.Stack, *harness.Client, id.
 				_ = os.WriteFile(filepath.Join(d, "agent.log"), st.AgentLog(), 0o644)
 			}
 			t.Logf("rcsgate log:\n%s", tailOf(st.GatewayLog()))
+			t.Logf("agent log:\n%s", tailOf(st.AgentLog()))
 		}
 	})
+	return st
+}
+
+// up starts a stack and a logged-in client with a management room.
+func up(t *testing.T, ctx context.Context) (*harness.Stack, *harness.Client, id.RoomID) {
+	t.Helper()
+	st := startStack(t, ctx, harness.Options{})
 	cli, err := harness.Login(ctx, st.Info.Homeserver, st.Info.UserID, st.Info.Password)
 	if err != nil {
 		t.Fatal(err)
@@ -388,11 +384,7 @@ func writeFile(path, s string) error { return os.WriteFile(path, []byte(s), 0o60
 func TestQueueFullFailsLoudly(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	st, err := harness.Up(ctx, harness.Options{Dir: t.TempDir(), Configure: func(c *gateway.Config) { c.Queue.Limit = 1 }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(st.Down)
+	st := startStack(t, ctx, harness.Options{Configure: func(c *gateway.Config) { c.Queue.Limit = 1 }})
 	cli, err := harness.Login(ctx, st.Info.Homeserver, st.Info.UserID, st.Info.Password)
 	if err != nil {
 		t.Fatal(err)

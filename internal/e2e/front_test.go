@@ -23,16 +23,12 @@ func TestHTTPSFrontInDaemon(t *testing.T) {
 	defer cancel()
 	httpsPort, _ := testpeer.FreeLoopbackPort()
 	httpPort, _ := testpeer.FreeLoopbackPort()
-	st, err := harness.Up(ctx, harness.Options{Dir: t.TempDir(), Configure: func(c *gateway.Config) {
+	startStack(t, ctx, harness.Options{Configure: func(c *gateway.Config) {
 		c.TLS = gateway.TLSConfig{
 			Mode: "selfsigned", Domain: "matrix.localhost",
 			HTTPSListen: fmt.Sprintf("127.0.0.1:%d", httpsPort), HTTPListen: fmt.Sprintf("127.0.0.1:%d", httpPort),
 		}
 	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(st.Down)
 	client := &http.Client{
 		Timeout:       10 * time.Second,
 		Transport:     &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true, ServerName: "matrix.localhost"}},
