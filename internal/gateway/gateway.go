@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"text/template"
 	"time"
 
@@ -88,11 +87,7 @@ func (c *Config) bridgeConfig(name bridgev2.BridgeName) (*bridgeconfig.Config, e
 	bc.Database.Type = "sqlite3-fk-wal"
 	bc.Database.URI = "file:" + filepath.Join(c.StateDir, BridgeFile) + "?_txlock=immediate"
 	bc.Database.MaxOpenConns, bc.Database.MaxIdleConns = 5, 1
-	perms := map[string]string{}
-	for k, v := range c.Permissions {
-		perms[k] = v
-	}
-	raw, _ := yaml.Marshal(perms)
+	raw, _ := yaml.Marshal(c.Permissions)
 	if err := yaml.Unmarshal(raw, &bc.Bridge.Permissions); err != nil {
 		return nil, fmt.Errorf("permissions: %w", err)
 	}
@@ -285,9 +280,4 @@ func Run(ctx context.Context, cfg *Config, log zerolog.Logger, ls Listeners, rea
 	_ = httpSrv.Shutdown(shutdownCtx)
 	br.StopWithTimeout(5 * time.Second)
 	return runErr
-}
-
-// IsAddrInUse helps callers give a clear message for a taken port.
-func IsAddrInUse(err error) bool {
-	return err != nil && strings.Contains(err.Error(), "address already in use")
 }

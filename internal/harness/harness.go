@@ -5,7 +5,6 @@
 package harness
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -124,17 +123,17 @@ func Up(ctx context.Context, o Options) (st *Stack, err error) {
 	if o.LogLevel == "" {
 		o.LogLevel = os.Getenv("RCSGATE_TEST_LOG_LEVEL") // e.g. debug, when chasing a failure
 	}
-	if o.LogLevel != "" {
-		if err := setLogLevel(st.ConfigPath, o.LogLevel); err != nil {
-			return nil, err
-		}
-	}
-	if o.Configure != nil {
+	if o.LogLevel != "" || o.Configure != nil {
 		cfg, err := gateway.LoadConfig(st.ConfigPath)
 		if err != nil {
 			return nil, err
 		}
-		o.Configure(cfg)
+		if o.LogLevel != "" {
+			cfg.LogLevel = o.LogLevel
+		}
+		if o.Configure != nil {
+			o.Configure(cfg)
+		}
 		if err := cfg.Save(st.ConfigPath); err != nil {
 			return nil, err
 		}
@@ -308,21 +307,4 @@ func freeUDPPort() (int, error) {
 	}
 	defer pc.Close()
 	return pc.LocalAddr().(*net.UDPAddr).Port, nil
-}
-
-func setLogLevel(cfgPath, level string) error {
-	raw, err := os.ReadFile(cfgPath)
-	if err != nil {
-		return err
-	}
-	var out []string
-	sc := bufio.NewScanner(bytes.NewReader(raw))
-	for sc.Scan() {
-		line := sc.Text()
-		if strings.HasPrefix(line, "log_level:") {
-			line = "log_level: " + level
-		}
-		out = append(out, line)
-	}
-	return os.WriteFile(cfgPath, []byte(strings.Join(out, "\n")+"\n"), 0o600)
 }

@@ -251,15 +251,6 @@ func (s *Store) Devices(ctx context.Context) ([]Device, error) {
 	return out, rows.Err()
 }
 
-// TouchDevice records that a device was seen now.
-func (s *Store) TouchDevice(ctx context.Context, id string) error {
-	_, err := s.db.ExecContext(ctx, `UPDATE device SET last_seen_ms = ? WHERE id = ?`, s.ms(), id)
-	if err != nil {
-		return fmt.Errorf("store: touch device: %w", err)
-	}
-	return nil
-}
-
 // OutboxItem is one message waiting for a device's ack.
 type OutboxItem struct {
 	Seq     int64
