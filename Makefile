@@ -6,6 +6,12 @@ DENDRITE  := github.com/matrix-org/dendrite/cmd
 DENDRITE_VERSION := v0.13.8
 PEBBLE    := github.com/letsencrypt/pebble/v2/cmd/pebble
 PEBBLE_VERSION := v2.10.3
+# Synapse, the second homeserver of the end-to-end suite, runs from a venv in
+# bin/ (an external program, never imported). Wheels only, so installing
+# needs no compilers; set SYNAPSE_PIP_FLAGS= to allow source builds.
+SYNAPSE_VERSION := 1.163.2
+SYNAPSE_PIP_FLAGS ?= --only-binary :all:
+PYTHON    ?= python3
 export RCSGATE_BIN := $(BIN)
 
 .PHONY: demo test build tools bench fuzz android lint clean
@@ -14,10 +20,18 @@ export RCSGATE_BIN := $(BIN)
 demo: build tools
 	$(BIN)/rcsgate-demo --state demo-state --bin $(BIN)
 
-## test: unit, fuzz-seed and integration tests against a real Dendrite
+## test: unit, fuzz-seed and integration tests; the end-to-end suite once per
+## homeserver (RCSGATE_HOMESERVER=dendrite|synapse|both, default both)
+RCSGATE_HOMESERVER ?= both
+# The first pass runs every package; only the end-to-end suite depends on
+# the homeserver, so further passes rerun just it.
+E2E_HOMESERVERS := $(if $(filter both,$(RCSGATE_HOMESERVER)),dendrite synapse,$(RCSGATE_HOMESERVER))
 test: build tools android
 	$(GO) vet -tags $(TAGS) ./...
-	$(GO) test -tags $(TAGS) -count=1 -timeout 30m ./...
+	RCSGATE_HOMESERVER=$(firstword $(E2E_HOMESERVERS)) $(GO) test -tags $(TAGS) -count=1 -timeout 30m ./...
+	for hs in $(wordlist 2,$(words $(E2E_HOMESERVERS)),$(E2E_HOMESERVERS)); do \
+		RCSGATE_HOMESERVER=$$hs $(GO) test -tags $(TAGS) -count=1 -timeout 30m ./internal/e2e || exit 1; \
+	done
 
 ## build: the three binaries into bin/
 build:
@@ -26,14 +40,23 @@ build:
 	$(GO) build -tags $(TAGS) -o $(BIN)/rcsgate-demo ./cmd/rcsgate-demo
 	CGO_ENABLED=0 $(GO) build -o $(BIN)/rcsgate-agent ./cmd/rcsgate-agent
 
-## tools: pinned test peers (Dendrite; Pebble, the ACME test CA) into bin/
-tools: $(BIN)/dendrite $(BIN)/pebble
+## tools: pinned test peers (Dendrite; Synapse; Pebble, the ACME test CA) into bin/
+tools: $(BIN)/dendrite $(BIN)/pebble $(BIN)/synapse-venv
 $(BIN)/dendrite:
 	@mkdir -p $(BIN)
 	GOBIN=$(BIN) $(GO) install $(DENDRITE)/dendrite@$(DENDRITE_VERSION) $(DENDRITE)/generate-keys@$(DENDRITE_VERSION) $(DENDRITE)/generate-config@$(DENDRITE_VERSION)
 $(BIN)/pebble:
 	@mkdir -p $(BIN)
 	GOBIN=$(BIN) $(GO) install $(PEBBLE)@$(PEBBLE_VERSION)
+# The stamp names the version, so changing SYNAPSE_VERSION rebuilds the venv;
+# it is written last, so an interrupted install is redone.
+SYNAPSE_STAMP := $(BIN)/synapse-venv/.matrix-synapse-$(SYNAPSE_VERSION)
+$(BIN)/synapse-venv: $(SYNAPSE_STAMP)
+$(SYNAPSE_STAMP):
+	rm -rf $(BIN)/synapse-venv
+	$(PYTHON) -m venv $(BIN)/synapse-venv
+	$(BIN)/synapse-venv/bin/pip install --quiet --disable-pip-version-check $(SYNAPSE_PIP_FLAGS) matrix-synapse==$(SYNAPSE_VERSION)
+	touch $@
 
 ## android: the agent must always cross-build for phones without cgo
 android:
@@ -73,3 +96,9 @@ install-units:
 .PHONY: nix-check
 nix-check:
 	$(GO) test -count=1 ./nix/
+
+## chanbench: device channel over QUIC vs WebSocket/TLS 1.3/TCP, loopback and impaired links
+## (impaired links need root for namespaces; CHANBENCH_FLAGS=-quick for a tiny run)
+.PHONY: chanbench
+chanbench:
+	$(GO) run ./cmd/rcsgate-chanbench $(CHANBENCH_FLAGS)

@@ -21,12 +21,13 @@ package agent
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -124,6 +125,31 @@ type Agent struct {
 	// Test hooks.
 	migrateNow chan struct{}            // forces a connection migration
 	curConn    atomic.Pointer[chanConn] // the live connection
+	curSession atomic.Pointer[session]  // the live session, for Typing
+
+	connMu sync.Mutex
+	connCh chan struct{} // closed at the next connect or disconnect
+}
+
+// setConnected records the channel state and wakes connChanged waiters.
+func (a *Agent) setConnected(up bool) {
+	a.connected.Store(up)
+	a.connMu.Lock()
+	if a.connCh != nil {
+		close(a.connCh)
+		a.connCh = nil
+	}
+	a.connMu.Unlock()
+}
+
+// connChanged returns a channel closed at the next connect or disconnect.
+func (a *Agent) connChanged() <-chan struct{} {
+	a.connMu.Lock()
+	defer a.connMu.Unlock()
+	if a.connCh == nil {
+		a.connCh = make(chan struct{})
+	}
+	return a.connCh
 }
 
 // New checks cfg, fills in defaults and opens the journal in the state
@@ -196,48 +222,102 @@ func (a *Agent) Pending() int { return a.j.Depth().Out }
 // Depth reports the queues both ways (also sent to the server in Pong).
 func (a *Agent) Depth() journal.Depth { return a.j.Depth() }
 
-// Deliver implements backend.Sink: it stores the message in the journal
-// (fsync'd) and returns nil only then. It is sent at once when the channel is
-// up and again after every reconnect until acked. A message the backend
-// hands again with the same Inbound.ID is not queued twice.
+// Deliver implements backend.Sink: it stores the event in the journal
+// (fsync'd; a file's bytes in the media directory first) and returns nil only
+// then. It is sent at once when the channel is up and again after every
+// reconnect until acked. An event the backend hands again with the same ID
+// is not queued twice.
 func (a *Agent) Deliver(ctx context.Context, in backend.Inbound) error {
-	ts := in.TS
-	if ts.IsZero() {
-		ts = time.Now()
+	if in.TS.IsZero() {
+		in.TS = time.Now()
 	}
 	id := newMessageID()
 	if in.ID != "" {
-		id = phoneMessageID(a.cfg.Backend.Name(), in.ID)
+		if !backend.ValidKey(in.ID) {
+			return fmt.Errorf("agent: inbound event refused: backend key %q is not a valid id (see backend.ValidKey)", redact.Number(in.ID))
+		}
+		id = backend.WireID(in.ID)
 	}
-	m := wire.Message{ID: id, Chat: in.Chat, From: in.From, Text: in.Text, TSMS: ts.UnixMilli()}
+	ev := in
+	ev.ID = id
+	ev.Target = targetToWire(in.Target)
+	ev.ReplyTo = targetToWire(in.ReplyTo)
+	m := ev.ToWire()
 	if err := m.Validate(); err != nil {
-		return fmt.Errorf("agent: inbound message refused: %w", err)
+		return fmt.Errorf("agent: inbound event refused: %w", err)
 	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if _, done, known := a.j.LookupOut(m.ID); known {
+		if done {
+			a.log.Info().Str("id", m.ID).Msg("phone handed an event again; already delivered")
+		}
+		return nil
+	}
+	if in.File != "" {
+		switch {
+		case m.Media != nil:
+			md := *m.Media
+			n, sum, err := a.keepPhoneMedia(in.File, m.ID, wire.MaxMediaSize)
+			if err != nil {
+				return fmt.Errorf("agent: inbound file not stored (the phone keeps it): %w", err)
+			}
+			md.Size, md.SHA256 = n, sum
+			m.Media = &md
+		case m.Contact != nil:
+			c := *m.Contact
+			n, _, err := a.keepPhoneMedia(in.File, m.ID, wire.MaxMediaSize)
+			if err != nil {
+				return fmt.Errorf("agent: inbound avatar not stored (the phone keeps it): %w", err)
+			}
+			c.AvatarSize = n
+			m.Contact = &c
+		}
+	}
 	added, err := a.j.QueueOut(m)
 	if err != nil {
-		return fmt.Errorf("agent: inbound message not stored (the phone keeps it): %w", err)
+		return fmt.Errorf("agent: inbound event not stored (the phone keeps it): %w", err)
 	}
 	if added {
-		a.log.Debug().Str("id", m.ID).Str("chat", redact.Number(m.Chat)).Int("len", len(m.Text)).Msg("queued inbound message")
+		a.log.Debug().Str("id", m.ID).Str("kind", m.Kind).Str("chat", redact.Number(m.Chat)).Int("len", len(m.Text)).Msg("queued inbound event")
 	} else {
-		a.log.Info().Str("id", m.ID).Msg("phone handed a message again; already queued or delivered")
+		a.log.Info().Str("id", m.ID).Msg("phone handed an event again; already queued or delivered")
 	}
 	return nil
+}
+
+// targetToWire maps a backend's reference to an event into a wire id: ids
+// the bridge gave in Send are Matrix event ids ("$..."), everything else is
+// one of the backend's own keys.
+func targetToWire(k string) string {
+	if k == "" || strings.HasPrefix(k, "$") || !backend.ValidKey(k) {
+		return k
+	}
+	return backend.WireID(k)
+}
+
+// Typing implements backend.Sink: a contact's typing goes to the server at
+// once when the channel is up and is dropped otherwise (it is stale by the
+// time the channel is back).
+func (a *Agent) Typing(chat string, active bool) {
+	s := a.curSession.Load()
+	if s == nil || !a.connected.Load() {
+		return
+	}
+	t := wire.Typing{Chat: chat, Active: active}
+	if t.Validate() != nil {
+		return
+	}
+	if err := s.write(t); err != nil {
+		a.log.Debug().Err(err).Msg("typing notice not sent")
+	}
 }
 
 func newMessageID() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	return "ph-" + hex.EncodeToString(b[:])
-}
-
-// phoneMessageID derives a stable idempotency key from the backend's own key.
-func phoneMessageID(backendName, key string) string {
-	h := sha256.Sum256([]byte(backendName + "\x00" + key))
-	return "ph-" + hex.EncodeToString(h[:16])
 }
 
 // Run starts the backend and keeps the channel up until ctx is cancelled,
@@ -340,8 +420,9 @@ func (a *Agent) connectOnce(ctx context.Context, pr *prober) (welcomedAt time.Ti
 	tlsConf.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return clientCert, nil }
 	tlsConf.ClientSessionCache = a.tickets
 
+	caps, sims := a.cfg.Backend.Caps()
 	hello := wire.Hello{Proto: wire.ProtocolVersion, Agent: "rcsgate-agent/" + a.cfg.Version,
-		Backend: a.cfg.Backend.Name(), Features: []string{wire.FeatureStatusAck}}
+		Backend: a.cfg.Backend.Name(), Features: []string{wire.FeatureStatusAck}, Caps: caps, SIMs: sims}
 	var cc *chanConn
 	var stream *quic.Stream
 	for redials := 0; ; redials++ {
@@ -388,10 +469,12 @@ func (a *Agent) connectOnce(ctx context.Context, pr *prober) (welcomedAt time.Ti
 		Bool("resumed_0rtt", cc.conn.ConnectionState().Used0RTT).Bool("status_acks", statusAcks).Msg("connected")
 
 	a.curConn.Store(cc)
-	a.connected.Store(true)
-	defer a.connected.Store(false)
+	a.setConnected(true)
+	defer a.setConnected(false)
 	s := &session{a: a, cc: cc, conn: cc.conn, stream: stream, log: log, statusAcks: statusAcks,
 		persist: make(chan wire.Message, persistDepth)}
+	a.curSession.Store(s)
+	defer a.curSession.CompareAndSwap(s, nil)
 	return welcomedAt, addrs, s.run(ctx)
 }
 
@@ -414,7 +497,7 @@ type session struct {
 func (s *session) run(ctx context.Context) error {
 	sctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	loops := []func(context.Context) error{s.readLoop, s.persistLoop, s.sendLoop}
+	loops := []func(context.Context) error{s.readLoop, s.persistLoop, s.sendLoop, s.serveMedia}
 	if s.a.cfg.NetCheckInterval > 0 {
 		loops = append(loops, s.watchNetwork)
 	}
@@ -462,6 +545,7 @@ func (s *session) readLoop(ctx context.Context) error {
 					return fmt.Errorf("journal: record acks: %w", err)
 				}
 				s.log.Debug().Int("ids", len(m.IDs)).Int("removed", n).Int("pending", j.Depth().Out).Msg("server acked inbound messages")
+				s.a.dropPhoneMedia(m.IDs)
 			}
 			if len(m.Statuses) > 0 {
 				if _, err := j.AckStatus(m.Statuses...); err != nil {
@@ -475,6 +559,14 @@ func (s *session) readLoop(ctx context.Context) error {
 				return err
 			}
 		case wire.Pong:
+		case wire.Typing:
+			go func() { // best effort; never hold up the control stream
+				tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				defer cancel()
+				if err := s.a.cfg.Backend.Typing(tctx, m.Chat, m.Active); err != nil {
+					s.log.Debug().Err(err).Msg("phone did not take a typing notice")
+				}
+			}()
 		case wire.Error:
 			return m
 		default:
@@ -645,21 +737,30 @@ func (a *Agent) recordHanded(ctx context.Context, log zerolog.Logger, st wire.St
 func (a *Agent) sendToPhone(ctx context.Context, log zerolog.Logger, m wire.Message) (st wire.Status, ok bool) {
 	bo := *a.cfg.SendRetry
 	bo.Reset()
+	ev := backend.FromWire(m)
+	ev.Target, ev.ReplyTo = backend.NativeID(m.Target), backend.NativeID(m.ReplyTo)
+	defer func() {
+		if ok && m.Kind == wire.KindMedia {
+			if err := os.Remove(a.mediaPath("in-", m.ID)); err != nil && !errors.Is(err, os.ErrNotExist) {
+				log.Warn().Err(err).Msg("could not remove a handed media file")
+			}
+		}
+	}()
 	for {
-		err := a.cfg.Backend.Send(ctx, m.ID, m.Chat, m.Text)
+		err := a.handOne(ctx, m, ev)
 		if err == nil {
-			log.Info().Int("len", len(m.Text)).Msg("message handed to the phone")
+			log.Info().Str("kind", m.Kind).Int("len", len(m.Text)).Msg("event handed to the phone")
 			return wire.Status{ID: m.ID, State: wire.StateSent, TSMS: time.Now().UnixMilli()}, true
 		}
 		if pe, perm := backend.IsPermanent(err); perm {
-			log.Warn().Str("reason", pe.Reason).Msg("phone refused message for good")
+			log.Warn().Str("kind", m.Kind).Str("reason", pe.Reason).Msg("phone refused event for good")
 			return wire.Status{ID: m.ID, State: wire.StateFailed, Reason: pe.Reason, TSMS: time.Now().UnixMilli()}, true
 		}
 		if ctx.Err() != nil {
 			return wire.Status{}, false
 		}
 		d := bo.Next()
-		log.Warn().Err(err).Dur("retry_in", d).Msg("phone did not take message; retrying")
+		log.Warn().Err(err).Dur("retry_in", d).Msg("phone did not take event; retrying")
 		t := time.NewTimer(d)
 		select {
 		case <-ctx.Done():
@@ -668,4 +769,19 @@ func (a *Agent) sendToPhone(ctx context.Context, log zerolog.Logger, m wire.Mess
 		case <-t.C:
 		}
 	}
+}
+
+// handOne gives one event to the backend, fetching its file first.
+func (a *Agent) handOne(ctx context.Context, m wire.Message, ev backend.Event) error {
+	if !m.KnownKind() {
+		return backend.Permanent("this phone agent is too old for " + m.Kind + " events; update rcsgate-agent")
+	}
+	if m.Kind == wire.KindMedia {
+		path, err := a.fetchServerMedia(ctx, m)
+		if err != nil {
+			return err
+		}
+		ev.File = path // removed by sendToPhone once the outcome is final
+	}
+	return a.cfg.Backend.Send(ctx, ev)
 }

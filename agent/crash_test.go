@@ -91,10 +91,13 @@ func readLines(path string) []string {
 	return out
 }
 
-func (p *filePhone) Name() string { return "file" }
-func (p *filePhone) Close() error { return nil }
+func (p *filePhone) Name() string                               { return "file" }
+func (p *filePhone) Caps() (map[string]wire.Caps, []int)        { return nil, nil }
+func (p *filePhone) Typing(context.Context, string, bool) error { return nil }
+func (p *filePhone) Close() error                               { return nil }
 
-func (p *filePhone) Send(_ context.Context, id, chat, text string) error {
+func (p *filePhone) Send(_ context.Context, ev backend.Event) error {
+	id := ev.ID
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if _, err := fmt.Fprintln(p.raw, id); err != nil {
@@ -405,7 +408,7 @@ func TestCrashKill9(t *testing.T) {
 	// Phone → server: each message once, in the phone's order.
 	var want []string
 	for i := range crashN {
-		want = append(want, phoneMessageID("file", fmt.Sprintf("k%05d", i)))
+		want = append(want, backend.WireID(fmt.Sprintf("k%05d", i)))
 	}
 	cs.mu.Lock()
 	defer cs.mu.Unlock()

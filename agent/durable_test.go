@@ -25,7 +25,9 @@ type gatePhone struct {
 	sink  backend.Sink
 }
 
-func (p *gatePhone) Name() string { return "gate" }
+func (p *gatePhone) Name() string                               { return "gate" }
+func (p *gatePhone) Caps() (map[string]wire.Caps, []int)        { return nil, nil }
+func (p *gatePhone) Typing(context.Context, string, bool) error { return nil }
 func (p *gatePhone) Start(_ context.Context, sink backend.Sink) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -33,7 +35,8 @@ func (p *gatePhone) Start(_ context.Context, sink backend.Sink) error {
 	return nil
 }
 func (p *gatePhone) Close() error { return nil }
-func (p *gatePhone) Send(ctx context.Context, id, chat, text string) error {
+func (p *gatePhone) Send(ctx context.Context, ev backend.Event) error {
+	id := ev.ID
 	if p.gate != nil {
 		select {
 		case <-p.gate:
@@ -235,7 +238,7 @@ func TestDeliverDedupesAndRefusesWhenFull(t *testing.T) {
 		t.Fatalf("after restart: %v, pending %d", err, a.Pending())
 	}
 	es := a.j.OutAfter(0, 0)
-	if len(es) != 2 || es[0].Msg.ID != phoneMessageID("gate", "k1") || es[0].Msg.Text != "hi k1" {
+	if len(es) != 2 || es[0].Msg.ID != backend.WireID("k1") || es[0].Msg.Text != "hi k1" {
 		t.Fatalf("queued %+v", es)
 	}
 }

@@ -446,6 +446,20 @@ func (j *Journal) AckStatus(refs ...wire.StatusRef) (int, error) {
 	return len(es), j.write(es)
 }
 
+// LookupOut reports whether a phone message id is known: queued for the
+// server (done false) or acked by it and still remembered (done true).
+func (j *Journal) LookupOut(id string) (pending, done, known bool) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if _, ok := j.outPend[id]; ok {
+		return true, false, true
+	}
+	if _, ok := j.outDone[id]; ok {
+		return false, true, true
+	}
+	return false, false, false
+}
+
 // LookupIn returns the status of a server message that was handed to the
 // phone (pending or finished), if the journal still knows it.
 func (j *Journal) LookupIn(id string) (wire.Status, InResult, bool) {

@@ -205,7 +205,8 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 		"The sim backend's control API listens on --control (loopback only); the bound\n"+
 		"address is written to DIR/"+agent.ControlAddrFile+".", stderr)
 	state := fs.String("state", defaultStateDir(), "state directory (overrides $"+stateEnv+")")
-	backendName := fs.String("backend", sim.Name, "phone backend: sim")
+	backendName := fs.String("backend", sim.Name, "phone backend: "+backendNames()+" (see docs/backends)")
+	backendConfig := fs.String("backend-config", "", "JSON file with the backend's settings (mode 0600)")
 	control := fs.String("control", "127.0.0.1:0", "loopback address for the sim control API; empty disables it")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	pos, err := parse(fs, args)
@@ -215,8 +216,13 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	if len(pos) != 0 {
 		return usageError{"takes no arguments"}
 	}
-	if *backendName != sim.Name {
-		return usageError{fmt.Sprintf("unknown backend %q (available: sim)", *backendName)}
+	open, ok := backendOpeners[*backendName]
+	if !ok {
+		return usageError{fmt.Sprintf("unknown backend %q (available: %s)", *backendName, backendNames())}
+	}
+	rawConfig, err := loadBackendConfig(*backendConfig)
+	if err != nil {
+		return err
 	}
 	log, err := newLogger(stderr, *level)
 	if err != nil {
@@ -227,21 +233,22 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 
-	phone, err := sim.Open(log, *state)
+	phone, err := open(log, *state, rawConfig)
 	if err != nil {
-		return err
+		return fmt.Errorf("backend %s: %w", *backendName, err)
 	}
 	defer phone.Close()
+	simPhone, isSim := phone.(*sim.Sim)
 	a, err := agent.New(agent.Config{StateDir: *state, Backend: phone, Log: log, Version: version})
 	if err != nil {
 		return err
 	}
-	if *control != "" {
+	if *control != "" && isSim {
 		ln, err := sim.ListenControl(*control)
 		if err != nil {
 			return err
 		}
-		srv := &http.Server{Handler: phone.Handler(a.Connected), ReadHeaderTimeout: 5 * time.Second}
+		srv := &http.Server{Handler: simPhone.Handler(a.Connected), ReadHeaderTimeout: 5 * time.Second}
 		go func() { _ = srv.Serve(ln) }()
 		addrFile := filepath.Join(*state, agent.ControlAddrFile)
 		bound := ln.Addr().String()

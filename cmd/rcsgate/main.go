@@ -36,6 +36,10 @@ Usage:
   rcsgate status [--config FILE]   devices: connected since, last seen, RTT, queues both ways
   rcsgate device list|revoke ID|rename ID NAME [--config FILE]
                                    manage paired devices; revoke takes effect at once
+  rcsgate backup --to DIR|s3://BUCKET/PREFIX [--keep N] [--config FILE]
+                                   write an encrypted backup (age) of config, databases and keys
+  rcsgate restore --from FILE|DIR|s3://… --state DIR [--force]
+                                   restore a backup; paired devices need no new pairing
 
 The config file defaults to $RCSGATE_CONFIG, else ./rcsgate-state/config.yaml.
 Run "rcsgate COMMAND -h" for a command's flags.
@@ -65,6 +69,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	cmds := map[string]func(context.Context, []string, io.Writer, io.Writer) error{
 		"init": cmdInit, "serve": cmdServe, "registration": cmdRegistration, "pair": cmdPair, "status": cmdStatus, "device": cmdDevice,
+		"backup": cmdBackup, "restore": cmdRestore,
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {

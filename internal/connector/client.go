@@ -2,7 +2,7 @@ package connector
 
 import (
 	"context"
-	"errors"
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -10,12 +10,10 @@ import (
 	"maunium.net/go/mautrix/bridgev2"
 	"maunium.net/go/mautrix/bridgev2/database"
 	"maunium.net/go/mautrix/bridgev2/networkid"
-	"maunium.net/go/mautrix/bridgev2/simplevent"
 	"maunium.net/go/mautrix/bridgev2/status"
 	"maunium.net/go/mautrix/event"
 
 	"github.com/rcsgate/rcsgate/internal/phone"
-	"github.com/rcsgate/rcsgate/internal/store"
 	"github.com/rcsgate/rcsgate/internal/wire"
 )
 
@@ -65,44 +63,137 @@ func (d *deviceClient) IsThisUser(ctx context.Context, userID networkid.UserID) 
 }
 
 func (d *deviceClient) GetChatInfo(ctx context.Context, portal *bridgev2.Portal) (*bridgev2.ChatInfo, error) {
-	number, err := d.c.store.Contact(ctx, string(portal.ID))
+	chat, st, err := d.chatOf(ctx, portal)
 	if err != nil {
 		return nil, fmt.Errorf("chat info: %w", err)
 	}
+	me := bridgev2.ChatMember{EventSender: bridgev2.EventSender{IsFromMe: true, SenderLogin: d.login.ID}, Membership: event.MembershipJoin}
+	if wire.IsGroupChat(chat) {
+		var g wire.Group
+		if st.GroupJSON != "" {
+			if err := json.Unmarshal([]byte(st.GroupJSON), &g); err != nil {
+				return nil, fmt.Errorf("chat info: stored group: %w", err)
+			}
+		}
+		return d.c.groupInfo(ctx, g, me)
+	}
 	ghost := networkid.UserID(portal.ID)
 	roomType := database.RoomTypeDM
+	info, err := d.c.userInfo(ctx, string(ghost), chat)
+	if err != nil {
+		return nil, err
+	}
 	return &bridgev2.ChatInfo{
 		Type: &roomType,
 		Members: &bridgev2.ChatMemberList{
 			IsFull:      true,
 			OtherUserID: ghost,
 			MemberMap: bridgev2.ChatMemberMap{}.
-				Set(bridgev2.ChatMember{EventSender: bridgev2.EventSender{Sender: ghost}, UserInfo: userInfo(number)}).
-				Set(bridgev2.ChatMember{EventSender: bridgev2.EventSender{IsFromMe: true, SenderLogin: d.login.ID}}),
+				Set(bridgev2.ChatMember{EventSender: bridgev2.EventSender{Sender: ghost}, UserInfo: info, Membership: event.MembershipJoin}).
+				Set(me),
 		},
 	}, nil
 }
 
-func userInfo(number string) *bridgev2.UserInfo {
+// groupInfo renders a group: its name and topic and every member's ghost.
+func (c *Connector) groupInfo(ctx context.Context, g wire.Group, me bridgev2.ChatMember) (*bridgev2.ChatInfo, error) {
+	roomType := database.RoomTypeDefault
+	members := bridgev2.ChatMemberMap{}.Set(me)
+	for _, mem := range g.Members {
+		number, err := phone.NormalizeSender(mem.Number, c.cfg.DefaultRegion)
+		if err != nil {
+			continue // a member we can't name is left out, not the whole group
+		}
+		uid, err := c.contact(ctx, number)
+		if err != nil {
+			return nil, err
+		}
+		if mem.Name != "" && c.cfg.ContactSync {
+			if err := c.store.SetContactName(ctx, string(uid), mem.Name); err != nil {
+				return nil, err
+			}
+		}
+		info, err := c.userInfo(ctx, string(uid), number)
+		if err != nil {
+			return nil, err
+		}
+		members.Set(bridgev2.ChatMember{EventSender: bridgev2.EventSender{Sender: uid}, UserInfo: info, Membership: event.MembershipJoin})
+	}
+	ci := &bridgev2.ChatInfo{Type: &roomType, Members: &bridgev2.ChatMemberList{IsFull: true, MemberMap: members}}
+	name := g.Name
+	if name == "" {
+		name = "Group chat"
+	}
+	ci.Name = &name
+	if g.Topic != "" {
+		ci.Topic = &g.Topic
+	}
+	return ci, nil
+}
+
+// userInfo is a ghost's profile: the phone's name for the contact when
+// contact sync is on, else the number.
+func (c *Connector) userInfo(ctx context.Context, opaqueID, number string) (*bridgev2.UserInfo, error) {
 	name := phone.Format(number)
-	return &bridgev2.UserInfo{Name: &name, Identifiers: []string{"tel:" + number}}
+	if c.cfg.ContactSync {
+		n, err := c.store.ContactName(ctx, opaqueID)
+		if err != nil {
+			return nil, err
+		}
+		if n != "" {
+			name = n
+		}
+	}
+	return &bridgev2.UserInfo{Name: &name, Identifiers: []string{"tel:" + number}}, nil
 }
 
 func (d *deviceClient) GetUserInfo(ctx context.Context, ghost *bridgev2.Ghost) (*bridgev2.UserInfo, error) {
+	if ghost.ID == d.meID() {
+		name := "Me (from my phone)"
+		return &bridgev2.UserInfo{Name: &name}, nil
+	}
 	number, err := d.c.store.Contact(ctx, string(ghost.ID))
 	if err != nil {
 		return nil, fmt.Errorf("user info: %w", err)
 	}
-	return userInfo(number), nil
+	return d.c.userInfo(ctx, string(ghost.ID), number)
 }
 
+// GetCapabilities tells Matrix clients what the chat carries: what the
+// phone's backend said for the transport the chat uses.
 func (d *deviceClient) GetCapabilities(ctx context.Context, portal *bridgev2.Portal) *event.RoomFeatures {
-	return &event.RoomFeatures{ID: "net.rcsgate.capabilities.v1", MaxTextLength: wire.MaxTextLen}
+	rf := &event.RoomFeatures{ID: "net.rcsgate.capabilities.v2", MaxTextLength: wire.MaxTextLen}
+	st, _ := d.c.store.GetChat(ctx, string(portal.ID))
+	transport := st.Prefer
+	if transport == "" {
+		transport = st.Transport
+	}
+	caps, known := d.caps(transport)
+	if !known { // offline: assume RCS, the phone refuses what it can't carry
+		caps = wire.Caps{MaxFileSize: wire.MaxMediaSize, Replies: true, Reactions: true, Edits: true, Deletes: true, ReadReceipts: true, Typing: true}
+	}
+	level := func(ok bool) event.CapabilitySupportLevel {
+		if ok {
+			return event.CapLevelFullySupported
+		}
+		return event.CapLevelRejected
+	}
+	rf.Reply, rf.Edit, rf.Delete, rf.Reaction = level(caps.Replies), level(caps.Edits), level(caps.Deletes), level(caps.Reactions)
+	if caps.Reactions {
+		rf.ReactionCount = 1
+	}
+	rf.ReadReceipts, rf.TypingNotifications = caps.ReadReceipts, caps.Typing
+	if caps.MaxFileSize > 0 {
+		ff := &event.FileFeatures{MimeTypes: map[string]event.CapabilitySupportLevel{"*/*": event.CapLevelFullySupported},
+			Caption: event.CapLevelFullySupported, MaxSize: caps.MaxFileSize}
+		rf.File = event.FileFeatureMap{event.MsgImage: ff, event.MsgVideo: ff, event.MsgAudio: ff, event.MsgFile: ff, event.CapMsgVoice: ff}
+	}
+	return rf
 }
 
 // ResolveIdentifier backs `start-chat +12025550100`.
 func (d *deviceClient) ResolveIdentifier(ctx context.Context, identifier string, createChat bool) (*bridgev2.ResolveIdentifierResponse, error) {
-	number, err := phone.Normalize(identifier)
+	number, err := phone.NormalizeIn(identifier, d.c.cfg.DefaultRegion)
 	if err != nil {
 		return nil, bridgev2.WrapRespErrManual(err, "M_INVALID_PARAM", 400)
 	}
@@ -114,104 +205,15 @@ func (d *deviceClient) ResolveIdentifier(ctx context.Context, identifier string,
 	if err != nil {
 		return nil, fmt.Errorf("get ghost: %w", err)
 	}
-	resp := &bridgev2.ResolveIdentifierResponse{Ghost: ghost, UserID: uid, UserInfo: userInfo(number)}
+	info, err := d.c.userInfo(ctx, string(uid), number)
+	if err != nil {
+		return nil, err
+	}
+	resp := &bridgev2.ResolveIdentifierResponse{Ghost: ghost, UserID: uid, UserInfo: info}
 	if createChat {
 		resp.Chat = &bridgev2.CreateChatResponse{PortalKey: networkid.PortalKey{ID: networkid.PortalID(uid), Receiver: d.login.ID}}
 	}
 	return resp, nil
-}
-
-// HandleMatrixMessage puts a Matrix message in the device's durable outbox.
-// The Matrix event id is the idempotency key, so a transaction the homeserver
-// retries after a crash can't send the text twice.
-func (d *deviceClient) HandleMatrixMessage(ctx context.Context, msg *bridgev2.MatrixMessage) (*bridgev2.MatrixMessageResponse, error) {
-	switch msg.Content.MsgType {
-	case event.MsgText, event.MsgNotice, event.MsgEmote:
-	default:
-		return nil, bridgev2.ErrUnsupportedMessageType
-	}
-	number, err := d.c.store.Contact(ctx, string(msg.Portal.ID))
-	if err != nil {
-		return nil, fmt.Errorf("portal has no phone number: %w", err)
-	}
-	text := msg.Content.Body
-	if msg.Content.MsgType == event.MsgEmote {
-		text = "* " + text
-	}
-	if len(text) > wire.MaxTextLen {
-		return nil, fmt.Errorf("%w: message longer than %d bytes", bridgev2.ErrUnsupportedMessageType, wire.MaxTextLen)
-	}
-	wm := wire.Message{ID: string(msg.Event.ID), Chat: number, Text: text, TSMS: msg.Event.Timestamp}
-	payload, err := wire.Encode(wm)
-	if err != nil {
-		return nil, err
-	}
-	err = d.c.store.EnqueueSent(ctx, store.SentMsg{
-		MsgID: wm.ID, DeviceID: d.deviceID, RoomID: string(msg.Event.RoomID),
-		Sender: string(msg.Event.Sender), MsgType: string(msg.Content.MsgType),
-	}, payload, d.c.cfg.QueueLimit)
-	if errors.Is(err, store.ErrQueueFull) {
-		return nil, bridgev2.WrapErrorInStatus(err).WithStatus(event.MessageStatusFail).
-			WithErrorReason(event.MessageStatusNetworkError).WithIsCertain(true).WithSendNotice(true).
-			WithMessage(fmt.Sprintf("Not sent: %d messages already wait for the phone; it has been offline too long", d.c.cfg.QueueLimit))
-	} else if err != nil {
-		return nil, fmt.Errorf("queue for phone: %w", err)
-	}
-	d.c.ch.Notify(d.deviceID)
-	return &bridgev2.MatrixMessageResponse{DB: &database.Message{
-		ID:        networkid.MessageID(wm.ID),
-		SenderID:  d.meID(),
-		Timestamp: time.UnixMilli(msg.Event.Timestamp),
-	}}, nil
-}
-
-// HandleInbound turns a phone message into a Matrix message. It returns only
-// after bridgev2 has sent it to the homeserver (portal event buffer 0), so the
-// ack the device gets means the message is in Matrix.
-func (c *Connector) HandleInbound(ctx context.Context, devID string, msg wire.Message) error {
-	ul := c.br.GetCachedUserLoginByID(networkid.UserLoginID(devID))
-	if ul == nil {
-		return fmt.Errorf("device %s has no login", devID[:7])
-	}
-	from, err := phone.Normalize(msg.From)
-	if err != nil {
-		// A message we can never place: ack it so the phone stops resending,
-		// and say so loudly.
-		ul.Log.Error().Str("msg_id", msg.ID).Msg("Dropping phone message with an invalid sender number")
-		return nil
-	}
-	uid, err := c.contact(ctx, from)
-	if err != nil {
-		return err
-	}
-	if err := c.settleCrashedSend(ctx, msg.ID); err != nil {
-		return err
-	}
-	if err := c.store.MarkInflight(ctx, msg.ID); err != nil {
-		return err
-	}
-	res := ul.QueueRemoteEvent(&simplevent.Message[wire.Message]{
-		EventMeta: simplevent.EventMeta{
-			Type:         bridgev2.RemoteEventMessage,
-			PortalKey:    networkid.PortalKey{ID: networkid.PortalID(uid), Receiver: ul.ID},
-			Sender:       bridgev2.EventSender{Sender: uid},
-			CreatePortal: true,
-			Timestamp:    time.UnixMilli(msg.TSMS),
-		},
-		Data:               msg,
-		ID:                 networkid.MessageID(msg.ID),
-		ConvertMessageFunc: convertText,
-		HandleExistingFunc: func(context.Context, *bridgev2.Portal, bridgev2.MatrixAPI, []*database.Message, wire.Message) (bridgev2.UpsertResult, error) {
-			return bridgev2.UpsertResult{}, nil // already bridged: a resend after a lost ack
-		},
-	})
-	if !res.Success && !res.Ignored {
-		if res.Error != nil {
-			return res.Error
-		}
-		return errors.New("bridge did not handle the message")
-	}
-	return c.store.ClearInflight(ctx, msg.ID)
 }
 
 // crashSettle is how long after a restart a message whose Matrix send was
@@ -240,13 +242,6 @@ func (c *Connector) settleCrashedSend(ctx context.Context, msgID string) error {
 	case <-t.C:
 		return nil
 	}
-}
-
-func convertText(ctx context.Context, portal *bridgev2.Portal, intent bridgev2.MatrixAPI, msg wire.Message) (*bridgev2.ConvertedMessage, error) {
-	return &bridgev2.ConvertedMessage{Parts: []*bridgev2.ConvertedMessagePart{{
-		Type:    event.EventMessage,
-		Content: &event.MessageEventContent{MsgType: event.MsgText, Body: msg.Text},
-	}}}, nil
 }
 
 // HandleStatus turns the phone's delivery states into Matrix send statuses.

@@ -6,6 +6,7 @@ package connector
 
 import (
 	"context"
+	"io"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base32"
@@ -19,6 +20,7 @@ import (
 	"maunium.net/go/mautrix/bridgev2/networkid"
 
 	"github.com/rcsgate/rcsgate/internal/store"
+	"github.com/rcsgate/rcsgate/internal/wire"
 )
 
 // Channel is what the connector needs from the device channel.
@@ -28,6 +30,12 @@ type Channel interface {
 	Connected(deviceID string) bool
 	Kick(deviceID, reason string)
 	Pin() [32]byte
+	// FetchMedia pulls a phone message's file from the device into dst.
+	FetchMedia(ctx context.Context, deviceID, msgID, want string, dst io.Writer, onHeader func(wire.MediaHeader) error) (wire.MediaHeader, error)
+	// SendTyping passes a Matrix user's typing to a connected device.
+	SendTyping(deviceID, chat string, active bool) error
+	// Caps is what the device's backend carries per transport.
+	Caps(deviceID string) (caps map[string]wire.Caps, sims []int, ok bool)
 }
 
 // Config is the connector's part of the bridge configuration.
@@ -43,6 +51,15 @@ type Config struct {
 	// long. Past either, the Matrix sender gets a failed status.
 	QueueLimit int
 	QueueTTL   time.Duration
+	// DefaultRegion (ISO 3166, e.g. "US") lets people write numbers without
+	// a country code in start-chat.
+	DefaultRegion string
+	// ContactSync lets the phone's contact names and photos become ghost
+	// names and avatars; off, ghosts show the number only.
+	ContactSync bool
+	// BackfillMaxAge bounds history from before pairing: older messages the
+	// phone offers are dropped. 0 means 30 days; negative disables backfill.
+	BackfillMaxAge time.Duration
 }
 
 // Connector implements bridgev2.NetworkConnector and devicechan.Handler.
@@ -70,6 +87,9 @@ func New(cfg Config, st *store.Store) *Connector {
 	}
 	if cfg.QueueTTL == 0 {
 		cfg.QueueTTL = 7 * 24 * time.Hour
+	}
+	if cfg.BackfillMaxAge == 0 {
+		cfg.BackfillMaxAge = 30 * 24 * time.Hour
 	}
 	return &Connector{cfg: cfg, store: st, waiters: map[string]chan *bridgev2.UserLogin{}}
 }

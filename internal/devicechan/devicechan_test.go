@@ -42,6 +42,10 @@ func (r *recorder) HandleInbound(_ context.Context, _ string, m wire.Message) er
 	r.inbound = append(r.inbound, m)
 	return nil
 }
+func (r *recorder) HandleTyping(context.Context, string, wire.Typing) {}
+func (r *recorder) OpenMedia(context.Context, string, string) (wire.MediaFile, error) {
+	return wire.MediaFile{}, wire.ErrMediaUnavailable
+}
 func (r *recorder) HandleStatus(_ context.Context, _ string, s wire.Status) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

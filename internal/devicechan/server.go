@@ -34,6 +34,12 @@ type Handler interface {
 	HandleStatus(ctx context.Context, dev string, st wire.Status)
 	// DeviceState reports a device coming or going.
 	DeviceState(ctx context.Context, dev string, connected bool)
+	// HandleTyping passes on a contact's typing; best effort.
+	HandleTyping(ctx context.Context, dev string, t wire.Typing)
+	// OpenMedia opens the bytes of a message we sent to the device (the
+	// device pulls them on a stream of their own); wire.ErrMediaUnavailable
+	// when there are none.
+	OpenMedia(ctx context.Context, dev, msgID string) (wire.MediaFile, error)
 }
 
 // QUIC error codes we close connections with.

@@ -35,6 +35,8 @@ type session struct {
 	pings    map[uint64]time.Time // nonce → when sent, for precise RTT
 
 	statusAcks bool // the agent keeps statuses until we ack them
+	hello      wire.Hello
+	inbound    chan wire.Message // to the inbound worker, in order
 }
 
 func (s *session) wake() {
@@ -85,6 +87,8 @@ func (s *Server) handleChannel(ctx context.Context, conn *quic.Conn) {
 	sess := &session{srv: s, conn: conn, str: str, devID: devID.String(), log: log,
 		since: time.Now(), lastSeen: time.Now(), wakeCh: make(chan struct{}, 1), pings: map[uint64]time.Time{}}
 	sess.statusAcks = wire.HasFeature(hello.Features, wire.FeatureStatusAck)
+	sess.hello = hello
+	sess.inbound = make(chan wire.Message, inboundDepth)
 	welcome := wire.Welcome{Proto: wire.ProtocolVersion, DeviceID: sess.devID, ServerMS: time.Now().UnixMilli()}
 	if sess.statusAcks {
 		welcome.Features = []string{wire.FeatureStatusAck}
@@ -109,9 +113,11 @@ func (s *Server) handleChannel(ctx context.Context, conn *quic.Conn) {
 
 	sctx, stop := context.WithCancel(conn.Context())
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(4)
 	go func() { defer wg.Done(); defer stop(); sess.sendLoop(sctx) }()
 	go func() { defer wg.Done(); defer stop(); sess.pingLoop(sctx) }()
+	go func() { defer wg.Done(); defer stop(); sess.inboundLoop(sctx) }()
+	go func() { defer wg.Done(); sess.serveMedia(sctx) }()
 	err = sess.readLoop(sctx)
 	stop()
 	_ = conn.CloseWithError(codeOK, "")
@@ -157,15 +163,15 @@ func (s *session) readLoop(ctx context.Context) error {
 		s.mu.Unlock()
 		switch m := m.(type) {
 		case wire.Message:
-			// Ack only what the bridge has durably handled; on error we stay
-			// silent and the device resends on its next connection.
-			if err := s.srv.handler.HandleInbound(ctx, s.devID, m); err != nil {
-				s.log.Warn().Err(err).Str("msg_id", m.ID).Msg("Inbound message not handled; device will resend")
-				continue
+			// Handled by the inbound worker, in order, so a file being pulled
+			// never holds up pings and acks on this stream.
+			select {
+			case s.inbound <- m:
+			case <-ctx.Done():
+				return ctx.Err()
 			}
-			if err := s.write(wire.Ack{IDs: []string{m.ID}}); err != nil {
-				return err
-			}
+		case wire.Typing:
+			s.srv.handler.HandleTyping(ctx, s.devID, m)
 		case wire.Ack:
 			if len(m.IDs) == 0 {
 				continue
@@ -206,6 +212,55 @@ func (s *session) readLoop(ctx context.Context) error {
 		default:
 			s.log.Warn().Stringer("type", m.FrameType()).Msg("Unexpected frame from device")
 		}
+	}
+}
+
+// inboundDepth bounds phone messages read but not yet handled.
+const inboundDepth = 256
+
+// inboundLoop hands phone messages to the bridge one at a time, in order,
+// and acks each only once it is durably handled; on error it stays silent
+// and the device resends on its next connection (so it also stops: later
+// messages must not overtake the failed one).
+func (s *session) inboundLoop(ctx context.Context) {
+	for {
+		var m wire.Message
+		select {
+		case m = <-s.inbound:
+		case <-ctx.Done():
+			return
+		}
+		if err := s.srv.handler.HandleInbound(ctx, s.devID, m); err != nil {
+			if ctx.Err() == nil {
+				s.log.Warn().Err(err).Str("msg_id", m.ID).Msg("Inbound message not handled; closing so the device resends it in order")
+				_ = s.conn.CloseWithError(codeProtocol, "inbound message not handled; resend")
+			}
+			return
+		}
+		if err := s.write(wire.Ack{IDs: []string{m.ID}}); err != nil {
+			return
+		}
+	}
+}
+
+// serveMedia answers the device's media streams: it pulls the files of
+// messages we sent it.
+func (s *session) serveMedia(ctx context.Context) {
+	for {
+		str, err := s.conn.AcceptStream(ctx)
+		if err != nil {
+			return
+		}
+		go func() {
+			id, err := wire.ServeMedia(str, func(id string) (wire.MediaFile, error) {
+				return s.srv.handler.OpenMedia(ctx, s.devID, id)
+			})
+			if err != nil {
+				s.log.Warn().Err(err).Str("msg_id", id).Msg("Media request from device failed")
+				str.CancelWrite(1)
+			}
+			_ = str.Close()
+		}()
 	}
 }
 

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/rcsgate/rcsgate/internal/phone"
 )
 
 // Config is rcsgate's config file. It holds secrets and is written 0600.
@@ -49,6 +51,18 @@ type Config struct {
 		Limit int           `yaml:"limit"` // messages per device
 		TTL   time.Duration `yaml:"ttl"`
 	} `yaml:"queue"`
+	// Bridge holds what the bridge does with conversations.
+	Bridge struct {
+		// DefaultRegion (ISO 3166, e.g. US, DE) lets people type numbers
+		// without a country code.
+		DefaultRegion string `yaml:"default_region"`
+		// ContactSync shows the phone's contact names and photos on ghosts;
+		// off, ghosts show the number only.
+		ContactSync bool `yaml:"contact_sync"`
+		// BackfillMaxAge bounds the history bridged on first pairing (0:
+		// 30 days, negative: none).
+		BackfillMaxAge time.Duration `yaml:"backfill_max_age"`
+	} `yaml:"bridge"`
 	LogLevel string `yaml:"log_level"`
 }
 
@@ -152,6 +166,9 @@ func (c *Config) Validate() error {
 		default:
 			bad("permissions[%q] = %q: use relay, commands, user or admin", who, level)
 		}
+	}
+	if !phone.ValidRegion(c.Bridge.DefaultRegion) {
+		bad("bridge.default_region %q is not an ISO 3166 region code such as US or DE", c.Bridge.DefaultRegion)
 	}
 	if c.PairTTL <= 0 || c.PairTTL > 24*time.Hour {
 		bad("pair_ttl %s must be between 1s and 24h", c.PairTTL)

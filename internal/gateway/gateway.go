@@ -82,7 +82,9 @@ func (c *Config) bridgeConfig(name bridgev2.BridgeName) (*bridgeconfig.Config, e
 	bc.AppService.Bot.Avatar = ""
 	bc.AppService.ASToken = c.Appservice.ASToken
 	bc.AppService.HSToken = c.Appservice.HSToken
-	bc.AppService.EphemeralEvents = false // Dendrite has no MSC2409
+	// Typing and read receipts pushed to us (MSC2409; Synapse does, Dendrite
+	// ignores it and the bot's /sync covers it there).
+	bc.AppService.EphemeralEvents = true
 	bc.AppService.UsernameTemplate = c.Appservice.UserPrefix + "{{.}}"
 	bc.Database.Type = "sqlite3-fk-wal"
 	bc.Database.URI = "file:" + filepath.Join(c.StateDir, BridgeFile) + "?_txlock=immediate"
@@ -138,7 +140,7 @@ func (c *Config) Registration() (*appservice.Registration, error) {
 	}
 	reg := bc.GenerateRegistration()
 	reg.AppToken, reg.ServerToken = c.Appservice.ASToken, c.Appservice.HSToken
-	reg.EphemeralEvents, reg.SoruEphemeralEvents = false, false
+	reg.EphemeralEvents, reg.SoruEphemeralEvents = true, true
 	// mautrix picks a random sender; derive it from the token instead so
 	// `rcsgate registration` prints the same file every time.
 	sum := sha256.Sum256([]byte("sender:" + c.Appservice.HSToken))
@@ -187,6 +189,7 @@ func Run(ctx context.Context, cfg *Config, log zerolog.Logger, ls Listeners, rea
 	conn := connector.New(connector.Config{
 		IDKey: cfg.idKey(), PairAddrs: cfg.Channel.PublicAddrs, PairTTL: cfg.PairTTL,
 		QueueLimit: cfg.Queue.Limit, QueueTTL: cfg.Queue.TTL,
+		DefaultRegion: cfg.Bridge.DefaultRegion, ContactSync: cfg.Bridge.ContactSync, BackfillMaxAge: cfg.Bridge.BackfillMaxAge,
 	}, st)
 	bc, err := cfg.bridgeConfig(conn.GetName())
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -31,7 +32,7 @@ const EchoNumber = "+12025550100"
 type Options struct {
 	Dir        string // everything lives here
 	BinDir     string // rcsgate, rcsgate-agent and the homeserver's binaries
-	Homeserver string // "dendrite" (default); the harness is shaped for more
+	Homeserver string // "dendrite" or "synapse"; default $RCSGATE_HOMESERVER, else "dendrite"
 	User       string // demo user localpart, default "demo"
 	Password   string // default: random
 	LogLevel   string // rcsgate's log level, default "info"
@@ -66,10 +67,14 @@ type DemoInfo struct {
 // Up starts everything; on error it stops what it started.
 func Up(ctx context.Context, o Options) (st *Stack, err error) {
 	if o.Homeserver == "" {
-		o.Homeserver = "dendrite"
+		// The environment picks the server, so `make test` runs the same
+		// tests against each one without editing them.
+		if o.Homeserver, err = testpeer.KindFromEnv(); err != nil {
+			return nil, err
+		}
 	}
-	if o.Homeserver != "dendrite" {
-		return nil, fmt.Errorf("harness: homeserver %q not supported yet", o.Homeserver)
+	if !slices.Contains(testpeer.Kinds, o.Homeserver) {
+		return nil, fmt.Errorf("harness: homeserver %q: want one of %v", o.Homeserver, testpeer.Kinds)
 	}
 	if o.User == "" {
 		o.User = "demo"
@@ -138,8 +143,8 @@ func Up(ctx context.Context, o Options) (st *Stack, err error) {
 			return nil, err
 		}
 	}
-	st.HS, err = testpeer.StartDendrite(ctx, testpeer.Options{
-		Dir: filepath.Join(o.Dir, "dendrite"), ServerName: domain, Port: hsPort,
+	st.HS, err = testpeer.Start(ctx, o.Homeserver, testpeer.Options{
+		Dir: filepath.Join(o.Dir, o.Homeserver), ServerName: domain, Port: hsPort,
 		AppserviceRegistrations: []string{filepath.Join(gwState, "registration.yaml")},
 	})
 	if err != nil {

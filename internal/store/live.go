@@ -128,6 +128,9 @@ func (s *Store) EnqueueSent(ctx context.Context, m SentMsg, payload []byte, limi
 		ON CONFLICT (device_id, msg_id) DO NOTHING`, m.DeviceID, m.MsgID, payload, now); err != nil {
 		return fmt.Errorf("store: enqueue: %w", err)
 	}
+	if m.RoomID == "" { // not tracked: read markers and the like have no status
+		return tx.Commit()
+	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO sent_msg (msg_id, device_id, room_id, sender, msg_type, state, created_ms, updated_ms)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
 		m.MsgID, m.DeviceID, m.RoomID, m.Sender, m.MsgType, SentQueued, now, now); err != nil {

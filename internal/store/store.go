@@ -75,6 +75,21 @@ var migrations = []string{
 		msg_id     TEXT PRIMARY KEY,
 		started_ms INTEGER NOT NULL
 	);`,
+	`-- v4: files waiting for the phone to pull them; per-chat state
+	CREATE TABLE media_out (
+		msg_id    TEXT PRIMARY KEY,    -- Matrix event id = wire id
+		url       TEXT NOT NULL,       -- mxc:// URI
+		file_json TEXT NOT NULL DEFAULT '', -- encryption info for encrypted rooms
+		created_ms INTEGER NOT NULL
+	);
+	CREATE TABLE chat (
+		opaque_id  TEXT PRIMARY KEY,   -- portal id
+		transport  TEXT NOT NULL DEFAULT '', -- last transport the phone used; '' unknown
+		prefer     TEXT NOT NULL DEFAULT '', -- the user's choice: '' (phone decides) | sms
+		sim        INTEGER NOT NULL DEFAULT 0, -- SIM slot the chat lives on
+		group_json TEXT NOT NULL DEFAULT ''  -- wire.Group for group chats
+	);
+	ALTER TABLE contact ADD COLUMN name TEXT NOT NULL DEFAULT ''; -- from the phone's contacts, with contact sync on`,
 }
 
 // Open opens (and migrates) the database at path.

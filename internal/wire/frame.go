@@ -50,12 +50,16 @@ const (
 	TypePairRequest  Type = 8  // agent → server on the pairing ALPN
 	TypePairResponse Type = 9  // server → agent: the signed certificate
 	TypeError        Type = 10 // a refusal with a machine-readable code
+	TypeMediaGet     Type = 11 // first frame of a media stream: send me these bytes
+	TypeMediaHeader  Type = 12 // answer on a media stream; raw bytes follow
+	TypeTyping       Type = 13 // ephemeral typing notice, either direction
 )
 
 var typeNames = map[Type]string{
 	TypeHello: "hello", TypeWelcome: "welcome", TypeMessage: "message", TypeAck: "ack",
 	TypeStatus: "status", TypePing: "ping", TypePong: "pong", TypePairRequest: "pair_request",
-	TypePairResponse: "pair_response", TypeError: "error",
+	TypePairResponse: "pair_response", TypeError: "error", TypeMediaGet: "media_get",
+	TypeMediaHeader: "media_header", TypeTyping: "typing",
 }
 
 func (t Type) String() string {

@@ -31,6 +31,10 @@ type Hello struct {
 	Agent    string   `json:"agent"`   // agent build, e.g. "rcsgate-agent/0.1.0"
 	Backend  string   `json:"backend"` // "sim", "smsgateway", ...
 	Features []string `json:"features,omitempty"`
+	// Caps per transport (rcs, sms, mms) the backend can use, and the SIM
+	// slots it has (empty: one).
+	Caps map[string]Caps `json:"caps,omitempty"`
+	SIMs []int           `json:"sims,omitempty"`
 }
 
 // Welcome answers Hello.
@@ -69,6 +73,22 @@ type Message struct {
 	From string `json:"from,omitempty"` // sender's number on inbound messages; empty from Matrix
 	Text string `json:"text"`
 	TSMS int64  `json:"ts"` // unix milliseconds at the origin
+
+	// The fields below make a message any event of a conversation (see
+	// events.go); a plain text message leaves them empty.
+	Kind      string   `json:"kind,omitempty"`
+	FromMe    bool     `json:"from_me,omitempty"`   // inbound: the phone's owner sent it from the phone itself
+	Transport string   `json:"transport,omitempty"` // inbound: how it came; outbound: the chat's preference ("" = the phone decides)
+	SIM       int      `json:"sim,omitempty"`       // 1-based SIM slot on dual-SIM phones; 0 = the phone's default
+	ReplyTo   string   `json:"reply_to,omitempty"`  // the message this one answers
+	Target    string   `json:"target,omitempty"`    // reaction, unreact, edit, delete, receipt, read: the message acted on
+	Emoji     string   `json:"emoji,omitempty"`
+	State     string   `json:"state,omitempty"`  // receipt
+	Reason    string   `json:"reason,omitempty"` // receipt failed
+	Media     *Media   `json:"media,omitempty"`
+	Group     *Group   `json:"group,omitempty"`
+	Contact   *Contact `json:"contact,omitempty"`
+	Backfill  bool     `json:"backfill,omitempty"` // history from before pairing, not news
 }
 
 // Ack says the receiver has durably stored these messages (IDs) and, from
@@ -171,7 +191,7 @@ func (m Message) Validate() error {
 	case !utf8.ValidString(m.Text):
 		return fmt.Errorf("%w: message text is not UTF-8", ErrMalformed)
 	}
-	return nil
+	return m.validateEvent()
 }
 func (a Ack) Validate() error {
 	if len(a.IDs) == 0 && len(a.Statuses) == 0 {
@@ -277,6 +297,12 @@ func Decode(t Type, payload []byte) (Msg, error) {
 		m, err = decodeAs[PairResponse](payload)
 	case TypeError:
 		m, err = decodeAs[Error](payload)
+	case TypeMediaGet:
+		m, err = decodeAs[MediaGet](payload)
+	case TypeMediaHeader:
+		m, err = decodeAs[MediaHeader](payload)
+	case TypeTyping:
+		m, err = decodeAs[Typing](payload)
 	default:
 		return nil, fmt.Errorf("%w: %d", ErrUnknownType, uint8(t))
 	}

@@ -4,22 +4,108 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
+	"time"
+
+	"github.com/rcsgate/rcsgate/agent/backend"
+	"github.com/rcsgate/rcsgate/internal/wire"
 )
 
-// maxInjectBody bounds a control request: the text limit plus JSON overhead.
-const maxInjectBody = 128 << 10
+// maxInjectBody bounds a control request: small files inline (base64), the
+// text limit and JSON overhead. Larger files are generated (Generate).
+const maxInjectBody = 12 << 20
 
-// InjectRequest is the body of POST /v1/inject.
+// InjectRequest is the body of POST /v1/inject: any event a phone can
+// receive (see backend.Event for the fields).
 type InjectRequest struct {
 	From string `json:"from"`
 	Text string `json:"text"`
 	// ID, if set, is the phone's own id for the message: the agent queues
 	// a message with the same id once, so a client may retry an injection
-	// whose answer it lost without doubling it.
-	ID string `json:"id,omitempty"`
+	// whose answer it lost without doubling it. Reactions, replies and edits
+	// name their target by this id.
+	ID        string        `json:"id,omitempty"`
+	Chat      string        `json:"chat,omitempty"` // default From; "g:<id>" for a group
+	Kind      string        `json:"kind,omitempty"`
+	FromMe    bool          `json:"from_me,omitempty"`
+	Transport string        `json:"transport,omitempty"`
+	SIM       int           `json:"sim,omitempty"`
+	ReplyTo   string        `json:"reply_to,omitempty"`
+	Target    string        `json:"target,omitempty"`
+	Emoji     string        `json:"emoji,omitempty"`
+	State     string        `json:"state,omitempty"`
+	Reason    string        `json:"reason,omitempty"`
+	Media     *wire.Media   `json:"media,omitempty"`
+	Data      []byte        `json:"data,omitempty"`     // the file's bytes (base64 in JSON)
+	Generate  int64         `json:"generate,omitempty"` // or: this many deterministic bytes, written to disk in chunks
+	Group     *wire.Group   `json:"group,omitempty"`
+	Contact   *wire.Contact `json:"contact,omitempty"`
+	Backfill  bool          `json:"backfill,omitempty"`
+	TSMS      int64         `json:"ts,omitempty"`
+}
+
+// TypingRequest is the body of POST /v1/typing.
+type TypingRequest struct {
+	Chat   string `json:"chat"`
+	Active bool   `json:"active"`
+}
+
+// event turns the request into an event, writing its file bytes under dir.
+func (req InjectRequest) event(dir string) (backend.Inbound, func(), error) {
+	in := backend.Inbound{ID: req.ID, Kind: req.Kind, Chat: req.Chat, From: req.From, FromMe: req.FromMe, Text: req.Text,
+		Transport: req.Transport, SIM: req.SIM, ReplyTo: req.ReplyTo, Target: req.Target, Emoji: req.Emoji,
+		State: req.State, Reason: req.Reason, Media: req.Media, Group: req.Group, Contact: req.Contact, Backfill: req.Backfill}
+	if req.TSMS != 0 {
+		in.TS = time.UnixMilli(req.TSMS)
+	}
+	cleanup := func() {}
+	if req.Data == nil && req.Generate == 0 {
+		return in, cleanup, nil
+	}
+	if req.Generate < 0 || req.Generate > wire.MaxMediaSize+1<<20 {
+		return in, cleanup, errors.New("generate must be between 0 and 101 MiB")
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return in, cleanup, err
+	}
+	f, err := os.CreateTemp(dir, "inject-*")
+	if err != nil {
+		return in, cleanup, err
+	}
+	cleanup = func() { _ = os.Remove(f.Name()) }
+	if req.Data != nil {
+		_, err = f.Write(req.Data)
+	} else {
+		_, err = io.CopyN(f, Pattern(), req.Generate)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		cleanup()
+		return in, func() {}, err
+	}
+	in.File = f.Name()
+	return in, cleanup, nil
+}
+
+// Pattern is an endless deterministic byte stream for generated files; tests
+// compare what arrives against it without holding either in memory.
+func Pattern() io.Reader { return &pattern{} }
+
+type pattern struct{ n uint64 }
+
+func (p *pattern) Read(b []byte) (int, error) {
+	for i := range b {
+		x := p.n * 0x9E3779B97F4A7C15
+		b[i] = byte(x >> 56)
+		p.n++
+	}
+	return len(b), nil
 }
 
 // Health is the body of GET /v1/healthz.
@@ -36,6 +122,9 @@ type errorBody struct {
 //	POST /v1/inject {"from": "+1...", "text": "..."} → 202 {"queued": true}
 //	  (answered only once the agent has stored the message durably)
 //	GET  /v1/sent                                   → 200 [{"id","chat","text","ts"}, ...]
+//	POST /v1/typing {"chat": "+1...", "active": true} → 202: the contact types
+//	GET  /v1/typing?chat=+1...                      → 200 {"active","known"}: what the phone was told
+//	GET  /v1/media/{id}                             → 200 the bytes of a file sent with that id
 //	GET  /v1/healthz                                → 200 {"connected": bool}
 //
 // Errors are JSON {"error": "..."}. connected reports whether the agent's
@@ -49,7 +138,13 @@ func (s *Sim) Handler(connected func() bool) http.Handler {
 			writeJSON(w, http.StatusBadRequest, errorBody{"body must be JSON {\"from\": \"+...\", \"text\": \"...\"}"})
 			return
 		}
-		if err := s.injectID(r.Context(), req.ID, req.From, req.Text); err != nil {
+		in, cleanup, err := req.event(s.mediaDir)
+		if err != nil {
+			writeJSON(w, http.StatusBadRequest, errorBody{err.Error()})
+			return
+		}
+		defer cleanup() // the agent copied the file before InjectEvent returned
+		if err := s.InjectEvent(r.Context(), in); err != nil {
 			code := http.StatusBadRequest
 			if errors.Is(err, ErrNotStarted) || errors.Is(err, ErrClosed) || r.Context().Err() != nil {
 				code = http.StatusServiceUnavailable
@@ -65,6 +160,32 @@ func (s *Sim) Handler(connected func() bool) http.Handler {
 			sent = []Sent{}
 		}
 		writeJSON(w, http.StatusOK, sent)
+	})
+	mux.HandleFunc("POST /v1/typing", func(w http.ResponseWriter, r *http.Request) {
+		var req TypingRequest
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&req); err != nil || req.Chat == "" {
+			writeJSON(w, http.StatusBadRequest, errorBody{"body must be JSON {\"chat\": \"+...\", \"active\": true}"})
+			return
+		}
+		if err := s.InjectTyping(req.Chat, req.Active); err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, errorBody{err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusAccepted, map[string]bool{"queued": true})
+	})
+	mux.HandleFunc("GET /v1/typing", func(w http.ResponseWriter, r *http.Request) {
+		active, known := s.TypingState(r.URL.Query().Get("chat"))
+		writeJSON(w, http.StatusOK, map[string]bool{"active": active, "known": known})
+	})
+	mux.HandleFunc("GET /v1/media/{id}", func(w http.ResponseWriter, r *http.Request) {
+		f, err := os.Open(s.MediaPath(r.PathValue("id")))
+		if err != nil {
+			writeJSON(w, http.StatusNotFound, errorBody{"no file was sent with that id"})
+			return
+		}
+		defer f.Close()
+		w.Header().Set("Content-Type", "application/octet-stream")
+		_, _ = io.Copy(w, f)
 	})
 	mux.HandleFunc("GET /v1/healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, Health{Connected: connected != nil && connected()})

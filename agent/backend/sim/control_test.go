@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+
+	"github.com/rcsgate/rcsgate/agent/backend"
 )
 
 func TestControlAPI(t *testing.T) {
@@ -62,7 +64,7 @@ func TestControlAPI(t *testing.T) {
 	if code := get("/v1/sent", &sent); code != 200 || sent == nil || len(sent) != 0 {
 		t.Fatalf("empty sent list: %d %v", code, sent)
 	}
-	if err := s.Send(t.Context(), "id1", "+4915112345678", "yo"); err != nil {
+	if err := s.Send(t.Context(), backend.Event{ID: "id1", Chat: "+4915112345678", Text: "yo"}); err != nil {
 		t.Fatal(err)
 	}
 	if code := get("/v1/sent", &sent); code != 200 || len(sent) != 1 || sent[0].ID != "id1" || sent[0].Chat != "+4915112345678" || sent[0].Text != "yo" {

@@ -7,9 +7,12 @@ package sim
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sync"
@@ -19,6 +22,7 @@ import (
 
 	"github.com/rcsgate/rcsgate/agent/backend"
 	"github.com/rcsgate/rcsgate/internal/redact"
+	"github.com/rcsgate/rcsgate/internal/wire"
 )
 
 // EchoNumber is the contact that answers every message with the same text.
@@ -33,12 +37,31 @@ const deliverRetry = 100 * time.Millisecond
 // ErrNotStarted is returned by Inject before Start.
 var ErrNotStarted = errors.New("sim: backend not started")
 
-// Sent is one message the simulated phone sent to the network.
+// Contacts with a behaviour; every other valid number is a quiet contact
+// that never answers.
+const (
+	// ReceiptsNumber reports "delivered" and then "read" for everything sent
+	// to it, and answers nothing.
+	ReceiptsNumber = "+12025550101"
+	// SMSNumber has no RCS: text goes as SMS, and kinds SMS cannot carry
+	// (files, reactions, edits, deletes, replies) are refused.
+	SMSNumber = "+12025550199"
+)
+
+// Sent is one event the simulated phone sent to the network.
 type Sent struct {
-	ID   string    `json:"id"`
-	Chat string    `json:"chat"`
-	Text string    `json:"text"`
-	TS   time.Time `json:"ts"`
+	ID        string      `json:"id"`
+	Chat      string      `json:"chat"`
+	Text      string      `json:"text"`
+	TS        time.Time   `json:"ts"`
+	Kind      string      `json:"kind,omitempty"`
+	Target    string      `json:"target,omitempty"`
+	ReplyTo   string      `json:"reply_to,omitempty"`
+	Emoji     string      `json:"emoji,omitempty"`
+	Transport string      `json:"transport,omitempty"`
+	SIM       int         `json:"sim,omitempty"`
+	Media     *wire.Media `json:"media,omitempty"` // Size and SHA256 are of the bytes the phone got
+	Group     *wire.Group `json:"group,omitempty"`
 }
 
 // Sim is the simulated phone. The zero value is not usable; use New.
@@ -51,12 +74,15 @@ type Sim struct {
 	sent    []Sent
 	queue   []queued // inbound messages waiting to reach the sink, in order
 	sentIDs map[string]bool
-	sentLog *os.File      // <state>/sim-sent.jsonl, nil for an in-memory sim
-	dupes   int           // sends of an id already sent (dropped)
-	wake    chan struct{} // capacity 1: something was queued
-	started bool
-	closed  chan struct{}
-	done    chan struct{} // closed when the delivery goroutine exits
+	sentLog *os.File // <state>/sim-sent.jsonl, nil for an in-memory sim
+	typing  map[string]bool
+	// mediaDir keeps the bytes of files sent to the network.
+	mediaDir string
+	dupes    int           // sends of an id already sent (dropped)
+	wake     chan struct{} // capacity 1: something was queued
+	started  bool
+	closed   chan struct{}
+	done     chan struct{} // closed when the delivery goroutine exits
 }
 
 var _ backend.Backend = (*Sim)(nil)
@@ -73,12 +99,14 @@ type queued struct {
 // sent messages in memory only.
 func New(log zerolog.Logger) *Sim {
 	return &Sim{
-		log:     log.With().Str("backend", Name).Logger(),
-		now:     time.Now,
-		wake:    make(chan struct{}, 1),
-		closed:  make(chan struct{}),
-		done:    make(chan struct{}),
-		sentIDs: map[string]bool{},
+		log:      log.With().Str("backend", Name).Logger(),
+		now:      time.Now,
+		wake:     make(chan struct{}, 1),
+		closed:   make(chan struct{}),
+		done:     make(chan struct{}),
+		sentIDs:  map[string]bool{},
+		typing:   map[string]bool{},
+		mediaDir: filepath.Join(os.TempDir(), fmt.Sprintf("rcsgate-sim-%d-%p", os.Getpid(), new(int))),
 	}
 }
 
@@ -87,6 +115,7 @@ func New(log zerolog.Logger) *Sim {
 // returns, and the record is loaded again here, so it survives a SIGKILL.
 func Open(log zerolog.Logger, stateDir string) (*Sim, error) {
 	s := New(log)
+	s.mediaDir = filepath.Join(stateDir, "sim-media")
 	path := filepath.Join(stateDir, SentFile)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
@@ -157,26 +186,61 @@ func (s *Sim) Close() error {
 	return nil
 }
 
-// Send records the message as sent to the phone network. Messages to the
-// echo contact are answered with the same text once Send has returned.
-func (s *Sim) Send(ctx context.Context, id, chat, text string) error {
-	if !ValidNumber(chat) {
+// Send records the event as sent to the phone network (a file's bytes are
+// kept under <state>/sim-media). The echo contact answers text with the same
+// text and a file with the same file; ReceiptsNumber reports delivered and
+// read; SMSNumber refuses what SMS cannot carry.
+func (s *Sim) Send(ctx context.Context, ev backend.Event) error {
+	if !ValidNumber(ev.Chat) && !wire.IsGroupChat(ev.Chat) {
 		return backend.Permanent("invalid phone number")
+	}
+	transport := wire.TransportRCS
+	if ev.Chat == SMSNumber {
+		transport = wire.TransportSMS
+		switch ev.Kind {
+		case "", wire.KindText:
+			if ev.ReplyTo != "" {
+				return backend.Unsupported("reply", transport)
+			}
+		default:
+			return backend.Unsupported(ev.Kind, transport)
+		}
+	}
+	if ev.Transport == wire.TransportSMS && transport == wire.TransportRCS && (ev.Kind == "" || ev.Kind == wire.KindText) {
+		transport = wire.TransportSMS // the chat prefers SMS
 	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	now := s.now()
-	if id != "" && s.sentIDs[id] {
-		// The agent hands a message again after a crash between our
-		// return and its own record: the phone sends it once.
+	dup := ev.ID != "" && s.sentIDs[ev.ID]
+	s.mu.Unlock()
+	if dup {
+		// The agent hands an event again after a crash between our return
+		// and its own record: the phone sends it once.
+		s.mu.Lock()
 		s.dupes++
-		s.log.Info().Str("id", id).Msg("duplicate send dropped")
+		s.mu.Unlock()
+		s.log.Info().Str("id", ev.ID).Msg("duplicate send dropped")
 		return nil
 	}
-	m := Sent{ID: id, Chat: chat, Text: text, TS: now}
+	m := Sent{ID: ev.ID, Chat: ev.Chat, Text: ev.Text, TS: s.now(), Kind: ev.Kind, Target: ev.Target,
+		ReplyTo: ev.ReplyTo, Emoji: ev.Emoji, Transport: transport, SIM: ev.SIM, Group: ev.Group}
+	var kept string
+	if ev.Kind == wire.KindMedia {
+		if ev.Media == nil || ev.File == "" {
+			return backend.Permanent("file without its bytes")
+		}
+		var err error
+		md := *ev.Media
+		kept, md.Size, md.SHA256, err = s.keep(ev.ID, ev.File)
+		if err != nil {
+			return err
+		}
+		m.Media = &md
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.sentLog != nil {
 		b, err := json.Marshal(m)
 		if err != nil {
@@ -189,15 +253,92 @@ func (s *Sim) Send(ctx context.Context, id, chat, text string) error {
 			return fmt.Errorf("sim: record send: %w", err)
 		}
 	}
-	if id != "" {
-		s.sentIDs[id] = true
+	if ev.ID != "" {
+		s.sentIDs[ev.ID] = true
 	}
 	s.sent = append(s.sent, m)
-	s.log.Debug().Str("id", id).Str("chat", redact.Number(chat)).Int("len", len(text)).Msg("sent to phone network")
-	if chat == EchoNumber {
-		s.enqueueLocked(queued{in: backend.Inbound{Chat: EchoNumber, From: EchoNumber, Text: text, TS: now}})
+	s.log.Debug().Str("id", ev.ID).Str("kind", ev.Kind).Str("chat", redact.Number(ev.Chat)).Int("len", len(ev.Text)).Msg("sent to phone network")
+	now := s.now()
+	switch ev.Chat {
+	case EchoNumber:
+		switch ev.Kind {
+		case "", wire.KindText:
+			s.enqueueLocked(queued{in: backend.Inbound{Chat: EchoNumber, From: EchoNumber, Text: ev.Text, TS: now}})
+		case wire.KindMedia:
+			md := *m.Media
+			s.enqueueLocked(queued{in: backend.Inbound{Kind: wire.KindMedia, Chat: EchoNumber, From: EchoNumber,
+				Text: ev.Text, TS: now, Media: &md, File: kept}})
+		}
+	case ReceiptsNumber:
+		switch ev.Kind {
+		case "", wire.KindText, wire.KindMedia:
+			for _, st := range []string{wire.StateDelivered, wire.StateRead} {
+				s.enqueueLocked(queued{in: backend.Inbound{ID: "rcpt." + st + "." + shortHash(ev.ID), Kind: wire.KindReceipt,
+					Chat: ev.Chat, From: ev.Chat, Target: ev.ID, State: st, TS: now}})
+			}
+		}
 	}
 	return nil
+}
+
+// keep copies a file the agent handed us under <state>/sim-media (or a
+// temporary directory for an in-memory sim), streaming and hashing it.
+func (s *Sim) keep(id, src string) (path string, size int64, sum string, err error) {
+	in, err := os.Open(src)
+	if err != nil {
+		return "", 0, "", fmt.Errorf("sim: read file to send: %w", err)
+	}
+	defer in.Close()
+	if err := os.MkdirAll(s.mediaDir, 0o700); err != nil {
+		return "", 0, "", fmt.Errorf("sim: %w", err)
+	}
+	path = filepath.Join(s.mediaDir, shortHash(id))
+	out, err := os.Create(path)
+	if err != nil {
+		return "", 0, "", fmt.Errorf("sim: %w", err)
+	}
+	h := sha256.New()
+	size, err = io.Copy(io.MultiWriter(out, h), in)
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return "", 0, "", fmt.Errorf("sim: keep file: %w", err)
+	}
+	return path, size, hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// MediaPath returns where the sim kept the bytes of sent event id.
+func (s *Sim) MediaPath(id string) string { return filepath.Join(s.mediaDir, shortHash(id)) }
+
+func shortHash(id string) string {
+	h := sha256.Sum256([]byte(id))
+	return hex.EncodeToString(h[:12])
+}
+
+// Caps: RCS carries everything; SMS only text.
+func (s *Sim) Caps() (map[string]wire.Caps, []int) {
+	return map[string]wire.Caps{
+		wire.TransportRCS: {MaxFileSize: wire.MaxMediaSize, Replies: true, Reactions: true, Edits: true, Deletes: true,
+			ReadReceipts: true, DeliveryReports: true, Typing: true, Groups: true},
+		wire.TransportSMS: {DeliveryReports: true},
+	}, []int{1, 2}
+}
+
+// Typing records that the Matrix user is (or stopped) typing in chat.
+func (s *Sim) Typing(ctx context.Context, chat string, active bool) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.typing[chat] = active
+	return nil
+}
+
+// TypingState reports the last typing notice the phone got for chat.
+func (s *Sim) TypingState(chat string) (active, known bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	active, known = s.typing[chat]
+	return
 }
 
 // Duplicates reports how many sends of an already-sent id were dropped.
@@ -216,15 +357,37 @@ func (s *Sim) Inject(from, text string) error {
 
 // InjectContext is Inject with a context bounding the wait for the sink.
 func (s *Sim) InjectContext(ctx context.Context, from, text string) error {
-	return s.injectID(ctx, "", from, text)
+	return s.InjectEvent(ctx, backend.Inbound{Chat: from, From: from, Text: text})
 }
 
-func (s *Sim) injectID(ctx context.Context, id, from, text string) error {
-	if !ValidNumber(from) {
+// InjectEvent makes the phone receive any event (see backend.Event); Chat
+// defaults to From. It returns once the agent has stored it.
+func (s *Sim) InjectEvent(ctx context.Context, in backend.Inbound) error {
+	if in.Chat == "" {
+		in.Chat = in.From
+	}
+	if !ValidNumber(in.From) && !(in.FromMe && in.From == "") {
 		return errors.New("from must be + followed by 7 to 15 digits")
 	}
-	if text == "" {
+	if !ValidNumber(in.Chat) && !wire.IsGroupChat(in.Chat) {
+		return errors.New("chat must be a number or " + wire.GroupChatPrefix + "<group id>")
+	}
+	if (in.Kind == "" || in.Kind == wire.KindText) && in.Text == "" {
 		return errors.New("text must not be empty")
+	}
+	if in.TS.IsZero() {
+		in.TS = s.now()
+	}
+	if in.Transport == "" {
+		in.Transport = wire.TransportRCS
+		if in.Chat == SMSNumber {
+			in.Transport = wire.TransportSMS
+		}
+	}
+	w := in.ToWire()
+	w.ID = backend.WireID("check") // the agent picks the real one
+	if err := w.Validate(); err != nil {
+		return err
 	}
 	s.mu.Lock()
 	if !s.started {
@@ -232,7 +395,7 @@ func (s *Sim) injectID(ctx context.Context, id, from, text string) error {
 		return ErrNotStarted
 	}
 	done := make(chan error, 1)
-	s.enqueueLocked(queued{in: backend.Inbound{ID: id, Chat: from, From: from, Text: text, TS: s.now()}, done: done})
+	s.enqueueLocked(queued{in: in, done: done})
 	s.mu.Unlock()
 	select {
 	case err := <-done:
@@ -242,6 +405,18 @@ func (s *Sim) injectID(ctx context.Context, id, from, text string) error {
 	case <-s.closed:
 		return ErrClosed
 	}
+}
+
+// InjectTyping makes a contact type (or stop) in chat.
+func (s *Sim) InjectTyping(chat string, active bool) error {
+	s.mu.Lock()
+	sink := s.sink
+	s.mu.Unlock()
+	if sink == nil {
+		return ErrNotStarted
+	}
+	sink.Typing(chat, active)
+	return nil
 }
 
 // ErrClosed is returned by Inject when the sim closes before the agent took

@@ -15,6 +15,7 @@ import (
 // chanSink hands every delivered message to a channel.
 type chanSink struct{ c chan backend.Inbound }
 
+func (s chanSink) Typing(string, bool) {}
 func (s chanSink) Deliver(ctx context.Context, in backend.Inbound) error {
 	select {
 	case s.c <- in:
@@ -48,10 +49,10 @@ func next(t *testing.T, c chan backend.Inbound) backend.Inbound {
 
 func TestEcho(t *testing.T) {
 	s, c := started(t)
-	if err := s.Send(t.Context(), "m1", EchoNumber, "ping 1"); err != nil {
+	if err := s.Send(t.Context(), backend.Event{ID: "m1", Chat: EchoNumber, Text: "ping 1"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Send(t.Context(), "m2", EchoNumber, "ping 2"); err != nil {
+	if err := s.Send(t.Context(), backend.Event{ID: "m2", Chat: EchoNumber, Text: "ping 2"}); err != nil {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"ping 1", "ping 2"} {
@@ -68,12 +69,12 @@ func TestEcho(t *testing.T) {
 
 func TestQuietContact(t *testing.T) {
 	s, c := started(t)
-	if err := s.Send(t.Context(), "q1", "+4915112345678", "hi"); err != nil {
+	if err := s.Send(t.Context(), backend.Event{ID: "q1", Chat: "+4915112345678", Text: "hi"}); err != nil {
 		t.Fatal(err)
 	}
 	// Follow with an echo: deliveries are in order, so if the quiet contact
 	// had answered, that answer would come first.
-	if err := s.Send(t.Context(), "e1", EchoNumber, "marker"); err != nil {
+	if err := s.Send(t.Context(), backend.Event{ID: "e1", Chat: EchoNumber, Text: "marker"}); err != nil {
 		t.Fatal(err)
 	}
 	if in := next(t, c); in.Text != "marker" {
@@ -87,7 +88,7 @@ func TestQuietContact(t *testing.T) {
 func TestInvalidNumberIsPermanent(t *testing.T) {
 	s, _ := started(t)
 	for _, n := range []string{"", "12025550100", "+123456", "+1234567890123456", "+1202555o100", "+ 2025550100"} {
-		err := s.Send(t.Context(), "x", n, "hi")
+		err := s.Send(t.Context(), backend.Event{ID: "x", Chat: n, Text: "hi"})
 		if _, ok := backend.IsPermanent(err); !ok {
 			t.Fatalf("Send to %q: got %v, want a permanent error", n, err)
 		}
@@ -109,6 +110,7 @@ type flakySink struct {
 	c     chan backend.Inbound
 }
 
+func (f *flakySink) Typing(string, bool) {}
 func (f *flakySink) Deliver(ctx context.Context, in backend.Inbound) error {
 	f.mu.Lock()
 	f.calls++
@@ -146,7 +148,7 @@ func TestSentLogSurvivesReopen(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, id := range []string{"a", "b", "a"} {
-		if err := s.Send(context.Background(), id, "+12025550142", fmt.Sprint("t", i)); err != nil {
+		if err := s.Send(context.Background(), backend.Event{ID: id, Chat: "+12025550142", Text: fmt.Sprint("t", i)}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -165,7 +167,7 @@ func TestSentLogSurvivesReopen(t *testing.T) {
 	if len(got) != 2 || got[0].ID != "a" || got[1].ID != "b" || got[1].Text != "t1" {
 		t.Fatalf("after reopen: %+v", got)
 	}
-	if err := s2.Send(context.Background(), "c", "+12025550142", "x"); err != nil {
+	if err := s2.Send(context.Background(), backend.Event{ID: "c", Chat: "+12025550142", Text: "x"}); err != nil {
 		t.Fatal(err)
 	}
 	if n := len(s2.SentMessages()); n != 3 {

@@ -1,0 +1,57 @@
+package devicechan
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/rcsgate/rcsgate/internal/wire"
+)
+
+// ErrNotConnected is returned when an operation needs the device online.
+var ErrNotConnected = errors.New("device is not connected")
+
+func (s *Server) session(deviceID string) *session {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sessions[deviceID]
+}
+
+// FetchMedia pulls the bytes of a phone message's file from the device on a
+// stream of its own and writes them to dst (checked against want, the hash
+// the message announced). onHeader sees the size before any byte arrives.
+func (s *Server) FetchMedia(ctx context.Context, deviceID, msgID, want string, dst io.Writer, onHeader func(wire.MediaHeader) error) (wire.MediaHeader, error) {
+	sess := s.session(deviceID)
+	if sess == nil {
+		return wire.MediaHeader{}, ErrNotConnected
+	}
+	str, err := sess.conn.OpenStreamSync(ctx)
+	if err != nil {
+		return wire.MediaHeader{}, fmt.Errorf("open media stream: %w", err)
+	}
+	defer str.Close()
+	stop := context.AfterFunc(ctx, func() { str.CancelRead(1); str.CancelWrite(1) })
+	defer stop()
+	return wire.FetchMedia(str, msgID, 0, want, wire.MaxMediaSize, dst, onHeader)
+}
+
+// SendTyping tells a connected device that a Matrix user is (or stopped)
+// typing; nothing happens when it is offline (typing goes stale).
+func (s *Server) SendTyping(deviceID, chat string, active bool) error {
+	sess := s.session(deviceID)
+	if sess == nil {
+		return ErrNotConnected
+	}
+	return sess.write(wire.Typing{Chat: chat, Active: active})
+}
+
+// Caps is what the device's backend said it can carry, per transport, and
+// its SIM slots; ok is false while the device is offline.
+func (s *Server) Caps(deviceID string) (caps map[string]wire.Caps, sims []int, ok bool) {
+	sess := s.session(deviceID)
+	if sess == nil {
+		return nil, nil, false
+	}
+	return sess.hello.Caps, sess.hello.SIMs, true
+}

@@ -1,0 +1,122 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+)
+
+// ErrNoMedia: no file is recorded for the message.
+var ErrNoMedia = errors.New("no file for this message")
+
+// MediaOut is a Matrix file waiting for the phone to pull it.
+type MediaOut struct {
+	MsgID    string
+	URL      string // mxc://
+	FileJSON string // event.EncryptedFileInfo as JSON, "" for plain media
+}
+
+// PutMediaOut records where a queued message's file lives.
+func (s *Store) PutMediaOut(ctx context.Context, m MediaOut) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO media_out (msg_id, url, file_json, created_ms) VALUES (?, ?, ?, ?)
+		ON CONFLICT (msg_id) DO NOTHING`, m.MsgID, m.URL, m.FileJSON, s.ms())
+	if err != nil {
+		return fmt.Errorf("store: media: %w", err)
+	}
+	return nil
+}
+
+// GetMediaOut returns a queued message's file; ErrNoMedia if none.
+func (s *Store) GetMediaOut(ctx context.Context, msgID string) (MediaOut, error) {
+	m := MediaOut{MsgID: msgID}
+	err := s.db.QueryRowContext(ctx, `SELECT url, file_json FROM media_out WHERE msg_id = ?`, msgID).Scan(&m.URL, &m.FileJSON)
+	if errors.Is(err, sql.ErrNoRows) {
+		return m, ErrNoMedia
+	}
+	if err != nil {
+		return m, fmt.Errorf("store: media: %w", err)
+	}
+	return m, nil
+}
+
+// Chat is what the bridge remembers about one conversation.
+type Chat struct {
+	OpaqueID  string
+	Transport string // how the phone last carried it
+	Prefer    string // the user's transport choice ("" = phone decides)
+	SIM       int
+	GroupJSON string // wire.Group, for group chats
+}
+
+// GetChat returns what is known of a chat (a zero Chat when nothing is).
+func (s *Store) GetChat(ctx context.Context, opaqueID string) (Chat, error) {
+	c := Chat{OpaqueID: opaqueID}
+	err := s.db.QueryRowContext(ctx, `SELECT transport, prefer, sim, group_json FROM chat WHERE opaque_id = ?`, opaqueID).
+		Scan(&c.Transport, &c.Prefer, &c.SIM, &c.GroupJSON)
+	if errors.Is(err, sql.ErrNoRows) {
+		return c, nil
+	}
+	if err != nil {
+		return c, fmt.Errorf("store: chat: %w", err)
+	}
+	return c, nil
+}
+
+// NoteTransport records the transport and SIM of a phone event in the chat
+// and returns the transport seen before ("" if none).
+func (s *Store) NoteTransport(ctx context.Context, opaqueID, transport string, sim int) (prev string, err error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return "", fmt.Errorf("store: chat: %w", err)
+	}
+	defer tx.Rollback()
+	err = tx.QueryRowContext(ctx, `SELECT transport FROM chat WHERE opaque_id = ?`, opaqueID).Scan(&prev)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return "", fmt.Errorf("store: chat: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO chat (opaque_id, transport, sim) VALUES (?, ?, ?)
+		ON CONFLICT (opaque_id) DO UPDATE SET transport = excluded.transport,
+		sim = CASE WHEN excluded.sim > 0 THEN excluded.sim ELSE chat.sim END`, opaqueID, transport, sim); err != nil {
+		return "", fmt.Errorf("store: chat: %w", err)
+	}
+	return prev, tx.Commit()
+}
+
+// SetPrefer records the user's transport choice for a chat.
+func (s *Store) SetPrefer(ctx context.Context, opaqueID, prefer string) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO chat (opaque_id, prefer) VALUES (?, ?)
+		ON CONFLICT (opaque_id) DO UPDATE SET prefer = excluded.prefer`, opaqueID, prefer)
+	if err != nil {
+		return fmt.Errorf("store: chat: %w", err)
+	}
+	return nil
+}
+
+// PutGroup records a group chat's description.
+func (s *Store) PutGroup(ctx context.Context, opaqueID, groupJSON string) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO chat (opaque_id, group_json) VALUES (?, ?)
+		ON CONFLICT (opaque_id) DO UPDATE SET group_json = excluded.group_json`, opaqueID, groupJSON)
+	if err != nil {
+		return fmt.Errorf("store: chat: %w", err)
+	}
+	return nil
+}
+
+// SetContactName records the name the phone's address book has for a number.
+func (s *Store) SetContactName(ctx context.Context, opaqueID, name string) error {
+	if _, err := s.db.ExecContext(ctx, `UPDATE contact SET name = ? WHERE opaque_id = ?`, name, opaqueID); err != nil {
+		return fmt.Errorf("store: contact name: %w", err)
+	}
+	return nil
+}
+
+// ContactName returns the phone's name for a contact ("" if none).
+func (s *Store) ContactName(ctx context.Context, opaqueID string) (string, error) {
+	var n string
+	err := s.db.QueryRowContext(ctx, `SELECT name FROM contact WHERE opaque_id = ?`, opaqueID).Scan(&n)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return "", fmt.Errorf("store: contact name: %w", err)
+	}
+	return n, nil
+}

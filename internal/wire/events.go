@@ -1,0 +1,294 @@
+package wire
+
+import (
+	"fmt"
+	"regexp"
+	"unicode/utf8"
+)
+
+// Kinds of Message. The zero value is a text message, so protocol-1 peers
+// that never set Kind keep working.
+const (
+	KindText     = "text"     // Text; ReplyTo optional
+	KindMedia    = "media"    // Media (bytes on a stream of their own, see MediaGet); Text is the caption
+	KindReaction = "reaction" // Emoji on Target
+	KindUnreact  = "unreact"  // removes Emoji (the sender's) from Target
+	KindEdit     = "edit"     // Text replaces Target's text
+	KindDelete   = "delete"   // unsend / delete Target
+	KindReceipt  = "receipt"  // phone → server: State (delivered|read|failed, Reason) of Target, a message sent from Matrix
+	KindRead     = "read"     // the reader has read Chat up to and including Target
+	KindGroup    = "group"    // Group describes the chat now (name, members); Text optional system note
+	KindContact  = "contact"  // Contact: name (and avatar) the phone has for From
+)
+
+// Transports a phone can use for a chat.
+const (
+	TransportRCS = "rcs"
+	TransportSMS = "sms"
+	TransportMMS = "mms"
+)
+
+// Limits beyond the ones in messages.go.
+const (
+	MaxEmojiLen     = 64
+	MaxMembers      = 256
+	MaxNameLen      = 256
+	MaxMediaSize    = 100 << 20 // the largest RCS file transfer carriers allow in practice
+	MaxMediaName    = 255
+	MaxMimeLen      = 127
+	GroupChatPrefix = "g:" // group chat ids start with it; 1:1 chats are E.164 numbers
+)
+
+// Media describes a file. The bytes are never in a frame: the receiver of the
+// Message pulls them with MediaGet on a stream of their own, so a large file
+// never delays text and neither side holds it in memory.
+type Media struct {
+	Name       string `json:"name,omitempty"`
+	Mime       string `json:"mime"`
+	Size       int64  `json:"size"`
+	SHA256     string `json:"sha256,omitempty"` // hex; checked by the receiver when set
+	Width      int    `json:"w,omitempty"`
+	Height     int    `json:"h,omitempty"`
+	DurationMS int    `json:"duration_ms,omitempty"`
+	Voice      bool   `json:"voice,omitempty"` // a voice note (audio)
+}
+
+// Group describes a group chat.
+type Group struct {
+	Name    string   `json:"name,omitempty"`
+	Topic   string   `json:"topic,omitempty"`
+	Members []Member `json:"members"` // everyone but the phone's owner
+}
+
+// Member is one participant of a group chat.
+type Member struct {
+	Number string `json:"number"`
+	Name   string `json:"name,omitempty"` // as the phone's contacts know them; may be empty
+}
+
+// Contact is what the phone's address book says about From.
+type Contact struct {
+	Name string `json:"name,omitempty"`
+	// AvatarSHA256, when set, says the avatar (Media-like bytes fetched with
+	// MediaGet for this message's id) changed.
+	AvatarMime string `json:"avatar_mime,omitempty"`
+	AvatarSize int64  `json:"avatar_size,omitempty"`
+}
+
+// MediaGet asks the peer for the bytes of a message's media (or a contact's
+// avatar). It is the first frame on a stream the asker opens; the answer is a
+// MediaHeader followed by exactly Size raw bytes, or an Error, and then the
+// stream ends.
+type MediaGet struct {
+	ID     string `json:"id"`
+	Offset int64  `json:"offset,omitempty"` // resume a cut transfer
+}
+
+// MediaHeader precedes the raw bytes of a MediaGet answer.
+type MediaHeader struct {
+	ID     string `json:"id"`
+	Size   int64  `json:"size"`   // bytes that follow (total - offset)
+	Total  int64  `json:"total"`  // the whole file
+	SHA256 string `json:"sha256"` // of the whole file, hex
+}
+
+// Typing is ephemeral: never journaled, never acked, dropped when offline.
+type Typing struct {
+	Chat   string `json:"chat"`
+	Active bool   `json:"active"`
+}
+
+var (
+	hexSHA256 = regexp.MustCompile(`^[0-9a-f]{64}$`)
+	mimeRE    = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9!#$&^_.+-]*/[a-zA-Z0-9][a-zA-Z0-9!#$&^_.+-]*$`)
+)
+
+// IsGroupChat reports whether chat names a group rather than a number.
+func IsGroupChat(chat string) bool {
+	return len(chat) > len(GroupChatPrefix) && chat[:len(GroupChatPrefix)] == GroupChatPrefix
+}
+
+// TextKind reports whether the message carries text to show (text, edit or
+// a media caption).
+func (m Message) TextKind() bool { return m.Kind == "" || m.Kind == KindText || m.Kind == KindEdit }
+
+func validText(what, s string, max int) error {
+	if len(s) > max {
+		return fmt.Errorf("%w: %s of %d bytes", ErrMalformed, what, len(s))
+	}
+	if !utf8.ValidString(s) {
+		return fmt.Errorf("%w: %s is not UTF-8", ErrMalformed, what)
+	}
+	return nil
+}
+
+func validRef(what, id string) error {
+	if len(id) > MaxIDLen {
+		return fmt.Errorf("%w: %s id length %d", ErrMalformed, what, len(id))
+	}
+	return nil
+}
+
+// validateEvent checks the fields beyond the text message's.
+func (m Message) validateEvent() error {
+	if err := validRef("reply", m.ReplyTo); err != nil {
+		return err
+	}
+	if err := validRef("target", m.Target); err != nil {
+		return err
+	}
+	if err := validText("reason", m.Reason, MaxNameLen); err != nil {
+		return err
+	}
+	switch m.Transport {
+	case "", TransportRCS, TransportSMS, TransportMMS:
+	default:
+		return fmt.Errorf("%w: unknown transport %q", ErrMalformed, m.Transport)
+	}
+	if m.SIM < 0 || m.SIM > 8 {
+		return fmt.Errorf("%w: SIM slot %d", ErrMalformed, m.SIM)
+	}
+	needTarget := false
+	switch m.Kind {
+	case "", KindText:
+	case KindMedia:
+		if m.Media == nil {
+			return fmt.Errorf("%w: media message without media", ErrMalformed)
+		}
+	case KindReaction, KindUnreact:
+		needTarget = true
+		if m.Emoji == "" {
+			return fmt.Errorf("%w: reaction without emoji", ErrMalformed)
+		}
+	case KindEdit, KindDelete, KindRead:
+		needTarget = true
+	case KindReceipt:
+		needTarget = true
+		switch m.State {
+		case StateDelivered, StateRead, StateFailed:
+		default:
+			return fmt.Errorf("%w: receipt state %q", ErrMalformed, m.State)
+		}
+	case KindGroup:
+		if m.Group == nil {
+			return fmt.Errorf("%w: group message without group", ErrMalformed)
+		}
+	case KindContact:
+		if m.Contact == nil {
+			return fmt.Errorf("%w: contact message without contact", ErrMalformed)
+		}
+	default:
+		// A newer peer's kind: valid on the wire; receivers ack and skip it.
+	}
+	if needTarget && m.Target == "" {
+		return fmt.Errorf("%w: %s without target", ErrMalformed, m.Kind)
+	}
+	if err := validText("emoji", m.Emoji, MaxEmojiLen); err != nil {
+		return err
+	}
+	if m.Media != nil {
+		if err := m.Media.Validate(); err != nil {
+			return err
+		}
+	}
+	if m.Group != nil {
+		if err := m.Group.Validate(); err != nil {
+			return err
+		}
+	}
+	if m.Contact != nil {
+		if err := validText("contact name", m.Contact.Name, MaxNameLen); err != nil {
+			return err
+		}
+		if m.Contact.AvatarSize < 0 || m.Contact.AvatarSize > MaxMediaSize {
+			return fmt.Errorf("%w: avatar size %d", ErrMalformed, m.Contact.AvatarSize)
+		}
+	}
+	return nil
+}
+
+// KnownKind reports whether this build understands the message's kind.
+func (m Message) KnownKind() bool {
+	switch m.Kind {
+	case "", KindText, KindMedia, KindReaction, KindUnreact, KindEdit, KindDelete, KindReceipt, KindRead, KindGroup, KindContact:
+		return true
+	}
+	return false
+}
+
+func (md Media) Validate() error {
+	switch {
+	case md.Size < 0 || md.Size > MaxMediaSize:
+		return fmt.Errorf("%w: media size %d", ErrMalformed, md.Size)
+	case len(md.Mime) > MaxMimeLen || !mimeRE.MatchString(md.Mime):
+		return fmt.Errorf("%w: media type %q", ErrMalformed, md.Mime)
+	case md.SHA256 != "" && !hexSHA256.MatchString(md.SHA256):
+		return fmt.Errorf("%w: media hash is not hex SHA-256", ErrMalformed)
+	case md.Width < 0 || md.Height < 0 || md.DurationMS < 0:
+		return fmt.Errorf("%w: negative media dimension", ErrMalformed)
+	}
+	return validText("media name", md.Name, MaxMediaName)
+}
+
+func (g Group) Validate() error {
+	if len(g.Members) > MaxMembers {
+		return fmt.Errorf("%w: %d group members", ErrMalformed, len(g.Members))
+	}
+	if err := validText("group name", g.Name, MaxNameLen); err != nil {
+		return err
+	}
+	if err := validText("group topic", g.Topic, MaxTextLen); err != nil {
+		return err
+	}
+	for _, mem := range g.Members {
+		if mem.Number == "" || len(mem.Number) > MaxChatLen {
+			return fmt.Errorf("%w: group member number length %d", ErrMalformed, len(mem.Number))
+		}
+		if err := validText("member name", mem.Name, MaxNameLen); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (MediaGet) FrameType() Type    { return TypeMediaGet }
+func (MediaHeader) FrameType() Type { return TypeMediaHeader }
+func (Typing) FrameType() Type      { return TypeTyping }
+
+func (g MediaGet) Validate() error {
+	if g.ID == "" || len(g.ID) > MaxIDLen || g.Offset < 0 || g.Offset > MaxMediaSize {
+		return fmt.Errorf("%w: media request", ErrMalformed)
+	}
+	return nil
+}
+func (h MediaHeader) Validate() error {
+	switch {
+	case h.ID == "" || len(h.ID) > MaxIDLen:
+		return fmt.Errorf("%w: media header id", ErrMalformed)
+	case h.Total < 0 || h.Total > MaxMediaSize || h.Size < 0 || h.Size > h.Total:
+		return fmt.Errorf("%w: media header sizes %d/%d", ErrMalformed, h.Size, h.Total)
+	case !hexSHA256.MatchString(h.SHA256):
+		return fmt.Errorf("%w: media header hash", ErrMalformed)
+	}
+	return nil
+}
+func (t Typing) Validate() error {
+	if t.Chat == "" || len(t.Chat) > MaxChatLen {
+		return fmt.Errorf("%w: typing chat length %d", ErrMalformed, len(t.Chat))
+	}
+	return nil
+}
+
+// Caps is what a chat can carry over one transport; the agent announces one
+// per transport in Hello so the bridge shows Matrix users what will work.
+type Caps struct {
+	MaxFileSize     int64 `json:"max_file_size,omitempty"` // 0: no media
+	Replies         bool  `json:"replies,omitempty"`
+	Reactions       bool  `json:"reactions,omitempty"`
+	Edits           bool  `json:"edits,omitempty"`
+	Deletes         bool  `json:"deletes,omitempty"`
+	ReadReceipts    bool  `json:"read_receipts,omitempty"`
+	DeliveryReports bool  `json:"delivery_reports,omitempty"`
+	Typing          bool  `json:"typing,omitempty"`
+	Groups          bool  `json:"groups,omitempty"`
+}
