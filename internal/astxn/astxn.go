@@ -12,6 +12,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -19,6 +20,7 @@ import (
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/appservice"
 	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
 )
 
 // TxnStore remembers handled transaction ids.
@@ -39,6 +41,9 @@ type Handler struct {
 	EP    *appservice.EventProcessor
 	Store TxnStore
 	Log   zerolog.Logger
+
+	redMu   sync.Mutex
+	redSeen map[id.EventID]struct{}
 }
 
 // Wrap routes transactions to h and everything else to the appservice router.
@@ -86,7 +91,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		mautrix.MBadJSON.WithMessage("malformed transaction").Write(w)
 		return
 	}
-	h.handle(ctx, txn.Events)
+	h.handle(ctx, txn.Events, event.UnknownEventType)
+	// Typing and receipts (MSC2409): stable field first, then the unstable one.
+	if txn.EphemeralEvents != nil {
+		h.handle(ctx, txn.EphemeralEvents, event.EphemeralEventType)
+	} else if txn.MSC2409EphemeralEvents != nil {
+		h.handle(ctx, txn.MSC2409EphemeralEvents, event.EphemeralEventType)
+	}
 	if err := h.Store.MarkTxnDone(ctx, txnID, Keep); err != nil {
 		// Events are handled; a replay would be deduplicated downstream
 		// (outbox ids, bridgev2's message dedupe), so a retry is safe.
@@ -99,14 +110,20 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // handle dispatches events one by one and waits for each (the event
 // processor runs in Sync mode and portals handle events inline).
-func (h *Handler) handle(ctx context.Context, evts []*event.Event) {
+func (h *Handler) handle(ctx context.Context, evts []*event.Event, class event.TypeClass) {
 	log := zerolog.Ctx(ctx)
 	for _, evt := range evts {
 		if evt == nil {
 			continue
 		}
+		if class == event.UnknownEventType && evt.Type == event.EventRedaction && !h.firstRedaction(evt.ID) {
+			continue
+		}
 		evt.Mautrix.ReceivedAt = time.Now()
-		if evt.StateKey != nil {
+		if class == event.EphemeralEventType {
+			evt.Mautrix.EventSource = event.SourceEphemeral
+			evt.Type.Class = event.EphemeralEventType
+		} else if evt.StateKey != nil {
 			evt.Mautrix.EventSource = event.SourceTimeline & event.SourceJoin
 			evt.Type.Class = event.StateEventType
 		} else {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -22,12 +23,27 @@ type deviceClient struct {
 	c        *Connector
 	login    *bridgev2.UserLogin
 	deviceID string
+	meReady  atomic.Bool
 }
 
 var (
 	_ bridgev2.NetworkAPI                    = (*deviceClient)(nil)
 	_ bridgev2.IdentifierResolvingNetworkAPI = (*deviceClient)(nil)
 )
+
+// ensureMe makes sure the owner's ghost exists: reactions and messages sent
+// from the phone itself name it as their sender, and bridgev2's tables refer
+// to it. Not from LoadUserLogin, which runs under the bridge's cache lock.
+func (d *deviceClient) ensureMe(ctx context.Context) error {
+	if d.meReady.Load() {
+		return nil
+	}
+	if _, err := d.c.br.GetGhostByID(ctx, d.meID()); err != nil {
+		return fmt.Errorf("owner ghost: %w", err)
+	}
+	d.meReady.Store(true)
+	return nil
+}
 
 // meID stands for the device owner's own messages.
 func (d *deviceClient) meID() networkid.UserID { return networkid.UserID("me." + d.deviceID[:7]) }

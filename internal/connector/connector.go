@@ -6,10 +6,10 @@ package connector
 
 import (
 	"context"
-	"io"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base32"
+	"io"
 	"strings"
 	"sync"
 	"time"

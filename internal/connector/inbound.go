@@ -119,7 +119,11 @@ func (c *Connector) resolve(ctx context.Context, ul *bridgev2.UserLogin, devID s
 	in.portal = networkid.PortalKey{ID: networkid.PortalID(pid), Receiver: ul.ID}
 	switch {
 	case msg.FromMe:
-		in.sender = bridgev2.EventSender{IsFromMe: true, SenderLogin: ul.ID, Sender: ul.Client.(*deviceClient).meID()}
+		dc := ul.Client.(*deviceClient)
+		if err := dc.ensureMe(ctx); err != nil {
+			return nil, false, err
+		}
+		in.sender = bridgev2.EventSender{IsFromMe: true, SenderLogin: ul.ID, Sender: dc.meID()}
 	default:
 		from := msg.From
 		if from == "" {
@@ -185,7 +189,9 @@ func (in *inbound) message() error {
 	if err != nil {
 		return err
 	}
-	return in.c.store.ClearInflight(ctx, in.msg.ID)
+	// The event is in Matrix: record that even if the session is ending
+	// (a cancelled context here would make the phone resend it).
+	return in.c.store.ClearInflight(context.WithoutCancel(ctx), in.msg.ID)
 }
 
 // transportNote marks where the chat fell back to SMS (or came back to RCS),

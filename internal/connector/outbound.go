@@ -177,7 +177,13 @@ func (d *deviceClient) mediaFrom(ctx context.Context, msg *bridgev2.MatrixMessag
 	if md.Size > wire.MaxMediaSize {
 		return refuse(fmt.Sprintf("Not sent: the file is %s; phones take files up to %s", humanBytes(md.Size), humanBytes(wire.MaxMediaSize)))
 	}
-	if caps, known := d.caps(m.Transport); known {
+	transport := m.Transport
+	if transport == "" { // no preference: what the chat last used
+		if st, err := d.c.store.GetChat(ctx, string(msg.Portal.ID)); err == nil {
+			transport = st.Transport
+		}
+	}
+	if caps, known := d.caps(transport); known {
 		switch {
 		case caps.MaxFileSize == 0:
 			return refuse("Not sent: this chat cannot carry files (it goes over SMS)")
@@ -213,6 +219,9 @@ func (d *deviceClient) HandleMatrixEdit(ctx context.Context, msg *bridgev2.Matri
 // PreHandleMatrixReaction: RCS keeps one reaction per person per message, so
 // a new one replaces the old.
 func (d *deviceClient) PreHandleMatrixReaction(ctx context.Context, msg *bridgev2.MatrixReaction) (bridgev2.MatrixReactionPreResponse, error) {
+	if err := d.ensureMe(ctx); err != nil {
+		return bridgev2.MatrixReactionPreResponse{}, err
+	}
 	emoji := msg.Content.RelatesTo.Key
 	if emoji == "" || len(emoji) > wire.MaxEmojiLen {
 		return bridgev2.MatrixReactionPreResponse{}, refuse("Not sent: the phone takes emoji reactions only")

@@ -26,6 +26,10 @@ type Config struct {
 	Homeserver struct {
 		URL    string `yaml:"url"`
 		Domain string `yaml:"domain"`
+		// PushEphemeral: the homeserver pushes typing and receipts to
+		// appservices (MSC2409, e.g. Synapse). Off, the bridge bot's /sync
+		// fetches them (Dendrite).
+		PushEphemeral bool `yaml:"push_ephemeral"`
 	} `yaml:"homeserver"`
 	Appservice struct {
 		Listen     string `yaml:"listen"` // host:port the homeserver pushes transactions to

@@ -210,13 +210,15 @@ func Run(ctx context.Context, cfg *Config, log zerolog.Logger, ls Listeners, rea
 	if err := ls.setUp(cfg, log); err != nil {
 		return err
 	}
+	txns := &astxn.Handler{AS: mx.AS, EP: mx.EventProcessor, Store: st, Log: log.With().Str("component", "astxn").Logger()}
 	httpSrv := &http.Server{
-		Handler: astxn.Wrap(exhttp.ApplyMiddleware(mx.AS.Router, mx.AS.Middleware...), &astxn.Handler{
-			AS: mx.AS, EP: mx.EventProcessor, Store: st, Log: log.With().Str("component", "astxn").Logger(),
-		}),
+		Handler:           astxn.Wrap(exhttp.ApplyMiddleware(mx.AS.Router, mx.AS.Middleware...), txns),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 	errc := make(chan error, 4)
+	if !cfg.Homeserver.PushEphemeral {
+		go txns.SyncEphemeral(ctx, mx.AS.BotClient())
+	}
 	go func() {
 		if err := httpSrv.Serve(ls.Appservice); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			errc <- fmt.Errorf("appservice HTTP: %w", err)

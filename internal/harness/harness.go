@@ -128,7 +128,7 @@ func Up(ctx context.Context, o Options) (st *Stack, err error) {
 	if o.LogLevel == "" {
 		o.LogLevel = os.Getenv("RCSGATE_TEST_LOG_LEVEL") // e.g. debug, when chasing a failure
 	}
-	if o.LogLevel != "" || o.Configure != nil {
+	{
 		cfg, err := gateway.LoadConfig(st.ConfigPath)
 		if err != nil {
 			return nil, err
@@ -136,6 +136,9 @@ func Up(ctx context.Context, o Options) (st *Stack, err error) {
 		if o.LogLevel != "" {
 			cfg.LogLevel = o.LogLevel
 		}
+		// Synapse pushes typing and receipts (MSC2409); Dendrite needs the
+		// bot's /sync. Each pass tests its own path.
+		cfg.Homeserver.PushEphemeral = o.Homeserver == "synapse"
 		if o.Configure != nil {
 			o.Configure(cfg)
 		}

@@ -1,0 +1,108 @@
+package harness
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/rcsgate/rcsgate/agent/backend/sim"
+)
+
+// InjectEvent makes the simulated phone receive any event (a file, a
+// reaction, a group change...); it returns once the agent stored it.
+func (st *Stack) InjectEvent(ctx context.Context, req sim.InjectRequest) error {
+	return st.control(ctx, http.MethodPost, "/v1/inject", req, nil)
+}
+
+// ContactTyping makes a contact start or stop typing in chat.
+func (st *Stack) ContactTyping(ctx context.Context, chat string, active bool) error {
+	return st.control(ctx, http.MethodPost, "/v1/typing", sim.TypingRequest{Chat: chat, Active: active}, nil)
+}
+
+// PhoneTyping reports the last typing notice the phone got for chat.
+func (st *Stack) PhoneTyping(ctx context.Context, chat string) (active, known bool, err error) {
+	var out struct{ Active, Known bool }
+	err = st.control(ctx, http.MethodGet, "/v1/typing?chat="+url.QueryEscape(chat), nil, &out)
+	return out.Active, out.Known, err
+}
+
+// SentEvents lists every event the simulated phone sent, in order.
+func (st *Stack) SentEvents(ctx context.Context) ([]sim.Sent, error) {
+	var out []sim.Sent
+	err := st.control(ctx, http.MethodGet, "/v1/sent", nil, &out)
+	return out, err
+}
+
+// SentFile returns the bytes of a file the phone sent with event id.
+func (st *Stack) SentFile(ctx context.Context, id string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, st.ControlURL+"/v1/media/"+url.PathEscape(id), nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("sent file: HTTP %d", resp.StatusCode)
+	}
+	return io.ReadAll(resp.Body)
+}
+
+// WaitSent polls the phone's sent list until match finds an event or ctx
+// ends; the phone has no push channel for tests, so this is a condition
+// wait with a deadline, not a sleep.
+func (st *Stack) WaitSent(ctx context.Context, match func(sim.Sent) bool) (sim.Sent, error) {
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		sent, err := st.SentEvents(ctx)
+		if err == nil {
+			for _, s := range sent {
+				if match(s) {
+					return s, nil
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return sim.Sent{}, fmt.Errorf("waiting for the phone to send: %w (last error: %v)", ctx.Err(), err)
+		case <-t.C:
+		}
+	}
+}
+
+func (st *Stack) control(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, st.ControlURL+path, body)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("sim %s: %w", path, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return fmt.Errorf("sim %s: HTTP %d: %s", path, resp.StatusCode, b)
+	}
+	if out != nil {
+		return json.NewDecoder(resp.Body).Decode(out)
+	}
+	return nil
+}
