@@ -194,7 +194,9 @@ func (f *features) files(t *testing.T, ctx context.Context) {
 	img := pattern(300 << 10)
 	evt := f.fromPhone(t, ctx, sim.InjectRequest{From: "+12025550143", Kind: wire.KindMedia, Text: "look " + n,
 		Media: &wire.Media{Name: "photo-" + n + ".jpg", Mime: "image/jpeg", Width: 640, Height: 480}, Data: img},
-		func(e *event.Event) bool { return e.Type == event.EventMessage && content(e).FileName == "photo-"+n+".jpg" })
+		func(e *event.Event) bool {
+			return e.Type == event.EventMessage && content(e).FileName == "photo-"+n+".jpg"
+		})
 	c := content(evt)
 	if c.MsgType != event.MsgImage || c.Body != "look "+n || c.Info == nil || c.Info.MimeType != "image/jpeg" ||
 		c.Info.Size != len(img) || c.Info.Width != 640 || c.Info.Height != 480 {
@@ -446,7 +448,9 @@ func (f *features) groups(t *testing.T, ctx context.Context) {
 	// Rename and a member leaving.
 	grp2 := &wire.Group{Name: "Bouldering " + n, Members: []wire.Member{{Number: "+12025550150", Name: "Ann"}}}
 	f.fromPhone(t, ctx, sim.InjectRequest{ID: "g3-" + n, Chat: chat, From: "+12025550150", Kind: wire.KindGroup, Group: grp2},
-		func(e *event.Event) bool { return e.RoomID == room && e.Type == event.StateRoomName && e.Content.AsRoomName().Name == "Bouldering "+n })
+		func(e *event.Event) bool {
+			return e.RoomID == room && e.Type == event.StateRoomName && e.Content.AsRoomName().Name == "Bouldering "+n
+		})
 	from := f.cli.Now()
 	_ = from
 	f.waitMembership(t, ctx, room, hello.Sender, event.MembershipLeave)
