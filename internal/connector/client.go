@@ -15,6 +15,7 @@ import (
 	"maunium.net/go/mautrix/event"
 
 	"github.com/rcsgate/rcsgate/internal/phone"
+	"github.com/rcsgate/rcsgate/internal/redact"
 	"github.com/rcsgate/rcsgate/internal/wire"
 )
 
@@ -150,7 +151,11 @@ func (c *Connector) groupInfo(ctx context.Context, g wire.Group, me bridgev2.Cha
 // userInfo is a ghost's profile: the phone's name for the contact when
 // contact sync is on, else the number.
 func (c *Connector) userInfo(ctx context.Context, opaqueID, number string) (*bridgev2.UserInfo, error) {
-	name := phone.Format(number)
+	name := redact.Number(number)
+	var ids []string
+	if c.cfg.ShowNumbers {
+		name, ids = phone.Format(number), []string{"tel:" + number}
+	}
 	if c.cfg.ContactSync {
 		n, err := c.store.ContactName(ctx, opaqueID)
 		if err != nil {
@@ -160,7 +165,7 @@ func (c *Connector) userInfo(ctx context.Context, opaqueID, number string) (*bri
 			name = n
 		}
 	}
-	return &bridgev2.UserInfo{Name: &name, Identifiers: []string{"tel:" + number}}, nil
+	return &bridgev2.UserInfo{Name: &name, Identifiers: ids}, nil
 }
 
 func (d *deviceClient) GetUserInfo(ctx context.Context, ghost *bridgev2.Ghost) (*bridgev2.UserInfo, error) {

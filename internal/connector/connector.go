@@ -60,6 +60,15 @@ type Config struct {
 	// BackfillMaxAge bounds history from before pairing: older messages the
 	// phone offers are dropped. 0 means 30 days; negative disables backfill.
 	BackfillMaxAge time.Duration
+	// ShowNumbers puts phone numbers in Matrix: ghost display names and
+	// profile identifiers (room state every member can read, and federation
+	// peers when rooms federate). Off, ghosts show the phone's contact name
+	// (with contact sync) or a masked number like "+1…00".
+	ShowNumbers bool
+	// Retention deletes the bridge's record of which Matrix event is which
+	// phone message after this long (0: keep). Replies, reactions and edits
+	// to older messages then arrive unlinked.
+	Retention time.Duration
 }
 
 // Connector implements bridgev2.NetworkConnector and devicechan.Handler.
@@ -98,10 +107,16 @@ func New(cfg Config, st *store.Store) *Connector {
 // as its handler and the connector needs the channel to send.
 func (c *Connector) SetChannel(ch Channel) { c.ch = ch }
 
-func (c *Connector) Init(br *bridgev2.Bridge) { c.br = br }
+func (c *Connector) Init(br *bridgev2.Bridge) {
+	c.br = br
+	c.registerCommands()
+}
 func (c *Connector) Start(ctx context.Context) error {
 	c.started = time.Now()
 	go c.expireLoop(c.br.BackgroundCtx)
+	if c.cfg.Retention > 0 {
+		go c.retentionLoop(c.br.BackgroundCtx)
+	}
 	return nil
 }
 

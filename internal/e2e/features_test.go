@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"crypto/sha256"
 	"encoding/hex"
 	"io"
@@ -140,6 +141,27 @@ func (f *features) textAndSMS(t *testing.T, ctx context.Context) {
 	s := f.sent(t, ctx, "text to SMS contact", func(s sim.Sent) bool { return s.ID == string(eid) })
 	if s.Transport != wire.TransportSMS || s.Text != "reply "+n {
 		t.Fatalf("phone sent %+v, want the text over SMS", s)
+	}
+	// Per-chat preference: `!rcs transport sms` makes an RCS chat go as SMS;
+	// `!rcs whois` tells the number as a message, not as room state.
+	rcs := f.text(t, ctx, "+12025550149", "pref-"+n, "rcs chat "+n)
+	cmd := f.cli.Now()
+	f.send(t, ctx, rcs.RoomID, &event.MessageEventContent{MsgType: event.MsgText, Body: "!rcs transport sms"})
+	if _, _, err := f.cli.WaitEvent(ctx, cmd, func(e *event.Event) bool {
+		return e.RoomID == rcs.RoomID && e.Sender == f.bot && strings.Contains(content(e).Body, "always go as SMS")
+	}); err != nil {
+		t.Fatalf("transport command not confirmed: %v", err)
+	}
+	pref := f.send(t, ctx, rcs.RoomID, &event.MessageEventContent{MsgType: event.MsgText, Body: "as sms " + n})
+	if s := f.sent(t, ctx, "text after `transport sms`", func(s sim.Sent) bool { return s.ID == string(pref) }); s.Transport != wire.TransportSMS {
+		t.Fatalf("chat preferring SMS sent over %q", s.Transport)
+	}
+	cmd = f.cli.Now()
+	f.send(t, ctx, rcs.RoomID, &event.MessageEventContent{MsgType: event.MsgText, Body: "!rcs whois"})
+	if _, _, err := f.cli.WaitEvent(ctx, cmd, func(e *event.Event) bool {
+		return e.RoomID == rcs.RoomID && e.Sender == f.bot && strings.Contains(content(e).Body, "+1 202-555-0149")
+	}); err != nil {
+		t.Fatalf("whois did not tell the number: %v", err)
 	}
 	// A file to an SMS-only chat is refused with a reason in the room.
 	fail := f.cli.Now()
@@ -438,8 +460,10 @@ func (f *features) groups(t *testing.T, ctx context.Context) {
 	room := create.RoomID
 	hello := f.fromPhone(t, ctx, sim.InjectRequest{ID: "g2-" + n, Chat: chat, From: "+12025550151", Text: "hi all " + n},
 		f.cli.Message(room, "", "hi all "+n))
-	// The member with no name shows as their number.
-	f.waitMember(t, ctx, room, hello.Sender, "+1 202-555-0151")
+	// The member with no name shows as a masked number: full numbers stay
+	// out of room state unless privacy.show_numbers is on.
+	f.waitMember(t, ctx, room, hello.Sender, "+1…51")
+	f.noNumbersInState(t, room, "+12025550151", "+1 202-555-0151", "tel:")
 	// Matrix → group goes to the group chat.
 	eid := f.send(t, ctx, room, &event.MessageEventContent{MsgType: event.MsgText, Body: "to the group " + n})
 	if s := f.sent(t, ctx, "group message", func(s sim.Sent) bool { return s.ID == string(eid) }); s.Chat != chat {
@@ -454,6 +478,23 @@ func (f *features) groups(t *testing.T, ctx context.Context) {
 	from := f.cli.Now()
 	_ = from
 	f.waitMembership(t, ctx, room, hello.Sender, event.MembershipLeave)
+}
+
+// noNumbersInState fails if any state event of room the client saw carries
+// one of the given strings.
+func (f *features) noNumbersInState(t *testing.T, room id.RoomID, needles ...string) {
+	t.Helper()
+	for _, e := range f.cli.Events() {
+		if e.RoomID != room || e.StateKey == nil {
+			continue
+		}
+		raw, _ := json.Marshal(e.Content.Raw)
+		for _, n := range needles {
+			if bytes.Contains(raw, []byte(n)) {
+				t.Fatalf("room state %s carries %q: %s", e.Type.Type, n, raw)
+			}
+		}
+	}
 }
 
 func (f *features) waitMember(t *testing.T, ctx context.Context, room id.RoomID, user id.UserID, name string) {

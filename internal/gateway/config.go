@@ -67,6 +67,16 @@ type Config struct {
 		// 30 days, negative: none).
 		BackfillMaxAge time.Duration `yaml:"backfill_max_age"`
 	} `yaml:"bridge"`
+	// Privacy: what reaches Matrix and how long the bridge remembers it
+	// (see README, "Threat model").
+	Privacy struct {
+		// ShowNumbers puts full phone numbers in ghost names and profiles
+		// (room state). Off (default): contact names or masked numbers.
+		ShowNumbers bool `yaml:"show_numbers"`
+		// MessageRetention forgets which Matrix event is which phone
+		// message after this long (0: keep).
+		MessageRetention time.Duration `yaml:"message_retention"`
+	} `yaml:"privacy"`
 	LogLevel string `yaml:"log_level"`
 }
 
@@ -170,6 +180,9 @@ func (c *Config) Validate() error {
 		default:
 			bad("permissions[%q] = %q: use relay, commands, user or admin", who, level)
 		}
+	}
+	if c.Privacy.MessageRetention < 0 || (c.Privacy.MessageRetention > 0 && c.Privacy.MessageRetention < time.Hour) {
+		bad("privacy.message_retention %s: use 0 (keep) or at least 1h", c.Privacy.MessageRetention)
 	}
 	if !phone.ValidRegion(c.Bridge.DefaultRegion) {
 		bad("bridge.default_region %q is not an ISO 3166 region code such as US or DE", c.Bridge.DefaultRegion)

@@ -190,6 +190,7 @@ func Run(ctx context.Context, cfg *Config, log zerolog.Logger, ls Listeners, rea
 		IDKey: cfg.idKey(), PairAddrs: cfg.Channel.PublicAddrs, PairTTL: cfg.PairTTL,
 		QueueLimit: cfg.Queue.Limit, QueueTTL: cfg.Queue.TTL,
 		DefaultRegion: cfg.Bridge.DefaultRegion, ContactSync: cfg.Bridge.ContactSync, BackfillMaxAge: cfg.Bridge.BackfillMaxAge,
+		ShowNumbers: cfg.Privacy.ShowNumbers, Retention: cfg.Privacy.MessageRetention,
 	}, st)
 	bc, err := cfg.bridgeConfig(conn.GetName())
 	if err != nil {

@@ -79,6 +79,13 @@ func (c *Client) Close() {
 	<-c.done
 }
 
+// Events returns a copy of every event seen so far.
+func (c *Client) Events() []*event.Event {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]*event.Event(nil), c.events...)
+}
+
 // Cursor is a position in the stream of events this client has seen.
 type Cursor int
 

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"time"
 )
 
 // ErrNoMedia: no file is recorded for the message.
@@ -119,4 +120,25 @@ func (s *Store) ContactName(ctx context.Context, opaqueID string) (string, error
 		return "", fmt.Errorf("store: contact name: %w", err)
 	}
 	return n, nil
+}
+
+// ForgetBefore deletes per-message records older than t that no longer
+// matter: finished send statuses, pulled-file locations, stale in-flight
+// marks. Queued messages are kept (they expire by the queue TTL).
+func (s *Store) ForgetBefore(ctx context.Context, t time.Time) (int64, error) {
+	ms := t.UnixMilli()
+	var total int64
+	for _, q := range []string{
+		`DELETE FROM sent_msg WHERE updated_ms < ? AND msg_id NOT IN (SELECT msg_id FROM outbox)`,
+		`DELETE FROM media_out WHERE created_ms < ? AND msg_id NOT IN (SELECT msg_id FROM outbox)`,
+		`DELETE FROM inflight WHERE started_ms < ?`,
+	} {
+		res, err := s.db.ExecContext(ctx, q, ms)
+		if err != nil {
+			return total, fmt.Errorf("store: retention: %w", err)
+		}
+		n, _ := res.RowsAffected()
+		total += n
+	}
+	return total, nil
 }

@@ -97,3 +97,47 @@ func TestDevicesAndContacts(t *testing.T) {
 		t.Fatalf("contact %q %v", n, err)
 	}
 }
+
+func TestForgetBefore(t *testing.T) {
+	ctx := t.Context()
+	s, err := Open(ctx, t.TempDir()+"/t.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	now := time.Now()
+	s.now = func() time.Time { return now.Add(-48 * time.Hour) }
+	for _, id := range []string{"$old-done", "$old-queued"} {
+		if err := s.EnqueueSent(ctx, SentMsg{MsgID: id, DeviceID: "d", RoomID: "!r", Sender: "@u", MsgType: "m.text"}, []byte("x"), 10); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.PutMediaOut(ctx, MediaOut{MsgID: id, URL: "mxc://x/y"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Acked(ctx, "d", []string{"$old-done"}); err != nil {
+		t.Fatal(err)
+	}
+	s.now = func() time.Time { return now }
+	if err := s.EnqueueSent(ctx, SentMsg{MsgID: "$new", DeviceID: "d", RoomID: "!r", Sender: "@u", MsgType: "m.text"}, []byte("x"), 10); err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.ForgetBefore(ctx, now.Add(-24*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 2 { // the acked message's status and file record
+		t.Fatalf("forgot %d records, want 2", n)
+	}
+	if _, err := s.GetSent(ctx, "$old-done"); err == nil {
+		t.Fatal("old finished message still remembered")
+	}
+	for _, id := range []string{"$old-queued", "$new"} {
+		if _, err := s.GetSent(ctx, id); err != nil {
+			t.Fatalf("%s forgotten: %v", id, err)
+		}
+	}
+	if _, err := s.GetMediaOut(ctx, "$old-queued"); err != nil {
+		t.Fatal("file of a queued message forgotten")
+	}
+}
