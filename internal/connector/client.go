@@ -24,6 +24,7 @@ type deviceClient struct {
 	c        *Connector
 	login    *bridgev2.UserLogin
 	deviceID string
+	sim      int // ≥ 2 for the login of a dual-SIM phone's other SIM; 0 for the device's own
 	meReady  atomic.Bool
 }
 
@@ -69,6 +70,9 @@ func (d *deviceClient) IsLoggedIn() bool { return true }
 
 // LogoutRemote unpairs: the device is revoked and its live connection closed.
 func (d *deviceClient) LogoutRemote(ctx context.Context) {
+	if d.sim >= 2 {
+		return // logging out one SIM leaves the device paired
+	}
 	if err := d.c.store.RevokeDevice(ctx, d.deviceID); err != nil {
 		d.login.Log.Err(err).Msg("Revoking device on logout failed")
 	}
@@ -278,11 +282,14 @@ func (c *Connector) HandleStatus(ctx context.Context, devID string, st wire.Stat
 
 // DeviceState turns channel connects and disconnects into bridge states.
 func (c *Connector) DeviceState(ctx context.Context, devID string, connected bool) {
-	ul := c.br.GetCachedUserLoginByID(networkid.UserLoginID(devID))
-	if ul == nil {
-		return
+	if connected {
+		if err := c.ensureSIMLogins(ctx, devID); err != nil {
+			c.br.Log.Err(err).Str("device", devID[:7]).Msg("Creating logins for the phone's SIMs failed")
+		}
 	}
-	if dc, ok := ul.Client.(*deviceClient); ok {
-		dc.sendState(connected)
+	for _, ul := range c.deviceLogins(devID) {
+		if dc, ok := ul.Client.(*deviceClient); ok {
+			dc.sendState(connected)
+		}
 	}
 }

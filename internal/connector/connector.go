@@ -144,7 +144,8 @@ func (c *Connector) GetConfig() (string, any, configupgrade.Upgrader) { return "
 func (c *Connector) GetBridgeInfoVersion() (int, int) { return 1, 1 }
 
 func (c *Connector) LoadUserLogin(ctx context.Context, login *bridgev2.UserLogin) error {
-	login.Client = &deviceClient{c: c, login: login, deviceID: string(login.ID)}
+	devID, sim := parseLoginID(login.ID)
+	login.Client = &deviceClient{c: c, login: login, deviceID: devID, sim: sim}
 	return nil
 }
 

@@ -46,7 +46,7 @@ type inbound struct {
 
 // HandleInbound bridges one phone event of any kind.
 func (c *Connector) HandleInbound(ctx context.Context, devID string, msg wire.Message) error {
-	ul := c.br.GetCachedUserLoginByID(networkid.UserLoginID(devID))
+	ul := c.loginFor(devID, msg.SIM)
 	if ul == nil {
 		return fmt.Errorf("device %s has no login", devID[:7])
 	}
@@ -392,6 +392,13 @@ func (c *Connector) handleReceipt(ctx context.Context, ul *bridgev2.UserLogin, m
 	if err != nil {
 		return nil // not a message we track: nothing to mark
 	}
+	// The receipt belongs in the room the message was sent from (on a
+	// dual-SIM phone, that room's login is the SIM it went out on).
+	if portal, err := c.br.GetPortalByMXID(ctx, id.RoomID(sent.RoomID)); err == nil && portal != nil {
+		if owner := c.br.GetCachedUserLoginByID(portal.Receiver); owner != nil {
+			ul = owner
+		}
+	}
 	in, ok, err := c.resolve(ctx, ul, sent.DeviceID, msg)
 	if err != nil || !ok {
 		return err
@@ -402,7 +409,7 @@ func (c *Connector) handleReceipt(ctx context.Context, ul *bridgev2.UserLogin, m
 
 // HandleTyping shows a contact typing, from their ghost.
 func (c *Connector) HandleTyping(ctx context.Context, devID string, t wire.Typing) {
-	ul := c.br.GetCachedUserLoginByID(networkid.UserLoginID(devID))
+	ul := c.loginFor(devID, 0)
 	if ul == nil {
 		return
 	}

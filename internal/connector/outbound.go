@@ -48,7 +48,17 @@ func (d *deviceClient) outgoing(ctx context.Context, portal *bridgev2.Portal, ev
 	if err != nil {
 		return wire.Message{}, err
 	}
-	return wire.Message{ID: string(evt.ID), Kind: kind, Chat: chat, TSMS: evt.Timestamp, Transport: st.Prefer, SIM: st.SIM}, nil
+	sim := st.SIM
+	if d.sim >= 2 || (d.sim == 0 && d.multiSIM()) {
+		sim = max(d.sim, 1) // this login is one SIM of a dual-SIM phone
+	}
+	return wire.Message{ID: string(evt.ID), Kind: kind, Chat: chat, TSMS: evt.Timestamp, Transport: st.Prefer, SIM: sim}, nil
+}
+
+// multiSIM reports whether the phone announced several SIMs.
+func (d *deviceClient) multiSIM() bool {
+	_, sims, ok := d.c.ch.Caps(d.deviceID)
+	return ok && len(sims) > 1
 }
 
 // queue stores m in the device's outbox and wakes its sender. tracked

@@ -8,6 +8,7 @@ import (
 
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix/bridgev2"
+	"maunium.net/go/mautrix/bridgev2/commands"
 	"maunium.net/go/mautrix/bridgev2/matrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
@@ -154,4 +155,20 @@ func (c *Connector) expireLoop(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// DiscardMegolmSessionCommand is bridgev2's discard-megolm-session admin
+// command bound to mx: the stock one type-asserts Bridge.Matrix to
+// *matrix.Connector, which panics with StatusMatrix in its place.
+func DiscardMegolmSessionCommand(mx *matrix.Connector) *commands.FullHandler {
+	h := *matrix.CommandDiscardMegolmSession
+	h.Func = func(ce *commands.Event) {
+		if mx.Crypto == nil {
+			ce.Reply("This bridge instance doesn't have end-to-bridge encryption enabled")
+			return
+		}
+		mx.Crypto.ResetSession(ce.Ctx, ce.RoomID)
+		ce.Reply("Successfully reset Megolm session in this room. New decryption keys will be shared the next time a message is sent from the remote network.")
+	}
+	return &h
 }

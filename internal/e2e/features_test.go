@@ -3,9 +3,10 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -64,6 +65,7 @@ func TestConversationFeatures(t *testing.T) {
 		{"Groups", (*features).groups},
 		{"Contacts", (*features).contacts},
 		{"Backfill", (*features).backfill},
+		{"DualSIM", (*features).dualSIM},
 	} {
 		t.Run(row.name, func(t *testing.T) {
 			rctx, cancel := context.WithTimeout(ctx, 90*time.Second)
@@ -544,6 +546,24 @@ func (f *features) backfill(t *testing.T, ctx context.Context) {
 	for _, m := range f.cli.Messages(evt.RoomID, evt.Sender) {
 		if m.Body == "ancient "+n {
 			t.Fatal("history older than backfill_max_age was bridged")
+		}
+	}
+}
+
+func (f *features) dualSIM(t *testing.T, ctx context.Context) {
+	n := nonce(t)
+	num := "+12025550154"
+	// The same contact writing to each SIM lands in two rooms, and each
+	// room answers on its own SIM.
+	one := f.fromPhone(t, ctx, sim.InjectRequest{From: num, Text: "to sim 1 " + n, SIM: 1}, f.cli.Message("", "", "to sim 1 "+n))
+	two := f.fromPhone(t, ctx, sim.InjectRequest{From: num, Text: "to sim 2 " + n, SIM: 2}, f.cli.Message("", "", "to sim 2 "+n))
+	if one.RoomID == two.RoomID {
+		t.Fatal("messages to different SIMs share a room")
+	}
+	for room, want := range map[id.RoomID]int{one.RoomID: 1, two.RoomID: 2} {
+		eid := f.send(t, ctx, room, &event.MessageEventContent{MsgType: event.MsgText, Body: fmt.Sprintf("answer on %d %s", want, n)})
+		if s := f.sent(t, ctx, "answer", func(s sim.Sent) bool { return s.ID == string(eid) }); s.SIM != want {
+			t.Fatalf("answer from the SIM %d room went out on SIM %d", want, s.SIM)
 		}
 	}
 }
