@@ -65,6 +65,11 @@ type Config struct {
 	// peers when rooms federate). Off, ghosts show the phone's contact name
 	// (with contact sync) or a masked number like "+1…00".
 	ShowNumbers bool
+	// ConfirmAfter: a message the connected phone has not reported as sent
+	// after this long gets a "not confirmed yet" status (0: 1 minute);
+	// UnresponsiveAfter: then the phone is reported as not responding (0:
+	// 3 minutes).
+	ConfirmAfter, UnresponsiveAfter time.Duration
 	// Retention deletes the bridge's record of which Matrix event is which
 	// phone message after this long (0: keep). Replies, reactions and edits
 	// to older messages then arrive unlinked.
@@ -82,6 +87,8 @@ type Connector struct {
 
 	mu      sync.Mutex
 	waiters map[string]chan *bridgev2.UserLogin // pairing token hash → login flow
+	// unresponsive: devices reported as connected but not sending.
+	unresponsive map[string]bool
 }
 
 var _ bridgev2.NetworkConnector = (*Connector)(nil)
@@ -97,10 +104,16 @@ func New(cfg Config, st *store.Store) *Connector {
 	if cfg.QueueTTL == 0 {
 		cfg.QueueTTL = 7 * 24 * time.Hour
 	}
+	if cfg.ConfirmAfter == 0 {
+		cfg.ConfirmAfter = time.Minute
+	}
+	if cfg.UnresponsiveAfter == 0 {
+		cfg.UnresponsiveAfter = 3 * time.Minute
+	}
 	if cfg.BackfillMaxAge == 0 {
 		cfg.BackfillMaxAge = 30 * 24 * time.Hour
 	}
-	return &Connector{cfg: cfg, store: st, waiters: map[string]chan *bridgev2.UserLogin{}}
+	return &Connector{cfg: cfg, store: st, waiters: map[string]chan *bridgev2.UserLogin{}, unresponsive: map[string]bool{}}
 }
 
 // SetChannel breaks the construction cycle: the channel needs the connector
@@ -114,6 +127,7 @@ func (c *Connector) Init(br *bridgev2.Bridge) {
 func (c *Connector) Start(ctx context.Context) error {
 	c.started = time.Now()
 	go c.expireLoop(c.br.BackgroundCtx)
+	go c.watchLoop(c.br.BackgroundCtx)
 	if c.cfg.Retention > 0 {
 		go c.retentionLoop(c.br.BackgroundCtx)
 	}

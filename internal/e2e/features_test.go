@@ -40,6 +40,7 @@ func TestConversationFeatures(t *testing.T) {
 	st := startStack(t, ctx, harness.Options{Configure: func(c *gateway.Config) {
 		c.Bridge.ContactSync = true
 		c.Bridge.BackfillMaxAge = 7 * 24 * time.Hour
+		c.Queue.ConfirmAfter, c.Queue.UnresponsiveAfter = 2*time.Second, 3*time.Second
 	}})
 	cli, err := harness.Login(ctx, st.Info.Homeserver, st.Info.UserID, st.Info.Password)
 	if err != nil {
@@ -66,6 +67,8 @@ func TestConversationFeatures(t *testing.T) {
 		{"Contacts", (*features).contacts},
 		{"Backfill", (*features).backfill},
 		{"DualSIM", (*features).dualSIM},
+		// Last: its stuck message holds up the phone's queue.
+		{"PhoneNotResponding", (*features).notResponding},
 	} {
 		t.Run(row.name, func(t *testing.T) {
 			rctx, cancel := context.WithTimeout(ctx, 90*time.Second)
@@ -564,6 +567,36 @@ func (f *features) dualSIM(t *testing.T, ctx context.Context) {
 		eid := f.send(t, ctx, room, &event.MessageEventContent{MsgType: event.MsgText, Body: fmt.Sprintf("answer on %d %s", want, n)})
 		if s := f.sent(t, ctx, "answer", func(s sim.Sent) bool { return s.ID == string(eid) }); s.SIM != want {
 			t.Fatalf("answer from the SIM %d room went out on SIM %d", want, s.SIM)
+		}
+	}
+}
+
+func (f *features) notResponding(t *testing.T, ctx context.Context) {
+	n := nonce(t)
+	portal, _, err := f.cli.StartChat(ctx, f.mgmt, sim.StuckNumber)
+	if err != nil {
+		t.Fatal(err)
+	}
+	from := f.cli.Now()
+	eid := f.send(t, ctx, portal, &event.MessageEventContent{MsgType: event.MsgText, Body: "into the void " + n})
+	// The sender learns the connected phone has not sent it; the bridge
+	// reports the phone as not responding.
+	if _, _, err := f.cli.WaitEvent(ctx, from, func(e *event.Event) bool {
+		if !statusOf(portal, eid, event.MessageStatusPending)(e) {
+			return false
+		}
+		msg, _ := e.Content.Raw["message"].(string)
+		return strings.Contains(msg, "not confirmed")
+	}); err != nil {
+		t.Fatalf("no 'not confirmed' status for a message the phone keeps: %v", err)
+	}
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for !bytes.Contains(f.st.GatewayLog(), []byte("Phone not responding")) {
+		select {
+		case <-ctx.Done():
+			t.Fatal("the bridge never reported the phone as not responding")
+		case <-tick.C:
 		}
 	}
 }

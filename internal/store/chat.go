@@ -142,3 +142,47 @@ func (s *Store) ForgetBefore(ctx context.Context, t time.Time) (int64, error) {
 	}
 	return total, nil
 }
+
+// Unconfirmed lists messages queued before t that the phone has not yet
+// reported as sent, and whose sender was not yet told so.
+func (s *Store) Unconfirmed(ctx context.Context, before time.Time) ([]SentMsg, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT msg_id, device_id, room_id, sender, msg_type, state, created_ms FROM sent_msg
+		WHERE state = 'queued' AND warned = 0 AND created_ms < ? ORDER BY created_ms`, before.UnixMilli())
+	if err != nil {
+		return nil, fmt.Errorf("store: unconfirmed: %w", err)
+	}
+	defer rows.Close()
+	var out []SentMsg
+	for rows.Next() {
+		var m SentMsg
+		var created int64
+		if err := rows.Scan(&m.MsgID, &m.DeviceID, &m.RoomID, &m.Sender, &m.MsgType, &m.State, &created); err != nil {
+			return nil, fmt.Errorf("store: unconfirmed: %w", err)
+		}
+		m.Created = time.UnixMilli(created)
+		out = append(out, m)
+	}
+	return out, rows.Err()
+}
+
+// MarkWarned records that the sender was told a message is unconfirmed.
+func (s *Store) MarkWarned(ctx context.Context, msgID string) error {
+	if _, err := s.db.ExecContext(ctx, `UPDATE sent_msg SET warned = 1 WHERE msg_id = ?`, msgID); err != nil {
+		return fmt.Errorf("store: warned: %w", err)
+	}
+	return nil
+}
+
+// OldestUnconfirmed returns when the oldest message still waiting for the
+// device's "sent" was queued (ok false if none).
+func (s *Store) OldestUnconfirmed(ctx context.Context, deviceID string) (time.Time, bool, error) {
+	var ms sql.NullInt64
+	err := s.db.QueryRowContext(ctx, `SELECT MIN(created_ms) FROM sent_msg WHERE device_id = ? AND state = 'queued'`, deviceID).Scan(&ms)
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("store: unconfirmed: %w", err)
+	}
+	if !ms.Valid {
+		return time.Time{}, false, nil
+	}
+	return time.UnixMilli(ms.Int64), true, nil
+}

@@ -90,6 +90,8 @@ var migrations = []string{
 		group_json TEXT NOT NULL DEFAULT ''  -- wire.Group for group chats
 	);
 	ALTER TABLE contact ADD COLUMN name TEXT NOT NULL DEFAULT ''; -- from the phone's contacts, with contact sync on`,
+	`-- v5: the sender was told the phone has not confirmed a message yet
+	ALTER TABLE sent_msg ADD COLUMN warned INTEGER NOT NULL DEFAULT 0;`,
 }
 
 // Open opens (and migrates) the database at path.

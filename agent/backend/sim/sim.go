@@ -46,6 +46,9 @@ const (
 	// SMSNumber has no RCS: text goes as SMS, and kinds SMS cannot carry
 	// (files, reactions, edits, deletes, replies) are refused.
 	SMSNumber = "+12025550199"
+	// StuckNumber never goes out: the phone's messaging app keeps failing
+	// (a transient error), as a phone without signal would.
+	StuckNumber = "+12025550198"
 )
 
 // Sent is one event the simulated phone sent to the network.
@@ -193,6 +196,9 @@ func (s *Sim) Close() error {
 func (s *Sim) Send(ctx context.Context, ev backend.Event) error {
 	if !ValidNumber(ev.Chat) && !wire.IsGroupChat(ev.Chat) {
 		return backend.Permanent("invalid phone number")
+	}
+	if ev.Chat == StuckNumber {
+		return errors.New("sim: the messaging app did not take the message (no signal)")
 	}
 	transport := wire.TransportRCS
 	if ev.Chat == SMSNumber {
