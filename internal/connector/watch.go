@@ -53,24 +53,22 @@ func (c *Connector) checkUnconfirmed(ctx context.Context) {
 		since[dev] = t
 		return t, !t.IsZero()
 	}
-	devices := map[string]bool{}
 	for _, m := range late {
 		up, ok := connectedSince(m.DeviceID)
 		if !ok || now.Sub(up) < c.cfg.ConfirmAfter {
 			continue // offline (its status already says so) or just back
 		}
-		devices[m.DeviceID] = true
 		c.notifyUnconfirmed(ctx, m.MsgID, m.RoomID, m.Sender, m.MsgType)
 		if err := c.store.MarkWarned(ctx, m.MsgID); err != nil {
 			c.br.Log.Err(err).Msg("Recording an unconfirmed warning failed")
 		}
 	}
-	c.mu.Lock()
-	for dev := range c.unresponsive {
-		devices[dev] = true
+	all, err := c.store.Devices(ctx)
+	if err != nil {
+		return
 	}
-	c.mu.Unlock()
-	for dev := range devices {
+	for _, d := range all {
+		dev := d.ID
 		oldest, any, err := c.store.OldestUnconfirmed(ctx, dev)
 		if err != nil {
 			continue
