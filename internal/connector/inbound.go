@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -446,26 +447,40 @@ func (c *Connector) OpenMedia(ctx context.Context, devID, msgID string) (wire.Me
 			return wire.MediaFile{}, fmt.Errorf("stored file info: %w", err)
 		}
 	}
-	tmp, err := os.CreateTemp("", "rcsgate-media-*")
-	if err != nil {
-		return wire.MediaFile{}, err
-	}
-	cleanup := func() error { tmp.Close(); return os.Remove(tmp.Name()) }
-	err = c.br.Bot.DownloadMediaToFile(ctx, id.ContentURIString(mo.URL), file, false, func(f *os.File) error {
-		_, err := io.Copy(tmp, f)
-		return err
-	})
-	if err != nil {
-		cleanup()
+	// mautrix downloads (and decrypts) into a temporary file and hands it to
+	// a callback; keep the callback open while the device reads, so the
+	// bytes are on disk once and never in memory.
+	files := make(chan *os.File, 1)
+	release := make(chan struct{})
+	finished := make(chan error, 1)
+	go func() {
+		finished <- c.br.Bot.DownloadMediaToFile(ctx, id.ContentURIString(mo.URL), file, false, func(f *os.File) error {
+			files <- f
+			<-release
+			return nil
+		})
+	}()
+	var f *os.File
+	select {
+	case f = <-files:
+	case err := <-finished:
+		if err == nil {
+			err = errors.New("no file from the homeserver")
+		}
 		if errors.Is(err, mautrix.MNotFound) {
 			return wire.MediaFile{}, fmt.Errorf("%w: %w", wire.ErrMediaUnavailable, err)
 		}
 		return wire.MediaFile{}, fmt.Errorf("download from homeserver: %w", err)
 	}
-	n, sum, err := wire.HashFile(tmp)
+	var once sync.Once
+	done := func() error {
+		once.Do(func() { close(release) })
+		return <-finished
+	}
+	n, sum, err := wire.HashFile(f)
 	if err != nil {
-		cleanup()
+		done()
 		return wire.MediaFile{}, err
 	}
-	return wire.MediaFile{R: tmp, Total: n, SHA256: sum, Close: cleanup}, nil
+	return wire.MediaFile{R: f, Total: n, SHA256: sum, Close: done}, nil
 }

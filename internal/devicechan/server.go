@@ -159,6 +159,11 @@ func (s *Server) Listen(ctx context.Context, pc net.PacketConn) (<-chan error, e
 		MaxIdleTimeout:  s.IdleTimeout,
 		KeepAlivePeriod: min(keepAlive, s.IdleTimeout/2),
 		Allow0RTT:       true,
+		// Bound what one phone can make us buffer (quic-go grows to 6 MiB
+		// per stream and 15 MiB per connection by default); 8 MiB still
+		// carries ~330 Mbit/s at 100 ms RTT.
+		MaxStreamReceiveWindow:     4 << 20,
+		MaxConnectionReceiveWindow: 8 << 20,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("devicechan: listen: %w", err)
