@@ -74,6 +74,10 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParseDeviceID -fuzztime $(FUZZTIME) ./internal/pki
 	$(GO) test -run '^$$' -fuzz FuzzNormalize -fuzztime $(FUZZTIME) ./internal/phone
 	$(GO) test -run '^$$' -fuzz FuzzDecodeSegment -fuzztime $(FUZZTIME) ./agent/journal
+	$(GO) test -run '^$$' -fuzz FuzzFetchMedia -fuzztime $(FUZZTIME) ./internal/wire
+	$(GO) test -run '^$$' -fuzz FuzzWebhook -fuzztime $(FUZZTIME) ./agent/backend/smsgateway
+	$(GO) test -run '^$$' -fuzz FuzzParseList -fuzztime $(FUZZTIME) ./agent/backend/termux
+	$(GO) test -run '^$$' -fuzz FuzzDecodeLine -fuzztime $(FUZZTIME) ./agent/backend/execbackend
 
 clean:
 	rm -rf $(BIN) demo-state
@@ -102,3 +106,9 @@ nix-check:
 .PHONY: chanbench
 chanbench:
 	$(GO) run ./cmd/rcsgate-chanbench $(CHANBENCH_FLAGS)
+
+## bench-media: time and peak RSS of rcsgate and the agent while a 100 MiB file goes
+## phone -> Matrix and Matrix -> phone, vs. direct upload+download (RCSGATE_HOMESERVER=dendrite|synapse)
+.PHONY: bench-media
+bench-media: build tools
+	$(GO) run -tags $(TAGS) ./cmd/rcsgate-bench --media --bin $(BIN)

@@ -1,0 +1,124 @@
+package wire
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"net"
+	"testing"
+)
+
+func sha(b []byte) string { h := sha256.Sum256(b); return hex.EncodeToString(h[:]) }
+
+// fakeStream reads a canned answer and records what was written.
+type fakeStream struct {
+	r io.Reader
+	w bytes.Buffer
+}
+
+func (s *fakeStream) Read(p []byte) (int, error)  { return s.r.Read(p) }
+func (s *fakeStream) Write(p []byte) (int, error) { return s.w.Write(p) }
+
+func serveOver(t *testing.T, files map[string][]byte, fetch func(c net.Conn) error) error {
+	t.Helper()
+	a, b := net.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		defer a.Close()
+		_, err := ServeMedia(a, func(id string) (MediaFile, error) {
+			data, ok := files[id]
+			if !ok {
+				return MediaFile{}, ErrMediaUnavailable
+			}
+			return MediaFile{R: bytes.NewReader(data), Total: int64(len(data)), SHA256: sha(data)}, nil
+		})
+		done <- err
+	}()
+	err := fetch(b)
+	b.Close()
+	<-done
+	return err
+}
+
+func TestMediaStream(t *testing.T) {
+	data := bytes.Repeat([]byte("0123456789"), 10_000)
+	files := map[string][]byte{"m": data, "empty": {}}
+	tests := []struct {
+		name, id, want string
+		offset, max    int64
+		wantBytes      []byte
+		wantErr        error
+	}{
+		{name: "whole file", id: "m", max: 1 << 20, wantBytes: data},
+		{name: "announced hash matches", id: "m", want: sha(data), max: 1 << 20, wantBytes: data},
+		{name: "resume from an offset", id: "m", offset: 99_990, max: 1 << 20, wantBytes: data[99_990:]},
+		{name: "empty file", id: "empty", max: 1, wantBytes: []byte{}},
+		{name: "unknown id", id: "nope", max: 1 << 20, wantErr: ErrMediaUnavailable},
+		{name: "over the limit", id: "m", max: 10, wantErr: ErrMalformed},
+		{name: "hash differs from the announced one", id: "m", want: sha([]byte("x")), max: 1 << 20, wantErr: ErrMalformed},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var got bytes.Buffer
+			err := serveOver(t, files, func(c net.Conn) error {
+				_, err := FetchMedia(c, tc.id, tc.offset, tc.want, tc.max, &got, nil)
+				return err
+			})
+			if tc.wantErr != nil {
+				if !errors.Is(err, tc.wantErr) {
+					t.Fatalf("err = %v, want %v", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || !bytes.Equal(got.Bytes(), tc.wantBytes) {
+				t.Fatalf("got %d bytes, err %v; want %d bytes", got.Len(), err, len(tc.wantBytes))
+			}
+		})
+	}
+}
+
+func TestFetchMediaRejectsTamperedBytes(t *testing.T) {
+	body := []byte("hello")
+	var b bytes.Buffer
+	_ = WriteMsg(&b, MediaHeader{ID: "m", Size: 5, Total: 5, SHA256: sha(body)})
+	b.WriteString("HELLO")
+	var dst bytes.Buffer
+	if _, err := FetchMedia(&fakeStream{r: &b}, "m", 0, "", 100, &dst, nil); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("tampered bytes accepted: %v", err)
+	}
+}
+
+func TestEventValidation(t *testing.T) {
+	ok := Message{ID: "i", Chat: "+1"}
+	tests := []struct {
+		name string
+		mut  func(*Message)
+		bad  bool
+	}{
+		{"text", func(m *Message) { m.Text = "hi" }, false},
+		{"media without media", func(m *Message) { m.Kind = KindMedia }, true},
+		{"media with bad mime", func(m *Message) { m.Kind, m.Media = KindMedia, &Media{Mime: "nope"} }, true},
+		{"media too large", func(m *Message) { m.Kind, m.Media = KindMedia, &Media{Mime: "a/b", Size: MaxMediaSize + 1} }, true},
+		{"reaction without target", func(m *Message) { m.Kind, m.Emoji = KindReaction, "x" }, true},
+		{"reaction without emoji", func(m *Message) { m.Kind, m.Target = KindReaction, "t" }, true},
+		{"receipt with bad state", func(m *Message) { m.Kind, m.Target, m.State = KindReceipt, "t", "sent" }, true},
+		{"receipt", func(m *Message) { m.Kind, m.Target, m.State = KindReceipt, "t", StateRead }, false},
+		{"group without group", func(m *Message) { m.Kind = KindGroup }, true},
+		{"group with too many members", func(m *Message) {
+			m.Kind, m.Group = KindGroup, &Group{Members: make([]Member, MaxMembers+1)}
+		}, true},
+		{"unknown transport", func(m *Message) { m.Transport = "pigeon" }, true},
+		{"SIM out of range", func(m *Message) { m.SIM = 9 }, true},
+		{"a newer peer's kind", func(m *Message) { m.Kind = "poll" }, false},
+		{"non-UTF-8 emoji", func(m *Message) { m.Kind, m.Target, m.Emoji = KindReaction, "t", "\xff" }, true},
+	}
+	for _, tc := range tests {
+		m := ok
+		tc.mut(&m)
+		if err := m.Validate(); (err != nil) != tc.bad {
+			t.Errorf("%s: Validate() = %v, want bad=%v", tc.name, err, tc.bad)
+		}
+	}
+}
