@@ -22,6 +22,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/rcsgate/rcsgate/internal/harness"
+	"github.com/rcsgate/rcsgate/internal/wire"
 )
 
 // Config is what the flags select.
@@ -36,6 +37,10 @@ type Config struct {
 	Duration time.Duration
 	Window   int
 	Limit    int
+	// --media: one large file each way instead of the message benchmark.
+	Media     bool
+	MediaSize int64
+	RSSLimit  int64
 }
 
 const minN = 200
@@ -54,6 +59,9 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.DurationVar(&c.Duration, "duration", 30*time.Second, "how long the throughput phase sends")
 	fs.IntVar(&c.Window, "window", 32, "messages in flight during the throughput phase")
 	fs.IntVar(&c.Limit, "max-messages", 100000, "hard cap on messages sent in the throughput phase")
+	fs.BoolVar(&c.Media, "media", false, "instead: time and peak RSS of the bridge while a large file goes phone -> Matrix and Matrix -> phone")
+	fs.Int64Var(&c.MediaSize, "media-size", wire.MaxMediaSize, "--media: file size in bytes (at most the phone limit)")
+	fs.Int64Var(&c.RSSLimit, "rss-limit", 64<<20, "--media: rcsgate's peak RSS must stay below this many bytes")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: rcsgate-bench [flags]\n\nMeasures the bridge round trip against plain Matrix and the sustained rate, on loopback.\n\n")
 		fs.PrintDefaults()
@@ -90,6 +98,10 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 		return c, errors.New("--window must be at least 1")
 	case c.Limit < 1:
 		return c, errors.New("--max-messages must be at least 1")
+	case c.MediaSize < 1 || c.MediaSize > wire.MaxMediaSize:
+		return c, fmt.Errorf("--media-size must be between 1 and %d", wire.MaxMediaSize)
+	case c.RSSLimit < 1:
+		return c, errors.New("--rss-limit must be positive")
 	}
 	return c, nil
 }
@@ -113,8 +125,13 @@ func run() int {
 		fmt.Fprintln(os.Stderr, "rcsgate-bench:", err)
 		return 1
 	}
-	rep, err := bench(ctx, cfg, dir)
-	if err == nil {
+	var rep *Report
+	if cfg.Media {
+		err = mediaMain(ctx, cfg, dir)
+	} else {
+		rep, err = bench(ctx, cfg, dir)
+	}
+	if err == nil && rep != nil {
 		rep.print(os.Stdout)
 		if cfg.JSON != "" {
 			err = rep.writeJSON(cfg.JSON)

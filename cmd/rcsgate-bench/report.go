@@ -137,18 +137,27 @@ func (r *Report) print(w io.Writer) {
 	}
 	l := t.LatencyUnderLoad
 	fmt.Fprintf(w, "  latency     p50 %.2f  p90 %.2f  p99 %.2f  max %.2f  mean %.2f ms\n", l.P50, l.P90, l.P99, l.Max, l.Mean)
-	if r.OK {
-		fmt.Fprintf(w, "\nOK (%.0fs in all)\n", r.TotalSeconds)
-	} else {
-		fmt.Fprintln(w, "\nFAILED:")
-		for _, f := range r.Failures {
-			fmt.Fprintln(w, "  -", f)
-		}
+	writeVerdict(w, r.OK, r.TotalSeconds, r.Failures)
+}
+
+// writeVerdict ends every report the same way: OK with the run time, or the
+// failures.
+func writeVerdict(w io.Writer, ok bool, seconds float64, failures []string) {
+	if ok {
+		fmt.Fprintf(w, "\nOK (%.0fs in all)\n", seconds)
+		return
+	}
+	fmt.Fprintln(w, "\nFAILED:")
+	for _, f := range failures {
+		fmt.Fprintln(w, "  -", f)
 	}
 }
 
-func (r *Report) writeJSON(path string) error {
-	raw, err := json.MarshalIndent(r, "", "  ")
+func (r *Report) writeJSON(path string) error { return writeJSONFile(path, r) }
+
+// writeJSONFile writes a report for --json.
+func writeJSONFile(path string, v any) error {
+	raw, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
 	}
