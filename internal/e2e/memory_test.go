@@ -54,22 +54,24 @@ func TestMemoryBudgetTenIdleDevices(t *testing.T) {
 	if err := writeFile(regPath, regYAML); err != nil {
 		t.Fatal(err)
 	}
-	hs := testpeer.StartDendriteT(t, testpeer.Options{Dir: filepath.Join(dir, "dendrite"), Port: hsPort, AppserviceRegistrations: []string{regPath}})
+	hs := testpeer.StartT(t, "", testpeer.Options{Dir: filepath.Join(dir, "dendrite"), Port: hsPort, AppserviceRegistrations: []string{regPath}})
 	if _, err := hs.RegisterUser(ctx, "owner", "owner-password", false); err != nil {
 		t.Fatal(err)
 	}
 	gwCtx, stopGW := context.WithCancel(ctx)
 	ready := make(chan *gateway.Gateway, 1)
-	done := make(chan error, 1)
+	done := make(chan struct{})
+	var runErr error
 	go func() {
-		done <- gateway.Run(gwCtx, cfg, zerolog.Nop(), gateway.Listeners{}, func(g *gateway.Gateway) { ready <- g })
+		defer close(done)
+		runErr = gateway.Run(gwCtx, cfg, zerolog.Nop(), gateway.Listeners{}, func(g *gateway.Gateway) { ready <- g })
 	}()
-	defer func() { stopGW(); <-done }()
+	defer func() { stopGW(); <-done }() // closed, so a second read never hangs
 	var gw *gateway.Gateway
 	select {
 	case gw = <-ready:
-	case err := <-done:
-		t.Fatalf("gateway stopped: %v", err)
+	case <-done:
+		t.Fatalf("gateway stopped: %v", runErr)
 	case <-ctx.Done():
 		t.Fatal("gateway not ready")
 	}

@@ -5,6 +5,7 @@ package gateway
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -54,6 +55,12 @@ type Config struct {
 	Queue struct {
 		Limit int           `yaml:"limit"` // messages per device
 		TTL   time.Duration `yaml:"ttl"`
+		// ConfirmAfter: a connected phone that has not sent a message after
+		// this long gives its sender a "not confirmed yet" status (default
+		// 1m); UnresponsiveAfter: then the phone is reported as not
+		// responding (default 3m).
+		ConfirmAfter      time.Duration `yaml:"confirm_after"`
+		UnresponsiveAfter time.Duration `yaml:"unresponsive_after"`
 	} `yaml:"queue"`
 	// Bridge holds what the bridge does with conversations.
 	Bridge struct {
@@ -77,7 +84,37 @@ type Config struct {
 		// message after this long (0: keep).
 		MessageRetention time.Duration `yaml:"message_retention"`
 	} `yaml:"privacy"`
-	LogLevel string `yaml:"log_level"`
+	// Encryption is end-to-bridge encryption of portals (README, "Encryption").
+	Encryption EncryptionConfig `yaml:"encryption"`
+	LogLevel   string           `yaml:"log_level"`
+}
+
+// EncryptionConfig: unset switches take their defaults, so a config written
+// before the section existed gets encrypted portals too.
+type EncryptionConfig struct {
+	// Allow lets the bridge bot take part in encrypted rooms (default on).
+	Allow *bool `yaml:"allow,omitempty"`
+	// Default creates every new portal encrypted (default on).
+	Default *bool `yaml:"default,omitempty"`
+	// Require drops unencrypted messages in portals (default off, so clients
+	// without encryption still work in rooms that are not encrypted).
+	Require bool `yaml:"require,omitempty"`
+	// SelfSign gives the bot cross-signing keys and signs its device with
+	// them, so users who verify the bot see no warnings. Unset: on, except
+	// on Dendrite, which wants a password the bot does not have. The
+	// recovery key is kept in bridge.db (kv_store).
+	SelfSign *bool `yaml:"self_sign,omitempty"`
+}
+
+func (e EncryptionConfig) allow() bool     { return e.Allow == nil || *e.Allow }
+func (e EncryptionConfig) defaultOn() bool { return e.Default == nil || *e.Default }
+func (e EncryptionConfig) selfSign() bool  { return e.SelfSign == nil || *e.SelfSign }
+
+// pickleKey encrypts the bridge's Olm/Megolm state at rest; it is derived
+// from id_key so it survives restarts without another secret to keep.
+func (c *Config) pickleKey() string {
+	sum := sha256.Sum256(append([]byte("rcsgate pickle key\x00"), c.idKey()...))
+	return base64.RawStdEncoding.EncodeToString(sum[:])
 }
 
 // TLSConfig configures the HTTPS front (internal/front).
@@ -116,6 +153,8 @@ func NewConfig(o InitOptions) (*Config, error) {
 	c.Channel.Listen = or(o.ChannelListen, "127.0.0.1:4443")
 	c.Channel.PublicAddrs = []string{c.Channel.Listen}
 	c.Permissions = map[string]string{o.Domain: "user"}
+	on := true
+	c.Encryption.Allow, c.Encryption.Default = &on, &on
 	if o.Admin != "" {
 		c.Permissions[o.Admin] = "admin"
 	}
@@ -201,6 +240,9 @@ func (c *Config) Validate() error {
 		}
 	default:
 		bad("tls.mode %q: use acme, provided, selfsigned, or leave it empty for no HTTPS front", c.TLS.Mode)
+	}
+	if !c.Encryption.allow() && ((c.Encryption.Default != nil && *c.Encryption.Default) || c.Encryption.Require) {
+		bad("encryption.default and encryption.require need encryption.allow")
 	}
 	if c.Queue.Limit < 0 || c.Queue.TTL < 0 {
 		bad("queue.limit and queue.ttl must not be negative (0 means the default)")

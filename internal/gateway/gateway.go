@@ -102,13 +102,20 @@ func (c *Config) bridgeConfig(name bridgev2.BridgeName) (*bridgeconfig.Config, e
 	bc.Matrix.MessageStatusEvents = true
 	bc.Matrix.MessageErrorNotices = true
 	bc.Matrix.FederateRooms = false
-	bc.Encryption.Allow = false
-	bc.Encryption.Default = false
-	secret, err := randomString()
-	if err != nil {
-		return nil, err
-	}
-	bc.Encryption.PickleKey = secret
+	// End-to-bridge encryption (README, "Encryption"): Megolm through
+	// mautrix's crypto with goolm; its state lives in bridge.db (crypto_*
+	// tables), pickled with a key derived from the config's id_key.
+	bc.Encryption.Allow = c.Encryption.allow()
+	bc.Encryption.Default = bc.Encryption.Allow && c.Encryption.defaultOn()
+	bc.Encryption.Require = c.Encryption.Require
+	// The bot gets its device by appservice login and its to-device
+	// messages, device lists and key counts from /sync, on every
+	// homeserver: astxn's durable transaction handler does not pass on the
+	// MSC2409/MSC3202 fields that appservice mode needs.
+	bc.Encryption.Appservice = false
+	bc.Encryption.MSC4190 = false
+	bc.Encryption.SelfSign = c.Encryption.selfSign()
+	bc.Encryption.PickleKey = c.pickleKey()
 	bc.Provisioning.SharedSecret = "disable"
 	bc.PublicMedia.Enabled = false
 	bc.DirectMedia.Enabled = false
@@ -191,7 +198,17 @@ func Run(ctx context.Context, cfg *Config, log zerolog.Logger, ls Listeners, rea
 		QueueLimit: cfg.Queue.Limit, QueueTTL: cfg.Queue.TTL,
 		DefaultRegion: cfg.Bridge.DefaultRegion, ContactSync: cfg.Bridge.ContactSync, BackfillMaxAge: cfg.Bridge.BackfillMaxAge,
 		ShowNumbers: cfg.Privacy.ShowNumbers, Retention: cfg.Privacy.MessageRetention,
+		ConfirmAfter: cfg.Queue.ConfirmAfter, UnresponsiveAfter: cfg.Queue.UnresponsiveAfter,
 	}, st)
+	if cfg.Encryption.SelfSign == nil && cfg.Encryption.allow() && oldSpec(ctx, cfg.Homeserver.URL) {
+		// Dendrite wants a password (UIA) before it takes cross-signing
+		// keys, and the bot has none: self-signing would stop the bridge.
+		log.Warn().Msg("Homeserver older than Matrix v1.11: the bridge bot does not cross-sign itself (encryption.self_sign unset)")
+		c := *cfg
+		off := false
+		c.Encryption.SelfSign = &off
+		cfg = &c
+	}
 	bc, err := cfg.bridgeConfig(conn.GetName())
 	if err != nil {
 		return err
@@ -205,6 +222,9 @@ func Run(ctx context.Context, cfg *Config, log zerolog.Logger, ls Listeners, rea
 	matrix.MinSpecVersion = mautrix.SpecV12
 	mx := matrix.NewConnector(bc)
 	br := bridgev2.NewBridge("", db, log, &bc.Bridge, connector.NewStatusMatrix(mx, conn), conn, commands.NewProcessor)
+	// bridgev2's own discard-megolm-session asserts that Bridge.Matrix is a
+	// *matrix.Connector, which our StatusMatrix wrapper is not: replace it.
+	br.Commands.(*commands.Processor).AddHandler(connector.DiscardMegolmSessionCommand(mx))
 	ch := devicechan.New(st, ca, chCert, conn, log.With().Str("component", "devicechan").Logger())
 	conn.SetChannel(ch)
 
@@ -240,6 +260,10 @@ func Run(ctx context.Context, cfg *Config, log zerolog.Logger, ls Listeners, rea
 	}
 
 	if err := br.StartConnectors(ctx); err != nil {
+		if ee := (matrix.ExitError{}); errors.As(err, &ee) && ee.ExitCode == 34 {
+			return fmt.Errorf("start bridge: the bridge bot could not cross-sign itself (homeservers such as Dendrite "+
+				"want a password to upload cross-signing keys; set encryption.self_sign: false there): %w", err)
+		}
 		return fmt.Errorf("start bridge: %w", err)
 	}
 	if err := br.StartLogins(ctx); err != nil {
@@ -286,4 +310,19 @@ func Run(ctx context.Context, cfg *Config, log zerolog.Logger, ls Listeners, rea
 	_ = httpSrv.Shutdown(shutdownCtx)
 	br.StopWithTimeout(5 * time.Second)
 	return runErr
+}
+
+// oldSpec: the homeserver advertises no Matrix spec version from v1.11 on
+// (Dendrite v0.13.8 stops at v1.2). Such servers may want user-interactive
+// auth (a password) for a first cross-signing key upload, which the bot
+// cannot give. No answer counts as new enough.
+func oldSpec(ctx context.Context, hsURL string) bool {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	cli, err := mautrix.NewClient(hsURL, "", "")
+	if err != nil {
+		return false
+	}
+	v, err := cli.Versions(ctx)
+	return err == nil && !v.ContainsGreaterOrEqual(mautrix.SpecV111)
 }

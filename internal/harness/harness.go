@@ -36,6 +36,10 @@ type Options struct {
 	User       string // demo user localpart, default "demo"
 	Password   string // default: random
 	LogLevel   string // rcsgate's log level, default "info"
+	// Encryption keeps rcsgate's default of encrypted portals. Off (the
+	// default here), portals are created unencrypted, because the harness's
+	// Go client does not decrypt; the bridge still runs its crypto.
+	Encryption bool
 	// Configure, if set, edits rcsgate's config after `rcsgate init`.
 	Configure func(*gateway.Config)
 }
@@ -96,9 +100,10 @@ func Up(ctx context.Context, o Options) (st *Stack, err error) {
 		return nil, fmt.Errorf("harness: %w", err)
 	}
 	st = &Stack{Opts: o}
+	started := st // `return nil, err` clears st before this runs
 	defer func() {
 		if err != nil {
-			st.Down()
+			started.Down()
 		}
 	}()
 	hsPort, err := testpeer.FreeLoopbackPort()
@@ -139,6 +144,8 @@ func Up(ctx context.Context, o Options) (st *Stack, err error) {
 		// Synapse pushes typing and receipts (MSC2409); Dendrite needs the
 		// bot's /sync. Each pass tests its own path.
 		cfg.Homeserver.PushEphemeral = o.Homeserver == "synapse"
+		encrypted := o.Encryption
+		cfg.Encryption.Default = &encrypted
 		if o.Configure != nil {
 			o.Configure(cfg)
 		}
@@ -146,13 +153,14 @@ func Up(ctx context.Context, o Options) (st *Stack, err error) {
 			return nil, err
 		}
 	}
-	st.HS, err = testpeer.Start(ctx, o.Homeserver, testpeer.Options{
+	hs, err := testpeer.Start(ctx, o.Homeserver, testpeer.Options{
 		Dir: filepath.Join(o.Dir, o.Homeserver), ServerName: domain, Port: hsPort,
 		AppserviceRegistrations: []string{filepath.Join(gwState, "registration.yaml")},
 	})
 	if err != nil {
 		return nil, err
 	}
+	st.HS = hs // only once started: a typed nil would make Down panic
 	if _, err := st.HS.RegisterUser(ctx, o.User, o.Password, false); err != nil {
 		return nil, fmt.Errorf("harness: register %s: %w", userID, err)
 	}

@@ -32,6 +32,11 @@ const (
 	dendriteLogFile    = "dendrite.log"
 )
 
+// mediaUploadLimit is the media repository's upload limit in both test
+// homeservers: above the 100 MiB phones send (wire.MaxMediaSize), so a full
+// size file is carried, and the bridge's own limit is what refuses more.
+const mediaUploadLimit = 200 << 20
+
 // Port collisions between FreeLoopbackPort and the child's bind are retried
 // this many times when the caller let us pick the port.
 const portAttempts = 3
@@ -226,6 +231,9 @@ func writeDendriteConfig(ctx context.Context, bins map[string]string, dir, serve
 		{"key_server.database.connection_string", db("keyserver")},
 		{"media_api.database.connection_string", db("mediaapi")},
 		{"media_api.base_path", filepath.Join(dir, "media")},
+		// Phones send files up to 100 MiB (wire.MaxMediaSize); the default
+		// 10 MiB would refuse them.
+		{"media_api.max_file_size_bytes", mediaUploadLimit},
 		{"room_server.database.connection_string", db("roomserver")},
 		{"sync_api.database.connection_string", db("syncapi")},
 		{"sync_api.search.index_path", filepath.Join(dir, "searchindex")},

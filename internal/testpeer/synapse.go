@@ -241,6 +241,8 @@ func writeSynapseConfig(path, dir, serverName string, port int, secret string, a
 		"url_preview_enabled":                false,
 		"enable_metrics":                     false,
 		"presence":                           map[string]any{"enabled": false},
+		// Phones send files up to 100 MiB; the default 50M would refuse them.
+		"max_upload_size": fmt.Sprintf("%dM", mediaUploadLimit>>20),
 		// Synapse logs to stderr (our log file) at INFO without log_config.
 	}
 	for _, k := range []string{
