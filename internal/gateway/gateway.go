@@ -102,6 +102,9 @@ func (c *Config) bridgeConfig(name bridgev2.BridgeName) (*bridgeconfig.Config, e
 	bc.Matrix.MessageStatusEvents = true
 	bc.Matrix.MessageErrorNotices = true
 	bc.Matrix.FederateRooms = false
+	// Files over 1 MiB go through a temporary file, never a memory buffer
+	// (mautrix's example config says 5 MiB; several such files at once add up).
+	bc.Matrix.UploadFileThreshold = 1 << 20
 	// End-to-bridge encryption (README, "Encryption"): Megolm through
 	// mautrix's crypto with goolm; its state lives in bridge.db (crypto_*
 	// tables), pickled with a key derived from the config's id_key.
