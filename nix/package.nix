@@ -30,7 +30,7 @@ let
       ]);
   };
 
-  vendorHash = "sha256-F1ezTk0GucImP+A72u1iaEdWYh3tphdB2bfxMsTs1B8=";
+  vendorHash = "sha256-HQeQ4YZ2c/tb6QLr4V62WC1y6r6guMMNPMxZAfu5JU4=";
 
   meta = {
     homepage = "https://github.com/rcsgate/rcsgate";
