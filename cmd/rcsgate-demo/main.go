@@ -33,7 +33,9 @@ func main() {
 		os.Exit(1)
 	}
 	fmt.Fprintln(os.Stderr, "Starting Dendrite, rcsgate and the simulated phone on loopback...")
-	st, err := harness.Up(ctx, harness.Options{Dir: absDir, BinDir: absBin})
+	// Encrypted portals, as a real deployment has them (the tests' harness
+	// client does not decrypt, so they turn this off).
+	st, err := harness.Up(ctx, harness.Options{Dir: absDir, BinDir: absBin, Encryption: true})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "rcsgate-demo:", err)
 		os.Exit(1)
