@@ -240,9 +240,6 @@ func Run(ctx context.Context, cfg *Config, log zerolog.Logger, ls Listeners, rea
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 	errc := make(chan error, 4)
-	if !cfg.Homeserver.PushEphemeral {
-		go txns.SyncEphemeral(ctx, mx.AS.BotClient())
-	}
 	go func() {
 		if err := httpSrv.Serve(ls.Appservice); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			errc <- fmt.Errorf("appservice HTTP: %w", err)
@@ -268,6 +265,10 @@ func Run(ctx context.Context, cfg *Config, log zerolog.Logger, ls Listeners, rea
 				"want a password to upload cross-signing keys; set encryption.self_sign: false there): %w", err)
 		}
 		return fmt.Errorf("start bridge: %w", err)
+	}
+	// After StartConnectors: the bot is registered with the homeserver by then.
+	if !cfg.Homeserver.PushEphemeral {
+		go txns.SyncEphemeral(ctx, mx.AS.BotClient())
 	}
 	if err := br.StartLogins(ctx); err != nil {
 		return fmt.Errorf("start logins: %w", err)
