@@ -100,6 +100,12 @@ type Config struct {
 	// without a new handshake. 0 means DefaultNetCheckInterval; negative
 	// disables it (quic-go still follows NAT rebinding by itself).
 	NetCheckInterval time.Duration
+	// Liveness: once the server has pinged us, silence this long on the
+	// connection makes the agent probe the server and redial as soon as it
+	// answers (see liveness.go); the agent pings the server itself from
+	// 5/12 of it on. 0 means 3 × the server's ping interval as learnt from
+	// its pings; negative disables it (QUIC's idle timeout still applies).
+	Liveness time.Duration
 
 	OutboxLimit int           // max phone→server messages awaiting the server's ack (0: 10,000)
 	InboxLimit  int           // max server→phone messages not finished (0: 10,000)
@@ -352,6 +358,14 @@ func (a *Agent) Run(ctx context.Context) error {
 		var refused wire.Error
 		reachable := false
 		switch {
+		case errors.Is(err, errServerSilent):
+			// The server answered a probe just now: redial without waiting,
+			// and without probing again first.
+			if time.Since(welcomedAt) >= a.cfg.HealthyAfter {
+				bo.Reset()
+			}
+			reachable = true
+			a.log.Info().Msg("server answers again after going silent; reconnecting now")
 		case errors.As(err, &refused) && (refused.Code == CodeRevoked || refused.Code == CodeUnknownDevice):
 			delay, reachable = bo.Cap(), true
 			a.log.Error().Str("code", refused.Code).Str("server_message", refused.Message).Dur("retry_in", delay).
@@ -472,7 +486,7 @@ func (a *Agent) connectOnce(ctx context.Context, pr *prober) (welcomedAt time.Ti
 	a.setConnected(true)
 	defer a.setConnected(false)
 	s := &session{a: a, cc: cc, conn: cc.conn, stream: stream, log: log, statusAcks: statusAcks,
-		persist: make(chan wire.Message, persistDepth)}
+		persist: make(chan wire.Message, persistDepth), live: newLiveness(welcomedAt)}
 	a.curSession.Store(s)
 	defer a.curSession.CompareAndSwap(s, nil)
 	return welcomedAt, addrs, s.run(ctx)
@@ -490,6 +504,7 @@ type session struct {
 	log        zerolog.Logger
 	statusAcks bool // the server acks statuses; keep them until it does
 	persist    chan wire.Message
+	live       *liveness // silence of the server, for watchLiveness
 
 	wmu sync.Mutex
 }
@@ -497,7 +512,7 @@ type session struct {
 func (s *session) run(ctx context.Context) error {
 	sctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	loops := []func(context.Context) error{s.readLoop, s.persistLoop, s.sendLoop, s.serveMedia}
+	loops := []func(context.Context) error{s.readLoop, s.persistLoop, s.sendLoop, s.serveMedia, s.watchLiveness}
 	if s.a.cfg.NetCheckInterval > 0 {
 		loops = append(loops, s.watchNetwork)
 	}
@@ -531,12 +546,23 @@ func (s *session) readLoop(ctx context.Context) error {
 			}
 			return fmt.Errorf("read: %w", err)
 		}
+		s.live.frame(time.Now())
 		switch m := m.(type) {
 		case wire.Message:
 			select {
 			case s.persist <- m:
-			case <-ctx.Done():
-				return context.Cause(ctx)
+			default:
+				// The journal is behind: while we wait, the server's
+				// silence is our own doing.
+				s.live.busy.Store(true)
+				select {
+				case s.persist <- m:
+				case <-ctx.Done():
+					s.live.busy.Store(false)
+					return context.Cause(ctx)
+				}
+				s.live.frame(time.Now())
+				s.live.busy.Store(false)
 			}
 		case wire.Ack:
 			if len(m.IDs) > 0 {
@@ -553,6 +579,7 @@ func (s *session) readLoop(ctx context.Context) error {
 				}
 			}
 		case wire.Ping:
+			s.live.ping(time.Now(), m.TSMS)
 			d := j.Depth()
 			out, in := d.Out, d.In
 			if err := s.write(wire.Pong{Nonce: m.Nonce, TSMS: m.TSMS, Out: &out, In: &in}); err != nil {

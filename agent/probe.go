@@ -116,6 +116,17 @@ func (p *prober) arm() {
 	p.drain()
 }
 
+// hasAnswered reports whether the server answers probes now: its answer to
+// the last round came, or no round went unanswered since the last answer.
+func (p *prober) hasAnswered() bool {
+	if p == nil {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.reachable
+}
+
 // drain forgets an answer signalled earlier.
 func (p *prober) drain() {
 	if p == nil {

@@ -1,21 +1,28 @@
 package agent
 
 import (
+	"context"
+	crand "crypto/rand"
+	"crypto/tls"
 	"encoding/binary"
 	"encoding/json"
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/quic-go/quic-go"
 	"github.com/rs/zerolog"
 
 	"github.com/rcsgate/rcsgate/internal/atomicfile"
+	"github.com/rcsgate/rcsgate/internal/pki"
 	"github.com/rcsgate/rcsgate/internal/wire"
 )
 
@@ -26,6 +33,11 @@ type udpRelay struct {
 	ln     *net.UDPConn
 	server *net.UDPAddr
 	cut    atomic.Bool
+	// cutBoth also drops what the server sends: a partition.
+	cutBoth atomic.Bool
+	// forget drops both ways the traffic of the agent socket on this port,
+	// as a NAT whose mapping expired during an outage.
+	forget atomic.Int64
 	// lostInitial is signalled when a QUIC v1 long-header packet (a dial
 	// attempt) is dropped.
 	lostInitial chan struct{}
@@ -65,7 +77,10 @@ func (r *udpRelay) run() {
 			return
 		}
 		b := buf[:n]
-		if r.cut.Load() {
+		if int64(from.Port) == r.forget.Load() {
+			continue
+		}
+		if r.cut.Load() || r.cutBoth.Load() {
 			if len(b) >= 5 && b[0]&0x80 != 0 {
 				v := binary.BigEndian.Uint32(b[1:5])
 				if v == 1 {
@@ -94,6 +109,9 @@ func (r *udpRelay) run() {
 					n, err := up.Read(b)
 					if err != nil {
 						return
+					}
+					if r.cutBoth.Load() || int64(client.Port) == r.forget.Load() {
+						continue
 					}
 					_, _ = r.ln.WriteToUDP(b[:n], client)
 				}
@@ -281,4 +299,255 @@ func TestProbingKeepsBackoffWhenTheServerAnswersButFails(t *testing.T) {
 	} else {
 		t.Logf("%d connection attempts in 1.5 s", n)
 	}
+}
+
+// restartableServer is the fake server on a fixed port that can be killed
+// as by SIGKILL (its socket vanishes; no CONNECTION_CLOSE reaches the
+// agent) and started again on the same port with the same certificate,
+// session-ticket keys and stateless-reset key, as the real server derives
+// them from its channel key. Like the real server it pings every channel.
+type restartableServer struct {
+	*fakeServer
+	t       *testing.T
+	addr    *net.UDPAddr
+	tlsConf *tls.Config
+	key     quic.StatelessResetKey
+	ping    time.Duration
+
+	mu     sync.Mutex
+	udp    *net.UDPConn
+	cancel context.CancelFunc
+}
+
+func newRestartableServer(t *testing.T, ping time.Duration) *restartableServer {
+	t.Helper()
+	dir := t.TempDir()
+	ca, err := pki.LoadOrCreateCA(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := pki.LoadOrCreateChannelCert(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, _ := pki.NewToken()
+	tlsConf := &tls.Config{
+		MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert},
+		NextProtos: []string{wire.ALPNChannel, wire.ALPNPair},
+		ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: ca.Pool(),
+	}
+	var tk [32]byte
+	_, _ = crand.Read(tk[:])
+	tlsConf.SetSessionTicketKeys([][32]byte{tk})
+	r := &restartableServer{t: t, tlsConf: tlsConf, ping: ping,
+		fakeServer: &fakeServer{t: t, ca: ca, pin: pki.Pin(cert.Leaf), token: tok, opts: fakeOpts{early: true}, chans: make(chan *peer, 16)}}
+	_, _ = crand.Read(r.key[:])
+	r.start()
+	t.Cleanup(r.kill)
+	return r
+}
+
+// start listens (again) on the server's port.
+func (r *restartableServer) start() {
+	r.t.Helper()
+	laddr := r.addr
+	if laddr == nil {
+		laddr = &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}
+	}
+	udp, err := net.ListenUDP("udp", laddr)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.addr = udp.LocalAddr().(*net.UDPAddr)
+	key := r.key
+	tr := &quic.Transport{Conn: udp, StatelessResetKey: &key}
+	ln, err := tr.ListenEarly(r.tlsConf, &quic.Config{MaxIdleTimeout: 60 * time.Second, Allow0RTT: true})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r.mu.Lock()
+	r.udp, r.cancel = udp, cancel
+	r.mu.Unlock()
+	go func() {
+		for {
+			conn, err := ln.Accept(ctx)
+			if err != nil {
+				return
+			}
+			go r.serve(ctx, conn)
+		}
+	}()
+}
+
+// kill drops the socket and everything on it without a word to the agent.
+func (r *restartableServer) kill() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.udp == nil {
+		return
+	}
+	_ = r.udp.Close()
+	r.cancel()
+	r.udp = nil
+}
+
+func (r *restartableServer) link() wire.PairLink {
+	return wire.PairLink{Addrs: []string{r.addr.String()}, Token: r.token, Pin: r.pin}
+}
+
+// liveChannel is one channel of a restartableServer as the test sees it.
+type liveChannel struct {
+	*peer
+	acks  chan string  // ids the agent acked
+	pongs atomic.Int64 // pongs the agent sent
+}
+
+// nextLive waits for the agent's next channel and then pings it every
+// r.ping, as the real server does.
+func (r *restartableServer) nextLive(t *testing.T) *liveChannel {
+	t.Helper()
+	return r.nextLiveWithin(t, waitFor)
+}
+
+func (r *restartableServer) nextLiveWithin(t *testing.T, limit time.Duration) *liveChannel {
+	t.Helper()
+	var p *peer
+	select {
+	case p = <-r.chans:
+	case <-time.After(limit):
+		t.Fatal("agent did not connect")
+	}
+	c := &liveChannel{peer: p, acks: make(chan string, 64)}
+	go func() {
+		for m := range c.msgs {
+			switch m := m.(type) {
+			case wire.Ack:
+				for _, id := range m.IDs {
+					c.acks <- id
+				}
+			case wire.Pong:
+				c.pongs.Add(1)
+			}
+		}
+	}()
+	go func() {
+		tk := time.NewTicker(r.ping)
+		defer tk.Stop()
+		for n := uint64(1); ; n++ {
+			c.wmu.Lock()
+			err := wire.WriteMsg(c.stream, wire.Ping{Nonce: n, TSMS: time.Now().UnixMilli()})
+			c.wmu.Unlock()
+			if err != nil {
+				return
+			}
+			select {
+			case <-c.conn.Context().Done():
+				return
+			case <-tk.C:
+			}
+		}
+	}()
+	return c
+}
+
+func waitAck(t *testing.T, acks <-chan string, id string) {
+	t.Helper()
+	timeout := time.After(waitFor)
+	for {
+		select {
+		case got := <-acks:
+			if got == id {
+				return
+			}
+		case <-timeout:
+			t.Fatalf("no ack for %s", id)
+		}
+	}
+}
+
+// The server is killed (no close reaches the agent) and comes back on the
+// same port, after a short or a long downtime: the agent notices by itself
+// (its own ping draws a stateless reset from the restarted server, or its
+// probe is answered) long before QUIC's idle timeout, and a message sent
+// after the restart is acked. Intervals are 1/20 of the real ones (server
+// ping 5 s, probe interval 1 s). The time from the restart to the first ack
+// is logged, not asserted.
+func TestReconnectAfterServerKillAndRestart(t *testing.T) {
+	const ping, probe = 250 * time.Millisecond, 50 * time.Millisecond
+	for _, down := range []struct {
+		name string
+		d    time.Duration
+	}{{"quick restart", 0}, {"down 2 s", 2 * time.Second}} {
+		t.Run(down.name, func(t *testing.T) {
+			srv := newRestartableServer(t, ping)
+			dir := t.TempDir()
+			if _, err := Pair(t.Context(), srv.link(), dir, PairOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			ra := startAgentWith(t, srv.fakeServer, agentOpts{dir: dir, config: func(c *Config) {
+				c.ProbeInterval = probe
+				c.Backoff = NewBackoff()
+			}})
+			c := srv.nextLive(t)
+			c.send(t, wire.Message{ID: "before", Chat: quietNumber, Text: "x"})
+			waitAck(t, c.acks, "before") // also: the agent holds a session ticket
+			waitUntil(t, "the agent learnt the ping interval", func() bool { return c.pongs.Load() >= 3 })
+			srv.kill()
+			<-time.After(down.d) // the downtime is the fault itself
+			srv.start()
+			back := time.Now()
+			c2 := srv.nextLive(t)
+			c2.send(t, wire.Message{ID: "after", Chat: quietNumber, Text: "x"})
+			waitAck(t, c2.acks, "after")
+			d := time.Since(back)
+			logs := ra.logs.String()
+			how := "probe answered"
+			if strings.Contains(logs, "stateless reset") {
+				how = "stateless reset"
+			}
+			t.Logf("%s: first message acked %v after the server was back (%s; 0-RTT %v; ping %v, probe %v)",
+				down.name, d.Round(time.Millisecond), how, c2.conn.ConnectionState().Used0RTT, ping, probe)
+		})
+	}
+}
+
+// TestServerRestartLatency measures, with the real intervals (server ping
+// 5 s, probe 1 s, default backoff), the time from a killed server being back
+// to the first message acked, over restarts after random downtimes of 0–10 s.
+// Opt in with RCSGATE_MEASURE=1 (about two minutes).
+func TestServerRestartLatency(t *testing.T) {
+	if os.Getenv("RCSGATE_MEASURE") == "" {
+		t.Skip("set RCSGATE_MEASURE=1 to measure reconnect latency after server restarts")
+	}
+	srv := newRestartableServer(t, 5*time.Second)
+	dir := t.TempDir()
+	if _, err := Pair(t.Context(), srv.link(), dir, PairOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	startAgentWith(t, srv.fakeServer, agentOpts{dir: dir, config: func(c *Config) {
+		c.ProbeInterval = 0
+		c.Backoff = NewBackoff()
+	}})
+	c := srv.nextLive(t)
+	var backs []time.Duration
+	for i := range 10 {
+		id := fmt.Sprintf("m%d", i)
+		c.send(t, wire.Message{ID: id, Chat: quietNumber, Text: "x"})
+		waitAck(t, c.acks, id)
+		// Kill at a random point of the ping cycle, down for 0–10 s: the
+		// fault itself, not synchronisation.
+		<-time.After(time.Duration(rand.IntN(5000)) * time.Millisecond)
+		srv.kill()
+		<-time.After(time.Duration(rand.IntN(10000)) * time.Millisecond)
+		srv.start()
+		back := time.Now()
+		c = srv.nextLiveWithin(t, time.Minute)
+		c.send(t, wire.Message{ID: id + "-after", Chat: quietNumber, Text: "x"})
+		waitAck(t, c.acks, id+"-after")
+		backs = append(backs, time.Since(back))
+	}
+	slices.Sort(backs)
+	t.Logf("first ack after the server was back (n=%d): p50 %v, max %v, all %v", len(backs),
+		backs[len(backs)/2].Round(time.Millisecond), backs[len(backs)-1].Round(time.Millisecond), backs)
 }

@@ -53,8 +53,7 @@ const (
 
 // Tunables; a later issue makes them configurable.
 const (
-	sendWindow   = 256              // unacked messages in flight per device
-	pingInterval = 15 * time.Second // app-level RTT probe, also keeps NAT state
+	sendWindow = 256 // unacked messages in flight per device
 	// A phone that vanishes is declared gone after idleTimeout without a
 	// packet (the agent keeps alive every 20 s): well within the 60 s in
 	// which a silent phone must be reported.

@@ -22,26 +22,37 @@ import (
 // messages flow both ways; afterwards every message arrived exactly once, in
 // order per direction.
 func TestCrashBothWaysExactlyOnce(t *testing.T) {
-	// Opt-in for now: it still fails in about one run out of three (a phone
-	// message doubled in Matrix after a bridge SIGKILL; see the issue 3 note),
-	// and CI must stay deterministic. Run with RCSGATE_CRASH=1.
+	// Opt-in: on Dendrite it still doubles a phone message in Matrix in
+	// most runs when the bridge is killed during that message's PUT /send.
+	// Dendrite caches the transaction id only after the roomserver answered
+	// (clientapi/routing/sendevent.go: AddTransaction after SendEvents, which
+	// waits on the request's context); the killed request's context ends,
+	// its event is committed anyway, and the resend after restart
+	// (internal/connector, same transaction id) makes a second event. CI
+	// must stay deterministic until the bridge checks the room before
+	// resending (see the issue 3 note). RCSGATE_CRASH_N (messages each way,
+	// default 1000) and RCSGATE_CRASH_KILLS (kills of each process, default 3)
+	// size a run.
 	if os.Getenv("RCSGATE_CRASH") == "" {
-		t.Skip("full-stack SIGKILL test is opt-in: set RCSGATE_CRASH=1 (about 1–2 minutes)")
+		t.Skip("full-stack SIGKILL test is opt-in: set RCSGATE_CRASH=1 (about 1–3 minutes per homeserver)")
 	}
 	if testing.Short() {
 		t.Skip("crash test takes minutes")
 	}
 	const (
-		n       = 1000
 		contact = "+12025550142"
 		window  = 16 // Matrix sends in flight
-		kills   = 3  // of each process
 	)
+	n := envInt(t, "RCSGATE_CRASH_N", 1000)      // messages each way
+	kills := envInt(t, "RCSGATE_CRASH_KILLS", 3) // of each process
 	seed := time.Now().UnixNano()
 	if s := os.Getenv("RCSGATE_CRASH_SEED"); s != "" {
-		seed, _ = strconv.ParseInt(s, 10, 64)
+		var err error
+		if seed, err = strconv.ParseInt(s, 10, 64); err != nil {
+			t.Fatalf("RCSGATE_CRASH_SEED: %v", err)
+		}
 	}
-	t.Logf("seed %d (RCSGATE_CRASH_SEED to replay)", seed)
+	t.Logf("seed %d (RCSGATE_CRASH_SEED to replay), %d messages each way, %d kills of each process", seed, n, kills)
 	rng := rand.New(rand.NewSource(seed))
 
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
@@ -127,7 +138,7 @@ func TestCrashBothWaysExactlyOnce(t *testing.T) {
 	}
 	var plan []kill
 	for i := 0; i < 2*kills; i++ {
-		plan = append(plan, kill{at: int64(100 + rng.Intn(2*n-400)), agent: i%2 == 1})
+		plan = append(plan, kill{at: int64(n/10 + rng.Intn(2*n-2*n/5)), agent: i%2 == 1})
 	}
 	sort.Slice(plan, func(i, j int) bool { return plan[i].at < plan[j].at })
 	var downtime []time.Duration
@@ -174,11 +185,14 @@ func TestCrashBothWaysExactlyOnce(t *testing.T) {
 	// Wait until everything arrived (or the deadline), then check.
 	var p2m, m2pTimeline []harness.TimelineMessage
 	var sent []harness.SentMsg
+	var sentErr error // the last failure to read the phone's sent list
 	for {
 		p2m = cli.Messages(portal, ghost)
 		m2pTimeline = cli.Messages(portal, user)
-		all, err := st.SentAt(ctx, ctl.Load().(string))
-		sent = sent[:0]
+		sctx, scancel := context.WithTimeout(ctx, 10*time.Second) // one hung call must not eat the budget
+		all, err := st.SentAt(sctx, ctl.Load().(string))
+		scancel()
+		sent, sentErr = sent[:0], err
 		if err == nil {
 			for _, s := range all {
 				if s.Chat == contact {
@@ -186,11 +200,18 @@ func TestCrashBothWaysExactlyOnce(t *testing.T) {
 				}
 			}
 		}
-		if len(p2m) >= n && len(sent) >= n && len(m2pTimeline) >= n {
+		// Distinct bodies: a duplicate must not end the wait before the
+		// last message is in (it would show up as lost).
+		if distinct(bodies(p2m)) >= n && distinct(sentTexts(sent)) >= n && distinct(bodies(m2pTimeline)) >= n {
 			break
 		}
 		if ctx.Err() != nil {
-			t.Errorf("deadline: phone→Matrix %d/%d, Matrix→phone %d/%d (timeline %d)", len(p2m), n, len(sent), n, len(m2pTimeline))
+			t.Errorf("deadline: phone→Matrix %d/%d, Matrix→phone %d/%d (timeline %d; reading the phone's sent list: %v)", len(p2m), n, len(sent), n, len(m2pTimeline), sentErr)
+			if sentErr != nil {
+				// A hung control API: have the agent dump its goroutines
+				// into its log (kept with RCSGATE_KEEP_LOGS).
+				_ = st.StopAgent(syscall.SIGQUIT)
+			}
 			break
 		}
 		tm := time.NewTimer(200 * time.Millisecond)
@@ -205,10 +226,7 @@ func TestCrashBothWaysExactlyOnce(t *testing.T) {
 	checkSeq(t, "phone→Matrix", bodies(p2m), "p2m", n)
 	// Matrix → phone: sim order = timeline order of the user's messages.
 	tl := bodies(m2pTimeline)
-	var sentBodies []string
-	for _, s := range sent {
-		sentBodies = append(sentBodies, s.Text)
-	}
+	sentBodies := sentTexts(sent)
 	checkSeq(t, "Matrix→phone (sim)", sentBodies, "m2p", n)
 	if fmt.Sprint(tl) != fmt.Sprint(sentBodies) {
 		t.Errorf("Matrix→phone: sim order differs from the timeline order of the user's messages")
@@ -219,9 +237,39 @@ func TestCrashBothWaysExactlyOnce(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("2×%d messages in %v (all handed in after %v); kills done in %v; inject retries %d", n, total.Round(time.Millisecond), handedIn.Round(time.Millisecond), downtime, injectRetries.Load())
+	t.Logf("%d messages each way in %v (all handed in after %v); kills done in %v; inject retries %d", n, total.Round(time.Millisecond), handedIn.Round(time.Millisecond), downtime, injectRetries.Load())
 	t.Logf("agent log: duplicate sends dropped by the phone %d, re-handed inbound %d; rcsgate log lines with 'duplicate' %d",
 		countLog(st.AgentLog(), "duplicate send dropped"), countLog(st.AgentLog(), "phone handed a message again"), countLog(st.GatewayLog(), "uplicate"))
+}
+
+// envInt reads a positive count from the environment, or def.
+func envInt(t *testing.T, name string, def int) int {
+	t.Helper()
+	s := os.Getenv(name)
+	if s == "" {
+		return def
+	}
+	v, err := strconv.Atoi(s)
+	if err != nil || v <= 0 {
+		t.Fatalf("%s=%q: want a positive integer", name, s)
+	}
+	return v
+}
+
+func distinct(s []string) int {
+	seen := map[string]bool{}
+	for _, b := range s {
+		seen[b] = true
+	}
+	return len(seen)
+}
+
+func sentTexts(sent []harness.SentMsg) []string {
+	out := make([]string, len(sent))
+	for i, s := range sent {
+		out[i] = s.Text
+	}
+	return out
 }
 
 func bodies(ms []harness.TimelineMessage) []string {
