@@ -172,13 +172,26 @@ func (in *inbound) queue(ev bridgev2.RemoteEvent) error {
 // settleCrashedSend): the Matrix send is marked in flight until it is done.
 func (in *inbound) message() error {
 	ctx := in.log.WithContext(context.Background())
-	if err := in.c.settleCrashedSend(ctx, in.msg.ID); err != nil {
+	crashed, err := in.c.store.InflightBefore(ctx, in.msg.ID, in.c.started)
+	if err != nil {
 		return err
+	}
+	if crashed {
+		// A send of ours was cut by a stop: let the homeserver finish it,
+		// then look for it in the room before sending again.
+		if err := in.c.settleCrashedSend(ctx, in.msg.ID); err != nil {
+			return err
+		}
+		if found, err := in.alreadyInRoom(ctx); err != nil {
+			return err
+		} else if found {
+			return in.c.store.ClearInflight(context.WithoutCancel(ctx), in.msg.ID)
+		}
 	}
 	if err := in.c.store.MarkInflight(ctx, in.msg.ID); err != nil {
 		return err
 	}
-	err := in.queue(&simplevent.Message[wire.Message]{
+	err = in.queue(&simplevent.Message[wire.Message]{
 		EventMeta:          in.meta(bridgev2.RemoteEventMessage),
 		Data:               in.msg,
 		ID:                 networkid.MessageID(in.msg.ID),
@@ -223,7 +236,7 @@ func (in *inbound) convert(ctx context.Context, portal *bridgev2.Portal, intent 
 	if msg.ReplyTo != "" {
 		cm.ReplyTo = &networkid.MessageOptionalPartID{MessageID: networkid.MessageID(msg.ReplyTo)}
 	}
-	extra := map[string]any{}
+	extra := map[string]any{msgIDKey: msg.ID}
 	if msg.Transport != "" {
 		extra["net.rcsgate.transport"] = msg.Transport
 	}

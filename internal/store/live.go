@@ -242,3 +242,15 @@ func (s *Store) InflightBefore(ctx context.Context, msgID string, t time.Time) (
 	}
 	return started < t.UnixMilli(), nil
 }
+
+// InflightSince returns when the send of msgID started, if it is in flight.
+func (s *Store) InflightSince(ctx context.Context, msgID string) (time.Time, bool, error) {
+	var started int64
+	err := s.db.QueryRowContext(ctx, `SELECT started_ms FROM inflight WHERE msg_id = ?`, msgID).Scan(&started)
+	if errors.Is(err, sql.ErrNoRows) {
+		return time.Time{}, false, nil
+	} else if err != nil {
+		return time.Time{}, false, fmt.Errorf("store: inflight: %w", err)
+	}
+	return time.UnixMilli(started), true, nil
+}

@@ -1,0 +1,93 @@
+package connector
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/rs/zerolog"
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/bridgev2/database"
+	"maunium.net/go/mautrix/bridgev2/networkid"
+	"maunium.net/go/mautrix/event"
+)
+
+// msgIDKey carries the phone message id in the Matrix event, so a send cut
+// short by a crash can be found in the room instead of being sent again: a
+// homeserver may commit an event yet not record its transaction id when the
+// request is cut (Dendrite 0.13 does), so the transaction id alone does not
+// make the resend idempotent.
+const msgIDKey = "net.rcsgate.msg_id"
+
+// maxRecoverPages bounds how far back (pages of 100) the lookup reads.
+const maxRecoverPages = 50
+
+// alreadyInRoom looks for the event of phone message msgID that a crashed
+// process may have sent. If it is there, the bridge's message row is
+// recorded for it and found is true: the message must not be sent again.
+func (in *inbound) alreadyInRoom(ctx context.Context) (found bool, err error) {
+	c := in.c
+	if c.status == nil || c.status.Connector == nil || c.status.Bot == nil {
+		return false, nil
+	}
+	portal, err := c.br.GetExistingPortalByKey(ctx, in.portal)
+	if err != nil || portal == nil || portal.MXID == "" {
+		return false, err
+	}
+	ghost, err := c.br.GetGhostByID(ctx, in.sender.Sender)
+	if err != nil || ghost == nil {
+		return false, err
+	}
+	since, inflight, err := c.store.InflightSince(ctx, in.msg.ID)
+	if err != nil || !inflight {
+		return false, err
+	}
+	// Page back through the room until events older than the cut send
+	// (with slack for clock skew); the other direction's traffic may have
+	// put many events after it.
+	oldest := since.Add(-time.Minute).UnixMilli()
+	want := ghost.Intent.GetMXID()
+	filter := &mautrix.FilterPart{Types: []event.Type{event.EventMessage, event.EventEncrypted}}
+	from := ""
+	for page := 0; page < maxRecoverPages; page++ {
+		resp, err := c.status.Bot.Messages(ctx, portal.MXID, from, "", mautrix.DirectionBackward, filter, 100)
+		if err != nil {
+			return false, fmt.Errorf("read room to recover a cut send: %w", err)
+		}
+		for _, evt := range resp.Chunk {
+			if evt.Timestamp < oldest {
+				return false, nil
+			}
+			if evt.Sender != want {
+				continue
+			}
+			if evt.Type == event.EventEncrypted && c.status.Crypto != nil {
+				evt.RoomID = portal.MXID
+				if dec, err := c.status.Crypto.Decrypt(ctx, evt); err == nil {
+					evt = dec
+				}
+			}
+			if err := evt.Content.ParseRaw(evt.Type); err != nil && evt.Content.Raw == nil {
+				continue
+			}
+			if got, _ := evt.Content.Raw[msgIDKey].(string); got != in.msg.ID {
+				continue
+			}
+			msg := &database.Message{
+				ID: networkid.MessageID(in.msg.ID), MXID: evt.ID, Room: in.portal, SenderID: in.sender.Sender,
+				SenderMXID: evt.Sender, Timestamp: time.UnixMilli(evt.Timestamp),
+			}
+			if err := c.br.DB.Message.Insert(ctx, msg); err != nil {
+				return false, fmt.Errorf("record recovered message: %w", err)
+			}
+			zerolog.Ctx(ctx).Info().Stringer("event_id", evt.ID).
+				Msg("Message sent before the bridge stopped was found in the room; not sending it again")
+			return true, nil
+		}
+		if resp.End == "" || len(resp.Chunk) == 0 {
+			break
+		}
+		from = resp.End
+	}
+	return false, nil
+}
