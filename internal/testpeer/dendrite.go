@@ -7,13 +7,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -43,16 +41,7 @@ const portAttempts = 3
 
 // Dendrite is a running Dendrite homeserver. StartDendrite returns it as a
 // Homeserver; the concrete type adds Dendrite-specific accessors.
-type Dendrite struct {
-	dir          string
-	configPath   string
-	serverName   string
-	url          string
-	sharedSecret string
-	client       *http.Client
-	proc         *process
-	startupTime  time.Duration
-}
+type Dendrite struct{ server }
 
 var _ Homeserver = (*Dendrite)(nil)
 
@@ -68,25 +57,10 @@ func StartDendrite(ctx context.Context, opts Options) (Homeserver, error) {
 }
 
 func startDendrite(ctx context.Context, opts Options) (*Dendrite, error) {
-	if opts.Dir == "" {
-		return nil, errors.New("testpeer: Options.Dir is required")
-	}
-	dir, err := filepath.Abs(opts.Dir)
+	dir, serverName, ctx, cancel, err := prepare(ctx, opts)
 	if err != nil {
-		return nil, fmt.Errorf("testpeer: state dir: %w", err)
+		return nil, err
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("testpeer: create state dir: %w", err)
-	}
-	serverName := opts.ServerName
-	if serverName == "" {
-		serverName = defaultServerName
-	}
-	timeout := opts.StartTimeout
-	if timeout <= 0 {
-		timeout = defaultStartTimeout
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
 	bins := map[string]string{}
@@ -105,63 +79,22 @@ func startDendrite(ctx context.Context, opts Options) (*Dendrite, error) {
 		return nil, err
 	}
 
-	d := &Dendrite{
+	d := &Dendrite{server{
+		kind:         "dendrite",
 		dir:          dir,
 		configPath:   configPath,
 		serverName:   serverName,
 		sharedSecret: secret,
+		logFile:      dendriteLogFile,
 		client:       newLoopbackClient(),
-	}
-	attempts := 1
-	if opts.Port == 0 {
-		attempts = portAttempts
-	}
-	for attempt := 1; ; attempt++ {
-		port := opts.Port
-		if port == 0 {
-			pick := opts.pickPort
-			if pick == nil {
-				pick = FreeLoopbackPort
-			}
-			if port, err = pick(); err != nil {
-				return nil, err
-			}
-		}
-		err = d.run(ctx, bins[dendriteBin], port)
-		if err == nil {
-			return d, nil
-		}
-		if attempt >= attempts || !errors.Is(err, errExitedEarly) ||
-			!strings.Contains(d.proc.logTail(), "address already in use") {
-			return nil, err
-		}
-	}
-}
-
-// run starts one Dendrite process on port and waits for readiness; on
-// failure the process is stopped and the error carries the log tail.
-func (d *Dendrite) run(ctx context.Context, bin string, port int) error {
-	addr := "127.0.0.1:" + strconv.Itoa(port)
-	args := []string{
-		"--config", d.configPath,
-		"--http-bind-address", addr,
-	}
-	started := time.Now()
-	proc, err := startProcess(bin, args, d.dir, filepath.Join(d.dir, dendriteLogFile))
+	}}
+	err = d.start(ctx, opts, bins[dendriteBin], func(port int) ([]string, error) {
+		return []string{"--config", d.configPath, "--http-bind-address", "127.0.0.1:" + strconv.Itoa(port)}, nil
+	}, func(tail string) bool { return strings.Contains(tail, "address already in use") })
 	if err != nil {
-		return err
+		return nil, err
 	}
-	d.proc = proc
-	d.url = "http://" + addr
-	if err := waitReady(ctx, d.client, proc, d.url+"/_matrix/client/versions"); err != nil {
-		stopErr := proc.stop()
-		return errors.Join(
-			fmt.Errorf("testpeer: dendrite on %s: %w\n--- tail of %s ---\n%s", addr, err, proc.logPath, proc.logTail()),
-			stopErr,
-		)
-	}
-	d.startupTime = time.Since(started)
-	return nil
+	return d, nil
 }
 
 // writeDendriteConfig generates a config with Dendrite's own tool and
@@ -305,47 +238,4 @@ func randomHex(n int) (string, error) {
 		return "", fmt.Errorf("testpeer: random secret: %w", err)
 	}
 	return hex.EncodeToString(b), nil
-}
-
-// Kind implements Homeserver.
-func (d *Dendrite) Kind() string { return "dendrite" }
-
-// URL implements Homeserver.
-func (d *Dendrite) URL() string { return d.url }
-
-// ServerName implements Homeserver.
-func (d *Dendrite) ServerName() string { return d.serverName }
-
-// LogPath implements Homeserver.
-func (d *Dendrite) LogPath() string { return d.proc.logPath }
-
-// Dir is the state directory.
-func (d *Dendrite) Dir() string { return d.dir }
-
-// ConfigPath is the generated dendrite.yaml.
-func (d *Dendrite) ConfigPath() string { return d.configPath }
-
-// SharedSecret is the registration shared secret, for callers that want to
-// drive /_synapse/admin/v1/register themselves.
-func (d *Dendrite) SharedSecret() string { return d.sharedSecret }
-
-// StartupTime is how long the last start took from exec to readiness.
-func (d *Dendrite) StartupTime() time.Duration { return d.startupTime }
-
-// RegisterUser implements Homeserver.
-func (d *Dendrite) RegisterUser(ctx context.Context, localpart, password string, admin bool) (string, error) {
-	acct, err := d.RegisterAccount(ctx, localpart, password, admin)
-	return acct.UserID, err
-}
-
-// RegisterAccount implements Homeserver.
-func (d *Dendrite) RegisterAccount(ctx context.Context, localpart, password string, admin bool) (Account, error) {
-	return registerSharedSecret(ctx, d.client, d.url, d.sharedSecret, localpart, password, admin)
-}
-
-// Stop implements Homeserver.
-func (d *Dendrite) Stop() error {
-	err := d.proc.stop()
-	d.client.CloseIdleConnections()
-	return err
 }

@@ -7,12 +7,9 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -35,16 +32,7 @@ const (
 
 // Synapse is a running Synapse homeserver (SQLite, one loopback client
 // listener, no federation). StartSynapse returns it as a Homeserver.
-type Synapse struct {
-	dir          string
-	configPath   string
-	serverName   string
-	url          string
-	sharedSecret string
-	client       *http.Client
-	proc         *process
-	startupTime  time.Duration
-}
+type Synapse struct{ server }
 
 var _ Homeserver = (*Synapse)(nil)
 
@@ -60,25 +48,10 @@ func StartSynapse(ctx context.Context, opts Options) (Homeserver, error) {
 }
 
 func startSynapse(ctx context.Context, opts Options) (*Synapse, error) {
-	if opts.Dir == "" {
-		return nil, errors.New("testpeer: Options.Dir is required")
-	}
-	dir, err := filepath.Abs(opts.Dir)
+	dir, serverName, ctx, cancel, err := prepare(ctx, opts)
 	if err != nil {
-		return nil, fmt.Errorf("testpeer: state dir: %w", err)
+		return nil, err
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("testpeer: create state dir: %w", err)
-	}
-	serverName := opts.ServerName
-	if serverName == "" {
-		serverName = defaultServerName
-	}
-	timeout := opts.StartTimeout
-	if timeout <= 0 {
-		timeout = defaultStartTimeout
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
 	bin, err := findBinary(opts.BinDir, synapseBin)
@@ -96,64 +69,29 @@ func startSynapse(ctx context.Context, opts Options) (*Synapse, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Synapse{
+	s := &Synapse{server{
+		kind:         "synapse",
 		dir:          dir,
 		configPath:   filepath.Join(dir, synapseConfigFile),
 		serverName:   serverName,
 		sharedSecret: secret,
+		logFile:      synapseLogFile,
 		client:       newLoopbackClient(),
-	}
-	attempts := 1
-	if opts.Port == 0 {
-		attempts = portAttempts
-	}
-	for attempt := 1; ; attempt++ {
-		port := opts.Port
-		if port == 0 {
-			pick := opts.pickPort
-			if pick == nil {
-				pick = FreeLoopbackPort
-			}
-			if port, err = pick(); err != nil {
-				return nil, err
-			}
-		}
+	}}
+	err = s.start(ctx, opts, bin, func(port int) ([]string, error) {
 		// The port lives in the config, so each attempt rewrites it.
 		if err := writeSynapseConfig(s.configPath, dir, serverName, port, secret, asFiles); err != nil {
 			return nil, err
 		}
-		err = s.run(ctx, bin, port)
-		if err == nil {
-			return s, nil
-		}
+		return []string{"--config-path", s.configPath}, nil
+	}, func(tail string) bool {
 		// Twisted says "Address already in use"; Go's net says it lower-case.
-		if attempt >= attempts || !errors.Is(err, errExitedEarly) ||
-			!strings.Contains(strings.ToLower(s.proc.logTail()), "address already in use") {
-			return nil, err
-		}
-	}
-}
-
-// run starts one Synapse process on port and waits for readiness; on
-// failure the process is stopped and the error carries the log tail.
-func (s *Synapse) run(ctx context.Context, bin string, port int) error {
-	addr := "127.0.0.1:" + strconv.Itoa(port)
-	started := time.Now()
-	proc, err := startProcess(bin, []string{"--config-path", s.configPath}, s.dir, filepath.Join(s.dir, synapseLogFile))
+		return strings.Contains(strings.ToLower(tail), "address already in use")
+	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	s.proc = proc
-	s.url = "http://" + addr
-	if err := waitReady(ctx, s.client, proc, s.url+"/_matrix/client/versions"); err != nil {
-		stopErr := proc.stop()
-		return errors.Join(
-			fmt.Errorf("testpeer: synapse on %s: %w\n--- tail of %s ---\n%s", addr, err, proc.logPath, proc.logTail()),
-			stopErr,
-		)
-	}
-	s.startupTime = time.Since(started)
-	return nil
+	return s, nil
 }
 
 // absRegistrations makes registration paths absolute and checks they exist,
@@ -267,46 +205,4 @@ func writeSynapseConfig(path, dir, serverName string, port int, secret string, a
 		return fmt.Errorf("testpeer: write synapse config: %w", err)
 	}
 	return nil
-}
-
-// Kind implements Homeserver.
-func (s *Synapse) Kind() string { return "synapse" }
-
-// URL implements Homeserver.
-func (s *Synapse) URL() string { return s.url }
-
-// ServerName implements Homeserver.
-func (s *Synapse) ServerName() string { return s.serverName }
-
-// LogPath implements Homeserver.
-func (s *Synapse) LogPath() string { return s.proc.logPath }
-
-// Dir is the state directory.
-func (s *Synapse) Dir() string { return s.dir }
-
-// ConfigPath is the generated homeserver.yaml.
-func (s *Synapse) ConfigPath() string { return s.configPath }
-
-// SharedSecret is the registration shared secret.
-func (s *Synapse) SharedSecret() string { return s.sharedSecret }
-
-// StartupTime is how long the last start took from exec to readiness.
-func (s *Synapse) StartupTime() time.Duration { return s.startupTime }
-
-// RegisterUser implements Homeserver.
-func (s *Synapse) RegisterUser(ctx context.Context, localpart, password string, admin bool) (string, error) {
-	acct, err := s.RegisterAccount(ctx, localpart, password, admin)
-	return acct.UserID, err
-}
-
-// RegisterAccount implements Homeserver.
-func (s *Synapse) RegisterAccount(ctx context.Context, localpart, password string, admin bool) (Account, error) {
-	return registerSharedSecret(ctx, s.client, s.url, s.sharedSecret, localpart, password, admin)
-}
-
-// Stop implements Homeserver.
-func (s *Synapse) Stop() error {
-	err := s.proc.stop()
-	s.client.CloseIdleConnections()
-	return err
 }
