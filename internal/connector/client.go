@@ -248,11 +248,9 @@ func (d *deviceClient) ResolveIdentifier(ctx context.Context, identifier string,
 // when a crashed bridge is back within milliseconds.
 const crashSettle = 5 * time.Second
 
+// settleCrashedSend waits out crashSettle after start for a message whose
+// send a previous process began.
 func (c *Connector) settleCrashedSend(ctx context.Context, msgID string) error {
-	crashed, err := c.store.InflightBefore(ctx, msgID, c.started)
-	if err != nil || !crashed {
-		return err
-	}
 	wait := time.Until(c.started.Add(crashSettle))
 	if wait <= 0 {
 		return nil

@@ -172,17 +172,17 @@ func (in *inbound) queue(ev bridgev2.RemoteEvent) error {
 // settleCrashedSend): the Matrix send is marked in flight until it is done.
 func (in *inbound) message() error {
 	ctx := in.log.WithContext(context.Background())
-	crashed, err := in.c.store.InflightBefore(ctx, in.msg.ID, in.c.started)
+	since, inflight, err := in.c.store.InflightSince(ctx, in.msg.ID)
 	if err != nil {
 		return err
 	}
-	if crashed {
+	if inflight && since.UnixMilli() < in.c.started.UnixMilli() {
 		// A send of ours was cut by a stop: let the homeserver finish it,
 		// then look for it in the room before sending again.
 		if err := in.c.settleCrashedSend(ctx, in.msg.ID); err != nil {
 			return err
 		}
-		if found, err := in.alreadyInRoom(ctx); err != nil {
+		if found, err := in.alreadyInRoom(ctx, since); err != nil {
 			return err
 		} else if found {
 			return in.c.store.ClearInflight(context.WithoutCancel(ctx), in.msg.ID)

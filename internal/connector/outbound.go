@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"maunium.net/go/mautrix/bridgev2"
@@ -107,13 +106,15 @@ func (d *deviceClient) caps(transport string) (wire.Caps, bool) {
 	if transport == "" {
 		transport = wire.TransportRCS
 	}
-	c, ok := all[transport]
-	if !ok {
-		for _, c = range all {
-			break
+	if c, ok := all[transport]; ok {
+		return c, true
+	}
+	if len(all) == 1 { // a single-transport phone (SMS only) carries every chat that way
+		for _, c := range all {
+			return c, true
 		}
 	}
-	return c, true
+	return wire.Caps{}, false // a transport the phone did not describe: it decides
 }
 
 // HandleMatrixMessage queues text, notices, emotes and files (with replies).
@@ -303,8 +304,5 @@ func (d *deviceClient) HandleMatrixTyping(ctx context.Context, msg *bridgev2.Mat
 	if err != nil {
 		return err
 	}
-	if err := d.c.ch.SendTyping(d.deviceID, chat, msg.IsTyping); err != nil && !strings.Contains(err.Error(), "not connected") {
-		return err
-	}
-	return nil
+	return d.c.ch.SendTyping(d.deviceID, chat, msg.IsTyping)
 }

@@ -22,10 +22,10 @@ const msgIDKey = "net.rcsgate.msg_id"
 // maxRecoverPages bounds how far back (pages of 100) the lookup reads.
 const maxRecoverPages = 50
 
-// alreadyInRoom looks for the event of phone message msgID that a crashed
-// process may have sent. If it is there, the bridge's message row is
+// alreadyInRoom looks for the event of the phone message whose send a
+// stopped process began at since. If it is there, the bridge's message row is
 // recorded for it and found is true: the message must not be sent again.
-func (in *inbound) alreadyInRoom(ctx context.Context) (found bool, err error) {
+func (in *inbound) alreadyInRoom(ctx context.Context, since time.Time) (found bool, err error) {
 	c := in.c
 	if c.status == nil || c.status.Connector == nil || c.status.Bot == nil {
 		return false, nil
@@ -36,10 +36,6 @@ func (in *inbound) alreadyInRoom(ctx context.Context) (found bool, err error) {
 	}
 	ghost, err := c.br.GetGhostByID(ctx, in.sender.Sender)
 	if err != nil || ghost == nil {
-		return false, err
-	}
-	since, inflight, err := c.store.InflightSince(ctx, in.msg.ID)
-	if err != nil || !inflight {
 		return false, err
 	}
 	// Page back through the room until events older than the cut send

@@ -32,29 +32,26 @@ func (c *Connector) watchLoop(ctx context.Context) {
 
 func (c *Connector) checkUnconfirmed(ctx context.Context) {
 	now := time.Now()
-	late, err := c.store.Unconfirmed(ctx, now.Add(-c.cfg.ConfirmAfter))
+	devices, err := c.store.Devices(ctx)
 	if err != nil {
 		c.br.Log.Err(err).Msg("Checking unconfirmed messages failed")
 		return
 	}
 	// A phone is only late with what it had time for: count from when it
 	// connected, not from when a message was queued for an offline phone.
-	since := map[string]time.Time{}
-	connectedSince := func(dev string) (time.Time, bool) {
-		if t, ok := since[dev]; ok {
-			return t, !t.IsZero()
+	since := make(map[string]time.Time, len(devices))
+	for _, d := range devices {
+		if c.ch.Connected(d.ID) && !d.Connected.IsZero() {
+			since[d.ID] = d.Connected
 		}
-		var t time.Time
-		if c.ch.Connected(dev) {
-			if d, err := c.store.GetDevice(ctx, dev); err == nil {
-				t = d.Connected
-			}
-		}
-		since[dev] = t
-		return t, !t.IsZero()
+	}
+	late, err := c.store.Unconfirmed(ctx, now.Add(-c.cfg.ConfirmAfter))
+	if err != nil {
+		c.br.Log.Err(err).Msg("Checking unconfirmed messages failed")
+		return
 	}
 	for _, m := range late {
-		up, ok := connectedSince(m.DeviceID)
+		up, ok := since[m.DeviceID]
 		if !ok || now.Sub(up) < c.cfg.ConfirmAfter {
 			continue // offline (its status already says so) or just back
 		}
@@ -63,19 +60,14 @@ func (c *Connector) checkUnconfirmed(ctx context.Context) {
 			c.br.Log.Err(err).Msg("Recording an unconfirmed warning failed")
 		}
 	}
-	all, err := c.store.Devices(ctx)
-	if err != nil {
-		return
-	}
-	for _, d := range all {
-		dev := d.ID
-		oldest, any, err := c.store.OldestUnconfirmed(ctx, dev)
+	for _, d := range devices {
+		oldest, any, err := c.store.OldestUnconfirmed(ctx, d.ID)
 		if err != nil {
 			continue
 		}
-		up, ok := connectedSince(dev)
+		up, ok := since[d.ID]
 		stuck := any && ok && now.Sub(oldest) > c.cfg.UnresponsiveAfter && now.Sub(up) > c.cfg.UnresponsiveAfter
-		c.setUnresponsive(dev, stuck)
+		c.setUnresponsive(d.ID, stuck)
 	}
 }
 

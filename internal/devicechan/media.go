@@ -37,11 +37,12 @@ func (s *Server) FetchMedia(ctx context.Context, deviceID, msgID, want string, d
 }
 
 // SendTyping tells a connected device that a Matrix user is (or stopped)
-// typing; nothing happens when it is offline (typing goes stale).
+// typing; nothing happens when it is offline (typing goes stale by the time
+// it is back, so that is not an error).
 func (s *Server) SendTyping(deviceID, chat string, active bool) error {
 	sess := s.session(deviceID)
 	if sess == nil {
-		return ErrNotConnected
+		return nil
 	}
 	return sess.write(wire.Typing{Chat: chat, Active: active})
 }

@@ -230,19 +230,6 @@ func (s *Store) ClearInflight(ctx context.Context, msgID string) error {
 	return nil
 }
 
-// InflightBefore reports whether a send of msgID started before t (by a
-// process that then died) and never finished.
-func (s *Store) InflightBefore(ctx context.Context, msgID string, t time.Time) (bool, error) {
-	var started int64
-	err := s.db.QueryRowContext(ctx, `SELECT started_ms FROM inflight WHERE msg_id = ?`, msgID).Scan(&started)
-	if errors.Is(err, sql.ErrNoRows) {
-		return false, nil
-	} else if err != nil {
-		return false, fmt.Errorf("store: inflight: %w", err)
-	}
-	return started < t.UnixMilli(), nil
-}
-
 // InflightSince returns when the send of msgID started, if it is in flight.
 func (s *Store) InflightSince(ctx context.Context, msgID string) (time.Time, bool, error) {
 	var started int64
