@@ -189,11 +189,7 @@ func (d *deviceClient) GetUserInfo(ctx context.Context, ghost *bridgev2.Ghost) (
 func (d *deviceClient) GetCapabilities(ctx context.Context, portal *bridgev2.Portal) *event.RoomFeatures {
 	rf := &event.RoomFeatures{ID: "net.rcsgate.capabilities.v2", MaxTextLength: wire.MaxTextLen}
 	st, _ := d.c.store.GetChat(ctx, string(portal.ID))
-	transport := st.Prefer
-	if transport == "" {
-		transport = st.Transport
-	}
-	caps, known := d.caps(transport)
+	caps, known := d.caps(st.Carrier())
 	if !known { // offline: assume RCS, the phone refuses what it can't carry
 		caps = wire.Caps{MaxFileSize: wire.MaxMediaSize, Replies: true, Reactions: true, Edits: true, Deletes: true, ReadReceipts: true, Typing: true}
 	}

@@ -42,16 +42,17 @@ func (d *deviceClient) chatOf(ctx context.Context, portal *bridgev2.Portal) (str
 // outgoing fills what every event to the phone carries: the chat, the
 // transport the user prefers and the SIM the chat lives on (never the wrong
 // SIM on a dual-SIM phone: replies go out on the SIM the contact wrote to).
-func (d *deviceClient) outgoing(ctx context.Context, portal *bridgev2.Portal, evt *event.Event, kind string) (wire.Message, error) {
+// It also returns what the bridge knows of the chat.
+func (d *deviceClient) outgoing(ctx context.Context, portal *bridgev2.Portal, evt *event.Event, kind string) (wire.Message, store.Chat, error) {
 	chat, st, err := d.chatOf(ctx, portal)
 	if err != nil {
-		return wire.Message{}, err
+		return wire.Message{}, st, err
 	}
 	sim := st.SIM
 	if d.sim >= 2 || (d.sim == 0 && d.multiSIM()) {
 		sim = max(d.sim, 1) // this login is one SIM of a dual-SIM phone
 	}
-	return wire.Message{ID: string(evt.ID), Kind: kind, Chat: chat, TSMS: evt.Timestamp, Transport: st.Prefer, SIM: sim}, nil
+	return wire.Message{ID: string(evt.ID), Kind: kind, Chat: chat, TSMS: evt.Timestamp, Transport: st.Prefer, SIM: sim}, st, nil
 }
 
 // multiSIM reports whether the phone announced several SIMs.
@@ -120,7 +121,7 @@ func (d *deviceClient) caps(transport string) (wire.Caps, bool) {
 // HandleMatrixMessage queues text, notices, emotes and files (with replies).
 func (d *deviceClient) HandleMatrixMessage(ctx context.Context, msg *bridgev2.MatrixMessage) (*bridgev2.MatrixMessageResponse, error) {
 	c := msg.Content
-	m, err := d.outgoing(ctx, msg.Portal, msg.Event, wire.KindText)
+	m, st, err := d.outgoing(ctx, msg.Portal, msg.Event, wire.KindText)
 	if err != nil {
 		return nil, err
 	}
@@ -133,7 +134,7 @@ func (d *deviceClient) HandleMatrixMessage(ctx context.Context, msg *bridgev2.Ma
 	case event.MsgEmote:
 		m.Text = "* " + c.Body
 	case event.MsgImage, event.MsgVideo, event.MsgAudio, event.MsgFile:
-		if err := d.mediaFrom(ctx, msg, &m); err != nil {
+		if err := d.mediaFrom(ctx, msg, st.Carrier(), &m); err != nil {
 			return nil, err
 		}
 	default:
@@ -154,7 +155,7 @@ func (d *deviceClient) HandleMatrixMessage(ctx context.Context, msg *bridgev2.Ma
 
 // mediaFrom turns a Matrix file into a media message. The bytes stay in the
 // homeserver's media repository until the agent pulls them.
-func (d *deviceClient) mediaFrom(ctx context.Context, msg *bridgev2.MatrixMessage, m *wire.Message) error {
+func (d *deviceClient) mediaFrom(ctx context.Context, msg *bridgev2.MatrixMessage, transport string, m *wire.Message) error {
 	c := msg.Content
 	url, fileJSON := c.URL, ""
 	if c.File != nil {
@@ -188,12 +189,6 @@ func (d *deviceClient) mediaFrom(ctx context.Context, msg *bridgev2.MatrixMessag
 	if md.Size > wire.MaxMediaSize {
 		return refuse(fmt.Sprintf("Not sent: the file is %s; phones take files up to %s", humanBytes(md.Size), humanBytes(wire.MaxMediaSize)))
 	}
-	transport := m.Transport
-	if transport == "" { // no preference: what the chat last used
-		if st, err := d.c.store.GetChat(ctx, string(msg.Portal.ID)); err == nil {
-			transport = st.Transport
-		}
-	}
 	if caps, known := d.caps(transport); known {
 		switch {
 		case caps.MaxFileSize == 0:
@@ -219,7 +214,7 @@ func humanBytes(n int64) string {
 // HandleMatrixEdit sends the new text; phones without edits get a refusal
 // from the backend, which the sender sees.
 func (d *deviceClient) HandleMatrixEdit(ctx context.Context, msg *bridgev2.MatrixEdit) error {
-	m, err := d.outgoing(ctx, msg.Portal, msg.Event, wire.KindEdit)
+	m, _, err := d.outgoing(ctx, msg.Portal, msg.Event, wire.KindEdit)
 	if err != nil {
 		return err
 	}
@@ -241,7 +236,7 @@ func (d *deviceClient) PreHandleMatrixReaction(ctx context.Context, msg *bridgev
 }
 
 func (d *deviceClient) HandleMatrixReaction(ctx context.Context, msg *bridgev2.MatrixReaction) (*database.Reaction, error) {
-	m, err := d.outgoing(ctx, msg.Portal, msg.Event, wire.KindReaction)
+	m, _, err := d.outgoing(ctx, msg.Portal, msg.Event, wire.KindReaction)
 	if err != nil {
 		return nil, err
 	}
@@ -250,7 +245,7 @@ func (d *deviceClient) HandleMatrixReaction(ctx context.Context, msg *bridgev2.M
 }
 
 func (d *deviceClient) HandleMatrixReactionRemove(ctx context.Context, msg *bridgev2.MatrixReactionRemove) error {
-	m, err := d.outgoing(ctx, msg.Portal, msg.Event, wire.KindUnreact)
+	m, _, err := d.outgoing(ctx, msg.Portal, msg.Event, wire.KindUnreact)
 	if err != nil {
 		return err
 	}
@@ -264,7 +259,7 @@ func (d *deviceClient) HandleMatrixReactionRemove(ctx context.Context, msg *brid
 // HandleMatrixMessageRemove unsends the message on the phone where the
 // transport allows it.
 func (d *deviceClient) HandleMatrixMessageRemove(ctx context.Context, msg *bridgev2.MatrixMessageRemove) error {
-	m, err := d.outgoing(ctx, msg.Portal, msg.Event, wire.KindDelete)
+	m, _, err := d.outgoing(ctx, msg.Portal, msg.Event, wire.KindDelete)
 	if err != nil {
 		return err
 	}

@@ -50,6 +50,15 @@ type Chat struct {
 	GroupJSON string // wire.Group, for group chats
 }
 
+// Carrier is the transport the chat goes over: the user's choice, else what
+// the phone last used ("" unknown).
+func (c Chat) Carrier() string {
+	if c.Prefer != "" {
+		return c.Prefer
+	}
+	return c.Transport
+}
+
 // GetChat returns what is known of a chat (a zero Chat when nothing is).
 func (s *Store) GetChat(ctx context.Context, opaqueID string) (Chat, error) {
 	c := Chat{OpaqueID: opaqueID}
