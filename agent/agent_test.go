@@ -89,9 +89,11 @@ func newFakeServer(t *testing.T, reply func(wire.Hello) wire.Msg) *fakeServer {
 	return newFakeServerOpts(t, fakeOpts{reply: reply})
 }
 
-func newFakeServerOpts(t *testing.T, o fakeOpts) *fakeServer {
+// newServerIdentity makes a fake server's device CA, channel certificate,
+// pairing token and TLS config (fixed ticket keys, shared by the clones
+// quic-go makes, so sessions resume).
+func newServerIdentity(t *testing.T, o fakeOpts) (*fakeServer, *tls.Config) {
 	t.Helper()
-	reply := o.reply
 	dir := t.TempDir()
 	ca, err := pki.LoadOrCreateCA(dir)
 	if err != nil {
@@ -102,7 +104,7 @@ func newFakeServerOpts(t *testing.T, o fakeOpts) *fakeServer {
 		t.Fatal(err)
 	}
 	tok, _ := pki.NewToken()
-	s := &fakeServer{t: t, ca: ca, pin: pki.Pin(cert.Leaf), token: tok, reply: reply, opts: o, chans: make(chan *peer, 16)}
+	s := &fakeServer{t: t, ca: ca, pin: pki.Pin(cert.Leaf), token: tok, reply: o.reply, opts: o, chans: make(chan *peer, 16)}
 	tlsConf := &tls.Config{
 		MinVersion:   tls.VersionTLS13,
 		Certificates: []tls.Certificate{cert},
@@ -112,7 +114,13 @@ func newFakeServerOpts(t *testing.T, o fakeOpts) *fakeServer {
 	}
 	var key [32]byte
 	_, _ = rand.Read(key[:])
-	tlsConf.SetSessionTicketKeys([][32]byte{key}) // fixed keys, shared by the clones quic-go makes
+	tlsConf.SetSessionTicketKeys([][32]byte{key})
+	return s, tlsConf
+}
+
+func newFakeServerOpts(t *testing.T, o fakeOpts) *fakeServer {
+	t.Helper()
+	s, tlsConf := newServerIdentity(t, o)
 	tlsConf.UnwrapSession = func(identity []byte, cs tls.ConnectionState) (*tls.SessionState, error) {
 		if s.rejectTickets.Load() {
 			return nil, nil

@@ -22,7 +22,6 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/rcsgate/rcsgate/internal/atomicfile"
-	"github.com/rcsgate/rcsgate/internal/pki"
 	"github.com/rcsgate/rcsgate/internal/wire"
 )
 
@@ -321,26 +320,8 @@ type restartableServer struct {
 
 func newRestartableServer(t *testing.T, ping time.Duration) *restartableServer {
 	t.Helper()
-	dir := t.TempDir()
-	ca, err := pki.LoadOrCreateCA(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := pki.LoadOrCreateChannelCert(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, _ := pki.NewToken()
-	tlsConf := &tls.Config{
-		MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert},
-		NextProtos: []string{wire.ALPNChannel, wire.ALPNPair},
-		ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: ca.Pool(),
-	}
-	var tk [32]byte
-	_, _ = crand.Read(tk[:])
-	tlsConf.SetSessionTicketKeys([][32]byte{tk})
-	r := &restartableServer{t: t, tlsConf: tlsConf, ping: ping,
-		fakeServer: &fakeServer{t: t, ca: ca, pin: pki.Pin(cert.Leaf), token: tok, opts: fakeOpts{early: true}, chans: make(chan *peer, 16)}}
+	fs, tlsConf := newServerIdentity(t, fakeOpts{early: true})
+	r := &restartableServer{t: t, tlsConf: tlsConf, ping: ping, fakeServer: fs}
 	_, _ = crand.Read(r.key[:])
 	r.start()
 	t.Cleanup(r.kill)
