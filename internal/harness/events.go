@@ -79,6 +79,11 @@ func (st *Stack) WaitSent(ctx context.Context, match func(sim.Sent) bool) (sim.S
 }
 
 func (st *Stack) control(ctx context.Context, method, path string, in, out any) error {
+	return controlAt(ctx, st.ControlURL, method, path, in, out)
+}
+
+// controlAt calls the sim's control API at base; it answers 200 or 202.
+func controlAt(ctx context.Context, base, method, path string, in, out any) error {
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
@@ -87,7 +92,7 @@ func (st *Stack) control(ctx context.Context, method, path string, in, out any) 
 		}
 		body = bytes.NewReader(b)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, st.ControlURL+path, body)
+	req, err := http.NewRequestWithContext(ctx, method, base+path, body)
 	if err != nil {
 		return err
 	}
@@ -97,7 +102,7 @@ func (st *Stack) control(ctx context.Context, method, path string, in, out any) 
 		return fmt.Errorf("sim %s: %w", path, err)
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusAccepted {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 		return fmt.Errorf("sim %s: HTTP %d: %s", path, resp.StatusCode, b)
 	}
