@@ -135,11 +135,15 @@ type Agent struct {
 
 	connMu sync.Mutex
 	connCh chan struct{} // closed at the next connect or disconnect
+
+	st         statusState   // see Status
+	netChanged chan struct{} // NetworkChanged: check the route / redial now
 }
 
 // setConnected records the channel state and wakes connChanged waiters.
 func (a *Agent) setConnected(up bool) {
 	a.connected.Store(up)
+	a.st.noteConnected(up, time.Now())
 	a.connMu.Lock()
 	if a.connCh != nil {
 		close(a.connCh)
@@ -202,6 +206,7 @@ func New(cfg Config) (*Agent, error) {
 		cfg: cfg, log: cfg.Log, j: j,
 		tickets:    tls.NewLRUClientSessionCache(8),
 		migrateNow: make(chan struct{}, 1),
+		netChanged: make(chan struct{}, 1),
 	}
 	st, d := j.Stats(), j.Depth()
 	ev := a.log.Info()
@@ -398,6 +403,7 @@ func (a *Agent) Run(ctx context.Context) error {
 				pr.arm()
 			}
 		}
+		a.st.noteDown(err)
 		if a.cfg.OnRetry != nil {
 			a.cfg.OnRetry(delay, err)
 		}
@@ -413,6 +419,9 @@ func (a *Agent) Run(ctx context.Context) error {
 			t.Stop()
 			cutShort = true
 			a.log.Info().Msg("server answers again; reconnecting now")
+		case <-a.netChanged:
+			t.Stop()
+			a.log.Info().Msg("the phone's network changed; reconnecting now")
 		}
 	}
 }

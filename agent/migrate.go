@@ -51,6 +51,7 @@ func (s *session) watchNetwork(ctx context.Context) error {
 		case <-t.C:
 		case <-s.a.migrateNow:
 			force = true
+		case <-s.a.netChanged: // the phone says so: check now
 		}
 		ip, err := routeSource(raddr)
 		if err != nil {

@@ -4,8 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 
-	"github.com/rs/zerolog"
-
 	"github.com/rcsgate/rcsgate/agent/backend"
 	"github.com/rcsgate/rcsgate/agent/backend/smsgateway"
 )
@@ -16,7 +14,7 @@ func init() {
 
 // openSMSGateway opens the SMS Gateway for Android backend; its settings
 // (docs/backends/smsgateway.md) come from --backend-config.
-func openSMSGateway(log zerolog.Logger, stateDir string, config json.RawMessage) (backend.Backend, error) {
+func openSMSGateway(env backendEnv, config json.RawMessage) (backend.Backend, error) {
 	if config == nil {
 		return nil, errors.New("backend smsgateway needs --backend-config (see docs/backends/smsgateway.md)")
 	}
@@ -24,5 +22,5 @@ func openSMSGateway(log zerolog.Logger, stateDir string, config json.RawMessage)
 	if err := decodeBackendConfig(config, &cfg); err != nil {
 		return nil, err
 	}
-	return smsgateway.Open(log, stateDir, cfg)
+	return smsgateway.Open(env.Log, env.StateDir, cfg)
 }

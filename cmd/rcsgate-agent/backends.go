@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"sort"
 	"strings"
@@ -13,8 +14,16 @@ import (
 )
 
 // backendOpener opens one backend. config is the backend's own JSON object
-// from --backend-config (nil when none was given); stateDir is the agent's.
-type backendOpener func(log zerolog.Logger, stateDir string, config json.RawMessage) (backend.Backend, error)
+// from --backend-config (nil when none was given).
+type backendOpener func(env backendEnv, config json.RawMessage) (backend.Backend, error)
+
+// backendEnv is what the agent gives a backend when opening it.
+type backendEnv struct {
+	Log      zerolog.Logger
+	StateDir string    // the agent's
+	Stdin    io.Reader // the agent's own stdin and stdout (the stdio backend)
+	Stdout   io.Writer
+}
 
 // backendOpeners holds every backend this build has; each backend_*.go file
 // adds its own in init, so adding a backend touches no shared code.

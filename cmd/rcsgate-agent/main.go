@@ -36,7 +36,7 @@ const stateEnv = "RCSGATE_AGENT_STATE"
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
 }
@@ -44,8 +44,8 @@ func main() {
 const topUsage = `rcsgate-agent relays RCS/SMS between this phone and an rcsgate server.
 
 Usage:
-  rcsgate-agent pair [--state DIR] [--name NAME] [--force] LINK
-  rcsgate-agent run  [--state DIR] [--backend sim] [--control 127.0.0.1:0]
+  rcsgate-agent pair [--state DIR] [--name NAME] [--force] [--dns IP,...] LINK
+  rcsgate-agent run  [--state DIR] [--backend sim] [--control 127.0.0.1:0] [--dns IP,...]
   rcsgate-agent sim inject [--control ADDR | --state DIR] --from NUMBER --text TEXT
   rcsgate-agent id   [--state DIR]
   rcsgate-agent version
@@ -62,7 +62,7 @@ func (e usageError) Error() string { return e.msg }
 // errUsagePrinted: the flag package already printed the problem and usage.
 var errUsagePrinted = errors.New("usage")
 
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, topUsage)
 		return 2
@@ -79,7 +79,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "pair":
 		err = cmdPair(ctx, args[1:], stdout, stderr)
 	case "run":
-		err = cmdRun(ctx, args[1:], stderr)
+		err = cmdRun(ctx, args[1:], stdin, stdout, stderr)
 	case "id":
 		err = cmdID(args[1:], stdout, stderr)
 	case "sim":
@@ -161,6 +161,7 @@ func cmdPair(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	host, _ := os.Hostname()
 	name := fs.String("name", host, "name shown for this device on the server")
 	force := fs.Bool("force", false, "replace an identity already in the state directory")
+	dns := fs.String("dns", "", dnsUsage)
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -172,6 +173,9 @@ func cmdPair(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
+	if _, err := useDNS(*dns, false); err != nil {
+		return err
+	}
 	id, err := agent.Pair(ctx, link, *state, agent.PairOptions{Name: *name, Force: *force})
 	if err != nil {
 		return err
@@ -179,6 +183,25 @@ func cmdPair(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	abs, _ := filepath.Abs(*state)
 	fmt.Fprintf(stdout, "paired: device id %s\nidentity stored in %s (%s stays on this device)\n", id, abs, agent.KeyFile)
 	return nil
+}
+
+const dnsUsage = "DNS servers to resolve the server's name with (IP addresses, comma-separated);\n" +
+	"needed on Android, where the agent has no resolver configuration"
+
+// useDNS installs a resolver for the process when servers are given or
+// may come later (a hosted backend's network lines); nil otherwise.
+func useDNS(list string, always bool) (*agent.Resolver, error) {
+	if list == "" && !always {
+		return nil, nil
+	}
+	r := &agent.Resolver{}
+	if list != "" {
+		if err := r.SetServers([]string{list}); err != nil {
+			return nil, usageError{err.Error()}
+		}
+	}
+	r.Install()
+	return r, nil
 }
 
 func cmdID(args []string, stdout, stderr io.Writer) error {
@@ -199,9 +222,11 @@ func cmdID(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
-	fs := newFlagSet("run", "run [--state DIR] [--backend sim] [--control 127.0.0.1:0]\n\n"+
+func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := newFlagSet("run", "run [--state DIR] [--backend sim] [--control 127.0.0.1:0] [--dns IP,...]\n\n"+
 		"Keeps the channel to the server up and relays messages until SIGINT or SIGTERM.\n"+
+		"With --backend stdio the program that started the agent speaks the exec protocol\n"+
+		"(docs/backends/exec.md) on its stdin and stdout; logs go to stderr.\n"+
 		"The sim backend's control API listens on --control (loopback only); the bound\n"+
 		"address is written to DIR/"+agent.ControlAddrFile+".", stderr)
 	state := fs.String("state", defaultStateDir(), "state directory (overrides $"+stateEnv+")")
@@ -209,6 +234,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	backendConfig := fs.String("backend-config", "", "JSON file with the backend's settings (mode 0600)")
 	control := fs.String("control", "127.0.0.1:0", "loopback address for the sim control API; empty disables it")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
+	dns := fs.String("dns", "", dnsUsage)
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -233,15 +259,37 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 
-	phone, err := open(log, *state, rawConfig)
+	phone, err := open(backendEnv{Log: log, StateDir: *state, Stdin: stdin, Stdout: stdout}, rawConfig)
 	if err != nil {
 		return fmt.Errorf("backend %s: %w", *backendName, err)
 	}
 	defer phone.Close()
 	simPhone, isSim := phone.(*sim.Sim)
+	hosted, isHosted := phone.(hostedBackend)
+	resolver, err := useDNS(*dns, isHosted)
+	if err != nil {
+		return err
+	}
 	a, err := agent.New(agent.Config{StateDir: *state, Backend: phone, Log: log, Version: version})
 	if err != nil {
 		return err
+	}
+	if isHosted {
+		hosted.SetHost(agentHost{Agent: a, dns: resolver})
+	}
+	if d, ok := phone.(interface{ Done() <-chan struct{} }); ok {
+		// The app that runs us went away (closed our stdin): stop.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		go func() {
+			select {
+			case <-d.Done():
+				log.Info().Msg("the phone program closed the connection; stopping")
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
 	}
 	if *control != "" && isSim {
 		ln, err := sim.ListenControl(*control)

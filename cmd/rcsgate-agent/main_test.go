@@ -1,10 +1,13 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -38,7 +41,7 @@ func (l *lockedBuffer) String() string {
 func runCLI(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
 	var out, errb lockedBuffer
-	code := run(t.Context(), args, &out, &errb)
+	code := run(t.Context(), args, strings.NewReader(""), &out, &errb)
 	return code, out.String(), errb.String()
 }
 
@@ -119,7 +122,7 @@ func TestRunAndInject(t *testing.T) {
 	var stderr lockedBuffer
 	done := make(chan int, 1)
 	go func() {
-		done <- run(ctx, []string{"run", "--state", dir, "--control", "127.0.0.1:0"}, &bytes.Buffer{}, &stderr)
+		done <- run(ctx, []string{"run", "--state", dir, "--control", "127.0.0.1:0"}, strings.NewReader(""), &bytes.Buffer{}, &stderr)
 	}()
 
 	addrFile := filepath.Join(dir, agent.ControlAddrFile)
@@ -176,5 +179,57 @@ func TestRunAndInject(t *testing.T) {
 	}
 	if !strings.Contains(logs, id.Short()) {
 		t.Fatalf("logs do not name the device:\n%s", logs)
+	}
+}
+
+// TestRunStdio runs the agent as the phone app does: the protocol on its
+// stdin and stdout, nothing else on stdout, and it stops when the app
+// closes its stdin.
+func TestRunStdio(t *testing.T) {
+	dir := t.TempDir()
+	fakeIdentity(t, dir)
+	inR, inW := io.Pipe()
+	outR, outW := io.Pipe()
+	var stderr lockedBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(t.Context(), []string{"run", "--state", dir, "--backend", "stdio", "--dns", "127.0.0.1"}, inR, outW, &stderr)
+		outW.Close()
+	}()
+	lines := bufio.NewScanner(outR)
+	next := func() map[string]any {
+		t.Helper()
+		if !lines.Scan() {
+			t.Fatalf("stdout ended; stderr:\n%s", stderr.String())
+		}
+		var m map[string]any
+		if err := json.Unmarshal(lines.Bytes(), &m); err != nil {
+			t.Fatalf("stdout carries a line that is not the protocol's: %q", lines.Text())
+		}
+		return m
+	}
+	go fmt.Fprintln(inW, `{"type":"hello","protocol":1,"name":"test-app","caps":{"sms":{}}}`)
+	if w := next(); w["type"] != "welcome" {
+		t.Fatalf("first line %v", w)
+	}
+	// The server at 127.0.0.1:9 does not answer: a status with the reason.
+	for {
+		m := next()
+		if m["type"] == "status" && m["connected"] == false && m["error"] != nil {
+			break
+		}
+	}
+	fmt.Fprintln(inW, `{"type":"network","dns":["192.0.2.53"]}`)
+	inW.Close()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Fatalf("exit %d; stderr:\n%s", code, stderr.String())
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("agent did not stop after its stdin closed")
+	}
+	if !strings.Contains(stderr.String(), "closed the connection") {
+		t.Fatalf("stderr lacks the reason for stopping:\n%s", stderr.String())
 	}
 }

@@ -418,14 +418,12 @@ func TestTypingBothWays(t *testing.T) {
 
 func TestCloseStopsProgram(t *testing.T) {
 	e := start(t, nil)
-	e.b.mu.Lock()
-	p := e.b.cur
-	e.b.mu.Unlock()
+	p := e.b.curProc.Load()
 	if err := e.b.Close(); err != nil {
 		t.Fatal(err)
 	}
 	select {
-	case <-p.exited:
+	case <-p.ended:
 	default:
 		t.Fatal("program still running after Close")
 	}

@@ -31,6 +31,11 @@ const (
 	TypeEvent   = "event"   // program → agent: an event from the phone network
 	TypeAck     = "ack"     // agent → program: the event is stored; forget it
 	TypeNack    = "nack"    // agent → program: the event was not taken
+
+	// Optional lines (either side may ignore them; the welcome's features
+	// say the agent understands them).
+	TypeStatus  = "status"  // agent → program: the channel and queues, at every change
+	TypeNetwork = "network" // program → agent: the phone's network changed; its DNS servers
 )
 
 // ErrMalformed is wrapped by DecodeLine for lines that are not protocol
@@ -75,6 +80,8 @@ type Line struct {
 	Permanent bool   `json:"permanent,omitempty"`
 	// typing
 	Active bool `json:"active,omitempty"`
+	// network
+	DNS []string `json:"dns,omitempty"`
 	EventFields
 }
 
@@ -152,6 +159,19 @@ type welcomeLine struct {
 	Agent    string `json:"agent"`
 	StateDir string `json:"state_dir"`
 	MaxLine  int    `json:"max_line"`
+	// Features lists the optional line types the agent understands.
+	Features []string `json:"features,omitempty"`
+}
+
+// statusLine is the agent's status for the program (a person's view).
+type statusLine struct {
+	Type      string `json:"type"`
+	Connected bool   `json:"connected"`
+	Since     int64  `json:"since,omitempty"` // unix ms of the last connect or disconnect
+	Out       int    `json:"out"`             // phone messages waiting for the server
+	In        int    `json:"in"`              // server messages waiting for the phone
+	Error     string `json:"error,omitempty"` // why the channel is down
+	Unpaired  bool   `json:"unpaired,omitempty"`
 }
 
 type sendLine struct {
