@@ -166,7 +166,9 @@ func TestStdioRoundTrip(t *testing.T) {
 
 	// A send is answered by the app; its result is the Send's outcome.
 	done := make(chan error, 1)
-	go func() { done <- s.Send(t.Context(), backend.Event{ID: "$ev1", Chat: chat, Text: "hi", Transport: "sms"}) }()
+	go func() {
+		done <- s.Send(t.Context(), backend.Event{ID: "$ev1", Chat: chat, Text: "hi", Transport: "sms"})
+	}()
 	cmd := a.next(TypeSend)
 	if cmd["id"] != "$ev1" || cmd["text"] != "hi" || cmd["transport"] != "sms" {
 		t.Fatalf("send %v", cmd)
@@ -175,7 +177,9 @@ func TestStdioRoundTrip(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	go func() { done <- s.Send(t.Context(), backend.Event{ID: "$ev2", Chat: chat, Kind: "reaction", Target: "x", Emoji: "👍"}) }()
+	go func() {
+		done <- s.Send(t.Context(), backend.Event{ID: "$ev2", Chat: chat, Kind: "reaction", Target: "x", Emoji: "👍"})
+	}()
 	cmd = a.next(TypeSend)
 	a.send(map[string]any{"type": "result", "req": cmd["req"], "ok": false, "permanent": true, "reason": "reaction is not supported over sms"})
 	if pe, ok := backend.IsPermanent(<-done); !ok || pe.Reason != "reaction is not supported over sms" {
