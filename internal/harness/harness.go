@@ -42,6 +42,9 @@ type Options struct {
 	Encryption bool
 	// Configure, if set, edits rcsgate's config after `rcsgate init`.
 	Configure func(*gateway.Config)
+	// NoAgent leaves the phone out: the test pairs its own (PairLink) and
+	// runs it (the Android app's integration test).
+	NoAgent bool
 }
 
 // Stack is a running deployment.
@@ -55,6 +58,7 @@ type Stack struct {
 
 	gw    *proc
 	agent *proc
+	extra []*proc // StartProcess
 }
 
 // DemoInfo is what a person (or a test) needs to log in; written to demo.json.
@@ -167,11 +171,14 @@ func Up(ctx context.Context, o Options) (st *Stack, err error) {
 	if err := st.StartGateway(ctx); err != nil {
 		return nil, err
 	}
-	out, err := st.run(ctx, "rcsgate", "pair", "--config", st.ConfigPath, "--user", userID, "--name", "demo-phone", "--no-qr")
-	if err != nil {
-		return nil, fmt.Errorf("harness: rcsgate pair: %w: %s", err, out)
+	st.Info = DemoInfo{Homeserver: hsURL, UserID: userID, Password: o.Password, BotUserID: "@rcsbot:" + domain, EchoNumber: EchoNumber}
+	if o.NoAgent {
+		return st, nil
 	}
-	link := strings.TrimSpace(lastLine(out))
+	link, err := st.PairLink(ctx, "demo-phone")
+	if err != nil {
+		return nil, err
+	}
 	st.AgentState = filepath.Join(o.Dir, "agent")
 	if out, err := st.run(ctx, "rcsgate-agent", "pair", "--state", st.AgentState, "--name", "demo-phone", link); err != nil {
 		return nil, fmt.Errorf("harness: rcsgate-agent pair: %w: %s", err, out)
@@ -180,16 +187,22 @@ func Up(ctx context.Context, o Options) (st *Stack, err error) {
 		return nil, err
 	}
 	devID, _ := st.run(ctx, "rcsgate-agent", "id", "--state", st.AgentState)
-	st.Info = DemoInfo{
-		Homeserver: hsURL, UserID: userID, Password: o.Password,
-		BotUserID: "@rcsbot:" + domain, EchoNumber: EchoNumber,
-		DeviceID: strings.TrimSpace(lastLine(devID)), ControlURL: st.ControlURL,
-	}
+	st.Info.DeviceID, st.Info.ControlURL = strings.TrimSpace(lastLine(devID)), st.ControlURL
 	raw, _ := json.MarshalIndent(st.Info, "", "  ")
 	if err := os.WriteFile(filepath.Join(o.Dir, "demo.json"), append(raw, '\n'), 0o600); err != nil {
 		return nil, fmt.Errorf("harness: %w", err)
 	}
 	return st, nil
+}
+
+// PairLink makes a one-time pairing link for the stack's user, as a person
+// gets it from `rcsgate pair`.
+func (st *Stack) PairLink(ctx context.Context, deviceName string) (string, error) {
+	out, err := st.run(ctx, "rcsgate", "pair", "--config", st.ConfigPath, "--user", st.Info.UserID, "--name", deviceName, "--no-qr")
+	if err != nil {
+		return "", fmt.Errorf("harness: rcsgate pair: %w: %s", err, out)
+	}
+	return strings.TrimSpace(lastLine(out)), nil
 }
 
 // StartGateway starts `rcsgate serve` and waits until it says it is ready.
@@ -229,6 +242,29 @@ func (st *Stack) StartAgent(ctx context.Context) error {
 	})
 }
 
+// StartProcess runs another program (e.g. the phone app's test driver) with
+// its output in the stack's directory as NAME.log; Down stops it.
+func (st *Stack) StartProcess(name string, cmd *exec.Cmd) error {
+	f, err := os.OpenFile(filepath.Join(st.Opts.Dir, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("harness: %w", err)
+	}
+	cmd.Stderr = f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		return fmt.Errorf("harness: start %s: %w", name, err)
+	}
+	p := &proc{name: name, cmd: cmd, logPath: f.Name(), done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		f.Close()
+		close(p.done)
+	}()
+	st.extra = append(st.extra, p)
+	return nil
+}
+
 // KillGateway and KillAgent stop a process with SIGKILL (crash tests) or
 // SIGTERM.
 func (st *Stack) StopGateway(sig syscall.Signal) error { return st.gw.stop(sig) }
@@ -248,6 +284,9 @@ func (st *Stack) AgentLog() []byte {
 func (st *Stack) Down() {
 	if st.agent != nil {
 		_ = st.agent.stop(syscall.SIGTERM)
+	}
+	for _, p := range st.extra {
+		_ = p.stop(syscall.SIGTERM)
 	}
 	if st.gw != nil {
 		_ = st.gw.stop(syscall.SIGTERM)

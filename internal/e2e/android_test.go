@@ -1,0 +1,278 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/rcsgate/rcsgate/internal/harness"
+)
+
+// phoneApp is the Android app's protocol side on a JVM (agent/android/src/it: the app's real
+// classes with a fake SmsManager and SMS broadcast) running the real agent (bin/rcsgate-agent,
+// the linux build of the code that ships in the APK) with --backend stdio.
+type phoneApp struct {
+	t     *testing.T
+	dir   string
+	stdin io.WriteCloser
+	mu    sync.Mutex
+	seen  []map[string]any
+	more  chan struct{}
+}
+
+// androidClasspath builds the app's classes for the JVM; it skips the test when Java or the
+// Maven jars are missing (CI installs them and fails instead).
+func androidClasspath(t *testing.T) string {
+	t.Helper()
+	if _, err := exec.LookPath("java"); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("java not found")
+		}
+		t.Skip("java not found: the Android app's integration test needs a JDK")
+	}
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := t.TempDir()
+	cmd := exec.Command(filepath.Join(root, "agent/android/build.sh"), "classes", out)
+	cmd.Env = append(os.Environ(), "RCSGATE_ANDROID_BUILD="+filepath.Join(out, "build"))
+	if b, err := cmd.CombinedOutput(); err != nil {
+		if os.Getenv("CI") == "" && bytes.Contains(b, []byte("mvn not found")) {
+			t.Skip("the Android app's jars are not fetched (make apk fetches them)")
+		}
+		t.Fatalf("build.sh classes: %v\n%s", err, b)
+	}
+	cp, err := os.ReadFile(filepath.Join(out, "classpath"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(cp))
+}
+
+func startPhoneApp(t *testing.T, ctx context.Context, st *harness.Stack, extra ...string) *phoneApp {
+	t.Helper()
+	cp := androidClasspath(t)
+	link, err := st.PairLink(ctx, "android-phone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &phoneApp{t: t, dir: filepath.Join(st.Opts.Dir, "phone-app"), more: make(chan struct{}, 1)}
+	args := append([]string{"-cp", cp, "net.rcsgate.phone.it.PhoneDriver",
+		"--agent", filepath.Join(st.Opts.BinDir, "rcsgate-agent"), "--files", p.dir, "--link", link}, extra...)
+	cmd := exec.Command("java", args...)
+	if p.stdin, err = cmd.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.StartProcess("phone-app", cmd); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			var m map[string]any
+			if json.Unmarshal(sc.Bytes(), &m) != nil {
+				continue
+			}
+			p.mu.Lock()
+			p.seen = append(p.seen, m)
+			p.mu.Unlock()
+			select {
+			case p.more <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		if t.Failed() {
+			b, _ := os.ReadFile(filepath.Join(p.dir, "agent.log"))
+			t.Logf("phone app's agent log:\n%s", tailOf(b))
+			b, _ = os.ReadFile(filepath.Join(st.Opts.Dir, "phone-app.log"))
+			t.Logf("phone app's stderr:\n%s", tailOf(b))
+		}
+	})
+	return p
+}
+
+func (p *phoneApp) cmd(v map[string]any) {
+	p.t.Helper()
+	b, _ := json.Marshal(v)
+	if _, err := p.stdin.Write(append(b, '\n')); err != nil {
+		p.t.Fatalf("phone app: %v", err)
+	}
+}
+
+// wait returns the first report from index from on that matches, and its index.
+func (p *phoneApp) wait(ctx context.Context, what string, from int, match func(map[string]any) bool) (map[string]any, int) {
+	p.t.Helper()
+	for {
+		p.mu.Lock()
+		for i := from; i < len(p.seen); i++ {
+			if match(p.seen[i]) {
+				m := p.seen[i]
+				p.mu.Unlock()
+				return m, i
+			}
+		}
+		p.mu.Unlock()
+		select {
+		case <-p.more:
+		case <-ctx.Done():
+			p.t.Fatalf("phone app: no %s", what)
+		}
+	}
+}
+
+// count is how many reports match.
+func (p *phoneApp) count(match func(map[string]any) bool) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, m := range p.seen {
+		if match(m) {
+			n++
+		}
+	}
+	return n
+}
+
+func smsTo(text string) func(map[string]any) bool {
+	return func(m map[string]any) bool { return m["ev"] == "sms" && m["text"] == text }
+}
+
+func connected(m map[string]any) bool { return m["ev"] == "status" && m["connected"] == true }
+
+// TestAndroidAppSMS: an SMS the platform hands to the app becomes a Matrix message; a Matrix
+// message becomes an SmsManager send whose sent and delivered intents become statuses in
+// Matrix; and both directions stay exactly once across SIGKILLs of the agent.
+func TestAndroidAppSMS(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	st := startStack(t, ctx, harness.Options{NoAgent: true})
+	cli, err := harness.Login(ctx, st.Info.Homeserver, st.Info.UserID, st.Info.Password)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	mgmt, err := cli.OpenDM(ctx, id.UserID(st.Info.BotUserID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := startPhoneApp(t, ctx, st)
+	app.wait(ctx, "connected status from the agent", 0, connected)
+
+	const number = "+12025550142"
+	portal, ghost, err := cli.StartChat(ctx, mgmt, number)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	t.Log("step: the platform hands the app an SMS; it reaches Matrix")
+	in := "sms to matrix " + nonce(t)
+	from := cli.Now()
+	app.cmd(map[string]any{"cmd": "receive", "from": number, "text": in})
+	if _, _, err := cli.WaitEvent(ctx, from, cli.Message(portal, ghost, in)); err != nil {
+		t.Fatalf("SMS did not reach Matrix: %v", err)
+	}
+
+	t.Log("step: a Matrix message becomes an SmsManager send; sent, then delivered, show in Matrix")
+	out := "matrix to sms " + nonce(t)
+	from = cli.Now()
+	resp, err := cli.SendText(ctx, portal, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sms, _ := app.wait(ctx, "SmsManager send", 0, smsTo(out))
+	if sms["to"] != number || sms["sub"] != float64(11) { // SIM 1 of the fake phone
+		t.Fatalf("sent as %v", sms)
+	}
+	_, cur, err := cli.WaitEvent(ctx, from, statusOf(portal, resp.EventID, event.MessageStatusSuccess))
+	if err != nil {
+		t.Fatalf("no success status after the sent intent: %v", err)
+	}
+	app.cmd(map[string]any{"cmd": "deliver", "id": sms["id"], "ok": true})
+	if _, _, err := cli.WaitEvent(ctx, cur, statusOf(portal, resp.EventID, event.MessageStatusSuccess)); err != nil {
+		t.Fatalf("the delivery report did not reach Matrix: %v", err)
+	}
+
+	t.Log("step: exactly once across SIGKILLs of the agent, both ways")
+	const n = 6
+	var outs, ins []string
+	tag := nonce(t)
+	for i := range n {
+		outs = append(outs, fmt.Sprintf("out %s %d", tag, i))
+		ins = append(ins, fmt.Sprintf("in %s %d", tag, i))
+	}
+	var kills int
+	for i := range n {
+		if _, err := cli.SendText(ctx, portal, outs[i]); err != nil {
+			t.Fatal(err)
+		}
+		app.cmd(map[string]any{"cmd": "receive", "from": number, "text": ins[i]})
+		if i == 1 || i == 4 {
+			_, at := app.wait(ctx, "SmsManager send before the kill", 0, smsTo(outs[i-1]))
+			app.cmd(map[string]any{"cmd": "kill"})
+			app.wait(ctx, "the kill", at, func(m map[string]any) bool { return m["ev"] == "killed" })
+			kills++
+		}
+	}
+	for _, o := range outs {
+		app.wait(ctx, "SmsManager send of "+o, 0, smsTo(o))
+	}
+	marker := "marker " + tag
+	from = cli.Now()
+	app.cmd(map[string]any{"cmd": "receive", "from": number, "text": marker})
+	if _, _, err := cli.WaitEvent(ctx, from, cli.Message(portal, ghost, marker)); err != nil {
+		t.Fatalf("marker SMS did not reach Matrix: %v", err)
+	}
+	for _, want := range ins {
+		if _, _, err := cli.WaitEvent(ctx, 0, cli.Message(portal, ghost, want)); err != nil {
+			t.Fatalf("SMS %q lost across the kills", want)
+		}
+	}
+	got := map[string]int{}
+	for _, m := range cli.Messages(portal, ghost) {
+		got[m.Body]++
+	}
+	for _, want := range ins {
+		if got[want] != 1 {
+			t.Errorf("SMS %q reached Matrix %d times, want once", want, got[want])
+		}
+	}
+	for _, o := range outs {
+		if c := app.count(smsTo(o)); c != 1 {
+			t.Errorf("%q went out as SMS %d times, want once", o, c)
+		}
+	}
+	if runs := app.count(func(m map[string]any) bool { return m["ev"] == "state" && m["state"] == "RESTARTING" }); runs < kills {
+		t.Errorf("agent restarted %d times after %d kills", runs, kills)
+	}
+
+	// The agent's log (kept by the app) carries no message text and no full number.
+	logb, err := os.ReadFile(filepath.Join(app.dir, "agent.log"))
+	if err != nil || len(logb) == 0 {
+		t.Fatalf("no agent log in the app's files: %v", err)
+	}
+	for _, secret := range []string{in, out, ins[0], "2025550142"} {
+		if bytes.Contains(logb, []byte(secret)) {
+			t.Errorf("the agent's log holds %q", secret)
+		}
+	}
+}
