@@ -40,7 +40,7 @@ deps() {
 		command -v mvn >/dev/null || die "mvn not found (Debian: apt-get install maven)"
 		say "fetching jars from Maven Central (once; about 640 MB)"
 		for p in build,test sdk34 sdk35; do
-			mvn -q -B -f "$HERE/deps/pom.xml" -P "$p" -Dmaven.repo.local="$M2" dependency:resolve >&2
+			mvn -q -B -Dstyle.color=never -f "$HERE/deps/pom.xml" -P "$p" -Dmaven.repo.local="$M2" dependency:resolve >&2
 		done
 		(cd "$M2" && sha256sum --quiet -c "$HERE/deps/deps.sha256") ||
 			die "a jar does not match deps/deps.sha256: refusing to use it"
@@ -152,7 +152,7 @@ check() {
 # The test classpath: JUnit, Robolectric and androidx.test's classes (shipped as .aar).
 test_classpath() {
 	local b="$1" cp="" aar
-	mvn -q -B -o -f "$HERE/deps/pom.xml" -P test -Dmaven.repo.local="$M2" \
+	mvn -q -B -o -Dstyle.color=never -f "$HERE/deps/pom.xml" -P test -Dmaven.repo.local="$M2" \
 		dependency:build-classpath -Dmdep.outputFile="$b/mvn-cp.txt" >&2
 	for entry in $(tr ':' ' ' <"$b/mvn-cp.txt"); do
 		case "$entry" in
@@ -195,7 +195,7 @@ EOF
 	# itself (offline, from the jars fetched above).
 	robo="$(cd "$b/test-classes" && find net/rcsgate/phone -maxdepth 1 -name '*Test.class' | sed 's|\.class$||; s|/|.|g' | sort)"
 	java -Drobolectric.offline=true -Drobolectric.dependency.dir="$sdkdir" -Drobolectric.logging.enabled=false \
-		-cp "$b/test-classes:$b/classes:$cp" org.junit.runner.JUnitCore $robo
+		-cp "$b/test-classes:$b/classes:$cp:$ANDROID_ALL" org.junit.runner.JUnitCore $robo
 }
 
 # classes DIR: the app's classes (no Android needed at run time for net.rcsgate.phone.core/sms)

@@ -40,7 +40,9 @@ final class AndroidSms implements SmsPlatform {
 
     @Override
     public boolean canSend() {
-        return granted(Manifest.permission.SEND_SMS);
+        return granted(Manifest.permission.SEND_SMS)
+                && context.getPackageManager().hasSystemFeature(Build.VERSION.SDK_INT >= 33
+                        ? PackageManager.FEATURE_TELEPHONY_MESSAGING : PackageManager.FEATURE_TELEPHONY);
     }
 
     @Override
@@ -69,7 +71,25 @@ final class AndroidSms implements SmsPlatform {
 
     @Override
     public ArrayList<String> divide(int subscriptionId, String text) {
-        return manager(subscriptionId).divideMessage(text);
+        try {
+            return manager(subscriptionId).divideMessage(text);
+        } catch (UnsupportedOperationException e) {
+            // No SMS service to ask (some tablets): count parts ourselves; sending will say why.
+            return split(text);
+        }
+    }
+
+    /** Parts of 153 characters (GSM 7-bit with a concatenation header), or 67 for other text. */
+    static ArrayList<String> split(String text) {
+        int n = 153;
+        for (int i = 0; i < text.length(); i++) if (text.charAt(i) > 0x7e) n = 67;
+        ArrayList<String> out = new ArrayList<>();
+        if (text.length() <= (n == 153 ? 160 : 70)) {
+            out.add(text);
+            return out;
+        }
+        for (int i = 0; i < text.length(); i += n) out.add(text.substring(i, Math.min(text.length(), i + n)));
+        return out;
     }
 
     @Override
@@ -91,6 +111,8 @@ final class AndroidSms implements SmsPlatform {
             throw new SendException("the app may not send SMS: allow it in the rcsgate app", false);
         } catch (IllegalArgumentException e) {
             throw new SendException("SMS refused by Android: " + e.getMessage(), true);
+        } catch (UnsupportedOperationException e) {
+            throw new SendException("this device cannot send SMS", true);
         }
     }
 

@@ -69,6 +69,11 @@ public final class Core {
         return instance;
     }
 
+    /** Forgets the instance (Robolectric gives every test a fresh app). */
+    static synchronized void resetForTests() {
+        instance = null;
+    }
+
     /** The agent binary shipped in the APK (lib/ABI/libagent.so, extracted at install). */
     public String agentPath() {
         return app.getApplicationInfo().nativeLibraryDir + "/libagent.so";

@@ -29,6 +29,7 @@ public final class AgentLink implements Inbox.Listener {
     static final int WINDOW = 32;
     /** Pause before an event the agent did not take ("nack") is offered again. */
     static final long RETRY_MS = 2000;
+    long retryMs = RETRY_MS; // tests shorten it
 
     public interface Listener {
         void onStatus(AgentStatus s);
@@ -167,7 +168,7 @@ public final class AgentLink implements Inbox.Listener {
                         offered.remove(id);
                     }
                     offerMore();
-                }, RETRY_MS, TimeUnit.MILLISECONDS);
+                }, retryMs, TimeUnit.MILLISECONDS);
                 return;
             }
         } catch (IOException e) {

@@ -97,18 +97,20 @@ public final class AgentRunner {
     public void stop() throws InterruptedException {
         Thread t;
         synchronized (this) {
-            if (stopped) return;
-            stopped = true;
-            notifyAll();
-            if (proc != null) {
-                try {
-                    proc.getOutputStream().close();
-                } catch (IOException ignored) {
-                    // already gone
+            if (!stopped) {
+                stopped = true;
+                notifyAll();
+                if (proc != null) {
+                    try {
+                        proc.getOutputStream().close();
+                    } catch (IOException ignored) {
+                        // already gone
+                    }
                 }
             }
             t = loop;
         }
+        if (t == null) return;
         t.join(STOP_GRACE_MS);
         synchronized (this) {
             if (proc != null) proc.destroyForcibly();

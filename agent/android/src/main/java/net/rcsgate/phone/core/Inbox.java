@@ -49,6 +49,7 @@ public final class Inbox implements EventSink {
     private FileOutputStream out;
     private int lines;
     private int skipped;
+    int compactAfter = 1000; // lines; tests lower it
 
     public Inbox(File file) throws IOException {
         this.file = file;
@@ -129,7 +130,7 @@ public final class Inbox implements EventSink {
         if (waiting.remove(id) == null) return;
         acked.put(id, Boolean.TRUE);
         append("-" + id);
-        if (lines > 1000 && lines > 4 * (waiting.size() + 1)) compact();
+        if (lines > compactAfter && lines > 4 * (waiting.size() + 1)) compact();
     }
 
     /** Drops every waiting event (the phone was unpaired); returns how many. */
