@@ -14,7 +14,7 @@ SYNAPSE_PIP_FLAGS ?= --only-binary :all:
 PYTHON    ?= python3
 export RCSGATE_BIN := $(BIN)
 
-.PHONY: demo test build tools bench fuzz android lint clean
+.PHONY: demo test build tools bench fuzz android apk android-test lint clean
 
 ## demo: a working deployment on loopback (Dendrite + rcsgate + simulated phone)
 demo: build tools
@@ -26,7 +26,7 @@ RCSGATE_HOMESERVER ?= both
 # The first pass runs every package; only the end-to-end suite depends on
 # the homeserver, so further passes rerun just it.
 E2E_HOMESERVERS := $(if $(filter both,$(RCSGATE_HOMESERVER)),dendrite synapse,$(RCSGATE_HOMESERVER))
-test: build tools android
+test: build tools android android-test
 	$(GO) vet -tags $(TAGS) ./...
 	RCSGATE_HOMESERVER=$(firstword $(E2E_HOMESERVERS)) $(GO) test -tags $(TAGS) -count=1 -timeout 30m ./...
 	for hs in $(wordlist 2,$(words $(E2E_HOMESERVERS)),$(E2E_HOMESERVERS)); do \
@@ -61,6 +61,17 @@ $(SYNAPSE_STAMP):
 ## android: the agent must always cross-build for phones without cgo
 android:
 	CGO_ENABLED=0 GOOS=android GOARCH=arm64 $(GO) build -o /dev/null ./cmd/rcsgate-agent
+
+## apk: the phone app, signed, into bin/rcsgate-phone.apk (agent/android/build.sh: no Gradle;
+## the first run fetches pinned jars from Maven Central into ~/.m2, later runs are offline)
+APK := $(BIN)/rcsgate-phone.apk
+apk:
+	GO=$(GO) agent/android/build.sh apk $(APK)
+
+## android-test: the APK's checks (badging, signatures, alignment, size) and the app's JVM tests
+android-test: apk
+	agent/android/build.sh check $(APK)
+	agent/android/build.sh test
 
 ## bench: round trip through the bridge vs. plain Matrix, and sustained rate
 bench: build tools
@@ -106,6 +117,12 @@ nix-check:
 .PHONY: chanbench
 chanbench:
 	$(GO) run ./cmd/rcsgate-chanbench $(CHANBENCH_FLAGS)
+
+## bench-phone-app: the Matrix → phone → Matrix round trip through the phone app's path
+## (its Java side, agent over stdio, fake SmsManager) next to the sim backend's, in one run
+.PHONY: bench-phone-app
+bench-phone-app: build tools apk
+	$(GO) run -tags $(TAGS) ./cmd/rcsgate-bench --phone-app --bin $(BIN) $(BENCH_FLAGS)
 
 ## bench-media: time and peak RSS of rcsgate and the agent while a 100 MiB file goes
 ## phone -> Matrix and Matrix -> phone, vs. direct upload+download (RCSGATE_HOMESERVER=dendrite|synapse)

@@ -38,7 +38,9 @@ type Config struct {
 	Window   int
 	Limit    int
 	// --media: one large file each way instead of the message benchmark.
-	Media     bool
+	Media bool
+	// --phone-app: the round trip through the phone app's path next to the sim's.
+	PhoneApp  bool
 	MediaSize int64
 	RSSLimit  int64
 }
@@ -59,6 +61,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.DurationVar(&c.Duration, "duration", 30*time.Second, "how long the throughput phase sends")
 	fs.IntVar(&c.Window, "window", 32, "messages in flight during the throughput phase")
 	fs.IntVar(&c.Limit, "max-messages", 100000, "hard cap on messages sent in the throughput phase")
+	fs.BoolVar(&c.PhoneApp, "phone-app", false, "instead: the round trip through the phone app's path (agent/android's Java side, agent over stdio) next to the sim backend's, in one run")
 	fs.BoolVar(&c.Media, "media", false, "instead: time and peak RSS of the bridge while a large file goes phone -> Matrix and Matrix -> phone")
 	fs.Int64Var(&c.MediaSize, "media-size", wire.MaxMediaSize, "--media: file size in bytes (at most the phone limit)")
 	fs.Int64Var(&c.RSSLimit, "rss-limit", 64<<20, "--media: rcsgate's peak RSS must stay below this many bytes")
@@ -126,7 +129,15 @@ func run() int {
 		return 1
 	}
 	var rep *Report
-	if cfg.Media {
+	if cfg.PhoneApp {
+		var pr *PhoneAppReport
+		if pr, err = phoneAppBench(ctx, cfg, dir); err == nil {
+			pr.print(os.Stdout)
+			if cfg.JSON != "" {
+				err = writeJSONFile(cfg.JSON, pr)
+			}
+		}
+	} else if cfg.Media {
 		err = mediaMain(ctx, cfg, dir)
 	} else {
 		rep, err = bench(ctx, cfg, dir)

@@ -1,17 +1,12 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,143 +16,62 @@ import (
 	"github.com/rcsgate/rcsgate/internal/harness"
 )
 
-// phoneApp is the Android app's protocol side on a JVM (agent/android/src/it: the app's real
-// classes with a fake SmsManager and SMS broadcast) running the real agent (bin/rcsgate-agent,
-// the linux build of the code that ships in the APK) with --backend stdio.
+// phoneApp wraps harness.PhoneApp (the app's Java side with a fake SmsManager, running the real
+// agent) for a test: failures end the test.
 type phoneApp struct {
-	t     *testing.T
-	dir   string
-	stdin io.WriteCloser
-	mu    sync.Mutex
-	seen  []map[string]any
-	more  chan struct{}
+	*harness.PhoneApp
+	t   *testing.T
+	ctx context.Context
 }
 
-// androidClasspath builds the app's classes for the JVM; it skips the test when Java or the
-// Maven jars are missing (CI installs them and fails instead).
-func androidClasspath(t *testing.T) string {
+func startPhoneApp(t *testing.T, ctx context.Context, st *harness.Stack) *phoneApp {
 	t.Helper()
-	if _, err := exec.LookPath("java"); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("java not found")
-		}
-		t.Skip("java not found: the Android app's integration test needs a JDK")
-	}
 	root, err := filepath.Abs("../..")
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := t.TempDir()
-	cmd := exec.Command(filepath.Join(root, "agent/android/build.sh"), "classes", out)
-	cmd.Env = append(os.Environ(), "RCSGATE_ANDROID_BUILD="+filepath.Join(out, "build"))
-	if b, err := cmd.CombinedOutput(); err != nil {
-		if os.Getenv("CI") == "" && bytes.Contains(b, []byte("mvn not found")) {
-			t.Skip("the Android app's jars are not fetched (make apk fetches them)")
-		}
-		t.Fatalf("build.sh classes: %v\n%s", err, b)
+	cp, err := harness.AndroidClasspath(root, t.TempDir())
+	if errors.Is(err, harness.ErrNoJava) && os.Getenv("CI") == "" {
+		t.Skip(err)
 	}
-	cp, err := os.ReadFile(filepath.Join(out, "classpath"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return strings.TrimSpace(string(cp))
-}
-
-func startPhoneApp(t *testing.T, ctx context.Context, st *harness.Stack, extra ...string) *phoneApp {
-	t.Helper()
-	cp := androidClasspath(t)
-	link, err := st.PairLink(ctx, "android-phone")
+	p, err := st.StartPhoneApp(ctx, harness.PhoneAppOptions{Classpath: cp})
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &phoneApp{t: t, dir: filepath.Join(st.Opts.Dir, "phone-app"), more: make(chan struct{}, 1)}
-	args := append([]string{"-cp", cp, "net.rcsgate.phone.it.PhoneDriver",
-		"--agent", filepath.Join(st.Opts.BinDir, "rcsgate-agent"), "--files", p.dir, "--link", link}, extra...)
-	cmd := exec.Command("java", args...)
-	if p.stdin, err = cmd.StdinPipe(); err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.StartProcess("phone-app", cmd); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			var m map[string]any
-			if json.Unmarshal(sc.Bytes(), &m) != nil {
-				continue
-			}
-			p.mu.Lock()
-			p.seen = append(p.seen, m)
-			p.mu.Unlock()
-			select {
-			case p.more <- struct{}{}:
-			default:
-			}
-		}
-	}()
 	t.Cleanup(func() {
 		if t.Failed() {
-			b, _ := os.ReadFile(filepath.Join(p.dir, "agent.log"))
+			b, _ := os.ReadFile(filepath.Join(p.Dir, "agent.log"))
 			t.Logf("phone app's agent log:\n%s", tailOf(b))
 			b, _ = os.ReadFile(filepath.Join(st.Opts.Dir, "phone-app.log"))
 			t.Logf("phone app's stderr:\n%s", tailOf(b))
 		}
 	})
-	return p
+	return &phoneApp{PhoneApp: p, t: t, ctx: ctx}
 }
 
 func (p *phoneApp) cmd(v map[string]any) {
 	p.t.Helper()
-	b, _ := json.Marshal(v)
-	if _, err := p.stdin.Write(append(b, '\n')); err != nil {
-		p.t.Fatalf("phone app: %v", err)
+	if err := p.Send(v); err != nil {
+		p.t.Fatal(err)
 	}
 }
 
 // wait returns the first report from index from on that matches, and its index.
 func (p *phoneApp) wait(ctx context.Context, what string, from int, match func(map[string]any) bool) (map[string]any, int) {
 	p.t.Helper()
-	for {
-		p.mu.Lock()
-		for i := from; i < len(p.seen); i++ {
-			if match(p.seen[i]) {
-				m := p.seen[i]
-				p.mu.Unlock()
-				return m, i
-			}
-		}
-		p.mu.Unlock()
-		select {
-		case <-p.more:
-		case <-ctx.Done():
-			p.t.Fatalf("phone app: no %s", what)
-		}
+	m, i, err := p.Wait(ctx, from, match)
+	if err != nil {
+		p.t.Fatalf("phone app: no %s: %v", what, err)
 	}
-}
-
-// count is how many reports match.
-func (p *phoneApp) count(match func(map[string]any) bool) int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	n := 0
-	for _, m := range p.seen {
-		if match(m) {
-			n++
-		}
-	}
-	return n
+	return m, i
 }
 
 func smsTo(text string) func(map[string]any) bool {
 	return func(m map[string]any) bool { return m["ev"] == "sms" && m["text"] == text }
 }
-
-func connected(m map[string]any) bool { return m["ev"] == "status" && m["connected"] == true }
 
 // TestAndroidAppSMS: an SMS the platform hands to the app becomes a Matrix message; a Matrix
 // message becomes an SmsManager send whose sent and delivered intents become statuses in
@@ -176,7 +90,7 @@ func TestAndroidAppSMS(t *testing.T) {
 		t.Fatal(err)
 	}
 	app := startPhoneApp(t, ctx, st)
-	app.wait(ctx, "connected status from the agent", 0, connected)
+	app.wait(ctx, "connected status from the agent", 0, harness.Connected)
 
 	const number = "+12025550142"
 	portal, ghost, err := cli.StartChat(ctx, mgmt, number)
@@ -257,16 +171,16 @@ func TestAndroidAppSMS(t *testing.T) {
 		}
 	}
 	for _, o := range outs {
-		if c := app.count(smsTo(o)); c != 1 {
+		if c := app.Count(smsTo(o)); c != 1 {
 			t.Errorf("%q went out as SMS %d times, want once", o, c)
 		}
 	}
-	if runs := app.count(func(m map[string]any) bool { return m["ev"] == "state" && m["state"] == "RESTARTING" }); runs < kills {
+	if runs := app.Count(func(m map[string]any) bool { return m["ev"] == "state" && m["state"] == "RESTARTING" }); runs < kills {
 		t.Errorf("agent restarted %d times after %d kills", runs, kills)
 	}
 
 	// The agent's log (kept by the app) carries no message text and no full number.
-	logb, err := os.ReadFile(filepath.Join(app.dir, "agent.log"))
+	logb, err := os.ReadFile(filepath.Join(app.Dir, "agent.log"))
 	if err != nil || len(logb) == 0 {
 		t.Fatalf("no agent log in the app's files: %v", err)
 	}

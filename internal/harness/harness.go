@@ -198,7 +198,12 @@ func Up(ctx context.Context, o Options) (st *Stack, err error) {
 // PairLink makes a one-time pairing link for the stack's user, as a person
 // gets it from `rcsgate pair`.
 func (st *Stack) PairLink(ctx context.Context, deviceName string) (string, error) {
-	out, err := st.run(ctx, "rcsgate", "pair", "--config", st.ConfigPath, "--user", st.Info.UserID, "--name", deviceName, "--no-qr")
+	return st.PairLinkFor(ctx, st.Info.UserID, deviceName)
+}
+
+// PairLinkFor is PairLink for another user of the stack.
+func (st *Stack) PairLinkFor(ctx context.Context, user, deviceName string) (string, error) {
+	out, err := st.run(ctx, "rcsgate", "pair", "--config", st.ConfigPath, "--user", user, "--name", deviceName, "--no-qr")
 	if err != nil {
 		return "", fmt.Errorf("harness: rcsgate pair: %w: %s", err, out)
 	}
