@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"maunium.net/go/mautrix/event"
-	"maunium.net/go/mautrix/id"
 
 	"github.com/rcsgate/rcsgate/internal/harness"
 )
@@ -79,16 +78,7 @@ func smsTo(text string) func(map[string]any) bool {
 func TestAndroidAppSMS(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	st := startStack(t, ctx, harness.Options{NoAgent: true})
-	cli, err := harness.Login(ctx, st.Info.Homeserver, st.Info.UserID, st.Info.Password)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-	mgmt, err := cli.OpenDM(ctx, id.UserID(st.Info.BotUserID))
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, cli, mgmt := upWith(t, ctx, harness.Options{NoAgent: true})
 	app := startPhoneApp(t, ctx, st)
 	app.wait(ctx, "connected status from the agent", 0, harness.Connected)
 

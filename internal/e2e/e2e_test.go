@@ -148,7 +148,13 @@ func startStack(t *testing.T, ctx context.Context, o harness.Options) *harness.S
 // up starts a stack and a logged-in client with a management room.
 func up(t *testing.T, ctx context.Context) (*harness.Stack, *harness.Client, id.RoomID) {
 	t.Helper()
-	st := startStack(t, ctx, harness.Options{})
+	return upWith(t, ctx, harness.Options{})
+}
+
+// upWith is up with the stack's options.
+func upWith(t *testing.T, ctx context.Context, o harness.Options) (*harness.Stack, *harness.Client, id.RoomID) {
+	t.Helper()
+	st := startStack(t, ctx, o)
 	cli, err := harness.Login(ctx, st.Info.Homeserver, st.Info.UserID, st.Info.Password)
 	if err != nil {
 		t.Fatal(err)
