@@ -209,7 +209,12 @@ public final class SetupActivity extends Activity implements Core.Listener, Setu
             }
         }
         refresh();
-        if (core.paired()) AgentService.start(this); // new caps: the agent says hello again at its next start
+        if (core.paired()) {
+            AgentService.start(this);
+            synchronized (core) {
+                if (core.runner != null) core.runner.refreshCaps(); // e.g. SMS allowed: new caps
+            }
+        }
     }
 
     /** An rcsgate://pair link from the camera or a browser: fill it in and ask. */

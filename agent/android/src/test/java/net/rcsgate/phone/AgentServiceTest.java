@@ -61,4 +61,17 @@ public class AgentServiceTest {
         core.runner.stop();
         assertEquals(AgentRunner.State.STOPPED, core.state());
     }
+
+    @Test
+    public void bootStartsTheServiceOnlyWhenPaired() throws Exception {
+        new BootReceiver().onReceive(app, new Intent(Intent.ACTION_BOOT_COMPLETED));
+        assertEquals(null, Shadows.shadowOf(app).getNextStartedService());
+        Core core = Core.get(app);
+        core.agentState.mkdirs();
+        assertTrue(new File(core.agentState, "device.crt").createNewFile());
+        new BootReceiver().onReceive(app, new Intent(Intent.ACTION_BOOT_COMPLETED));
+        Intent started = Shadows.shadowOf(app).getNextStartedService();
+        assertNotNull("not started after boot", started);
+        assertEquals(AgentService.class.getName(), started.getComponent().getClassName());
+    }
 }

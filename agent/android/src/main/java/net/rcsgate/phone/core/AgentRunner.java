@@ -74,6 +74,7 @@ public final class AgentRunner {
     private boolean stopped = true;
     private List<String> dns;
     private int runs;
+    private String helloCaps = ""; // the caps and SIMs the running agent was told
 
     public AgentRunner(Command command, String name, Router router, Inbox inbox, Callbacks callbacks, LogFile log, ScheduledExecutorService timer) {
         this.command = command;
@@ -124,6 +125,26 @@ public final class AgentRunner {
         if (link != null) link.network(dns);
     }
 
+    /**
+     * The paths' caps changed (a permission was granted, a path came up): the agent learns caps
+     * only from a hello, so a running agent is restarted (its stdin closed; the runner starts it
+     * again, the journals make that lossless). No-op when nothing changed.
+     */
+    public synchronized boolean refreshCaps() {
+        if (proc == null || capsOf(router).equals(helloCaps)) return false;
+        try {
+            proc.getOutputStream().close();
+        } catch (IOException ignored) {
+            // already gone
+        }
+        return true;
+    }
+
+    static String capsOf(Router r) {
+        org.json.JSONObject h = r.hello("");
+        return h.optJSONObject("caps") + " " + h.optJSONArray("sims");
+    }
+
     /** Kills the agent with SIGKILL, as Android's low-memory killer would (tests). */
     public synchronized void kill() {
         if (proc != null) proc.destroyForcibly();
@@ -154,6 +175,7 @@ public final class AgentRunner {
                 }
                 runs++;
                 proc = p;
+                helloCaps = capsOf(router);
                 l = new AgentLink(p.getInputStream(), p.getOutputStream(), router, inbox, new LinkCallbacks(), timer);
                 link = l;
             }
