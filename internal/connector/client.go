@@ -121,8 +121,8 @@ func (c *Connector) groupInfo(ctx context.Context, g wire.Group, me bridgev2.Cha
 	roomType := database.RoomTypeDefault
 	members := bridgev2.ChatMemberMap{}.Set(me)
 	for _, mem := range g.Members {
-		number, err := phone.NormalizeSender(mem.Number, c.cfg.DefaultRegion)
-		if err != nil {
+		number, err := c.party(mem.Number)
+		if err != nil || wire.IsGroupChat(number) {
 			continue // a member we can't name is left out, not the whole group
 		}
 		uid, err := c.contact(ctx, number)
@@ -157,7 +157,12 @@ func (c *Connector) groupInfo(ctx context.Context, g wire.Group, me bridgev2.Cha
 func (c *Connector) userInfo(ctx context.Context, opaqueID, number string) (*bridgev2.UserInfo, error) {
 	name := redact.Number(number)
 	var ids []string
-	if c.cfg.ShowNumbers {
+	switch {
+	case wire.IsConversationChat(number):
+		// No number to show: the phone's name for the contact (contact sync)
+		// or this placeholder, told apart by the key's tail.
+		name = "Phone contact " + number[len(number)-min(4, len(number)-len(wire.ConversationPrefix)):]
+	case c.cfg.ShowNumbers:
 		name, ids = phone.Format(number), []string{"tel:" + number}
 	}
 	if c.cfg.ContactSync {

@@ -72,6 +72,10 @@ func (c *Connector) cmdTransport(ce *commands.Event) {
 		ce.Reply("Group chats keep the transport the group was made with.")
 		return
 	}
+	if wire.IsConversationChat(chat) && prefer == wire.TransportSMS {
+		ce.Reply("The phone knows this chat by name only, without a number: it can only answer in the messaging app's conversation.")
+		return
+	}
 	if err := c.store.SetPrefer(ce.Ctx, pid, prefer); err != nil {
 		ce.Reply("Could not save that: %v", err)
 		return
@@ -91,6 +95,10 @@ func (c *Connector) cmdWhois(ce *commands.Event) {
 	}
 	if wire.IsGroupChat(chat) {
 		ce.Reply("This is a group chat.")
+		return
+	}
+	if wire.IsConversationChat(chat) {
+		ce.Reply("The phone's messaging app shows this chat by name only, without a number (allow rcsgate to read contacts on the phone to match names to numbers).")
 		return
 	}
 	ce.Reply("This chat is with %s.", phone.Format(chat))

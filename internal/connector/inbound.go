@@ -102,16 +102,10 @@ func (c *Connector) HandleInbound(ctx context.Context, devID string, msg wire.Me
 func (c *Connector) resolve(ctx context.Context, ul *bridgev2.UserLogin, devID string, msg wire.Message) (*inbound, bool, error) {
 	log := zerolog.Ctx(ctx)
 	in := &inbound{c: c, ul: ul, devID: devID, msg: msg, log: *log}
-	var chat string
-	if wire.IsGroupChat(msg.Chat) {
-		chat = msg.Chat
-	} else {
-		n, err := phone.NormalizeSender(msg.Chat, c.cfg.DefaultRegion)
-		if err != nil {
-			log.Error().Str("chat", redact.Number(msg.Chat)).Msg("Dropping phone event with an invalid chat number")
-			return nil, false, nil
-		}
-		chat = n
+	chat, err := c.party(msg.Chat)
+	if err != nil {
+		log.Error().Str("chat", redact.Number(msg.Chat)).Msg("Dropping phone event with an invalid chat number")
+		return nil, false, nil
 	}
 	pid, err := c.contact(ctx, chat)
 	if err != nil {
@@ -130,8 +124,8 @@ func (c *Connector) resolve(ctx context.Context, ul *bridgev2.UserLogin, devID s
 		if from == "" {
 			from = msg.Chat
 		}
-		n, err := phone.NormalizeSender(from, c.cfg.DefaultRegion)
-		if err != nil {
+		n, err := c.party(from)
+		if err != nil || wire.IsGroupChat(n) {
 			log.Error().Str("from", redact.Number(from)).Msg("Dropping phone event with an invalid sender number")
 			return nil, false, nil
 		}
@@ -149,6 +143,16 @@ func (c *Connector) resolve(ctx context.Context, ul *bridgev2.UserLogin, devID s
 		in.prevTransport = prev
 	}
 	return in, true, nil
+}
+
+// party is the bridge's key for a chat or sender the phone named: a group
+// id or a conversation key ("c:…", a party the phone knows by name only) as
+// it is, a number normalised to E.164.
+func (c *Connector) party(s string) (string, error) {
+	if wire.IsGroupChat(s) || wire.IsConversationChat(s) {
+		return s, nil
+	}
+	return phone.NormalizeSender(s, c.cfg.DefaultRegion)
 }
 
 func (in *inbound) meta(t bridgev2.RemoteEventType) simplevent.EventMeta {

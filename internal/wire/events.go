@@ -37,6 +37,16 @@ const (
 	MaxMediaName    = 255
 	MaxMimeLen      = 127
 	GroupChatPrefix = "g:" // group chat ids start with it; 1:1 chats are E.164 numbers
+	// ConversationPrefix starts the id of a party the phone knows only as a
+	// conversation, not by number (a messaging app's notification that names
+	// the sender but carries no number): "c:<key>", key chosen by the phone,
+	// stable per conversation (or per group member). As Chat it is a 1:1
+	// chat, as From or a group member's Number a sender; either way the
+	// bridge keys the ghost (and the 1:1 portal) by it, so replies reach the
+	// right conversation on the phone.
+	ConversationPrefix = "c:"
+	// MaxConversationKey bounds the key after the prefix (Chat's limit).
+	MaxConversationKey = MaxChatLen - len(ConversationPrefix)
 )
 
 // Media describes a file. The bytes are never in a frame: the receiver of the
@@ -108,6 +118,33 @@ func IsGroupChat(chat string) bool {
 	return len(chat) > len(GroupChatPrefix) && chat[:len(GroupChatPrefix)] == GroupChatPrefix
 }
 
+// IsConversationChat reports whether chat (or a sender) is a conversation
+// key ("c:<key>") rather than a number or a group; it does not check the key
+// (Validate does).
+func IsConversationChat(chat string) bool {
+	return len(chat) > len(ConversationPrefix) && chat[:len(ConversationPrefix)] == ConversationPrefix
+}
+
+// validParty checks the conversation-key form of a chat, sender or group
+// member: 1 to MaxConversationKey characters of [A-Za-z0-9._-] after "c:".
+// Numbers and group ids are checked by the bridge, which normalises them.
+func validParty(what, s string) error {
+	if len(s) < len(ConversationPrefix) || s[:len(ConversationPrefix)] != ConversationPrefix {
+		return nil
+	}
+	key := s[len(ConversationPrefix):]
+	if key == "" || len(key) > MaxConversationKey {
+		return fmt.Errorf("%w: %s conversation key length %d", ErrMalformed, what, len(key))
+	}
+	for i := 0; i < len(key); i++ {
+		c := key[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return fmt.Errorf("%w: %s conversation key has %q", ErrMalformed, what, c)
+		}
+	}
+	return nil
+}
+
 // TextKind reports whether the message carries text to show (text, edit or
 // a media caption).
 func (m Message) TextKind() bool { return m.Kind == "" || m.Kind == KindText || m.Kind == KindEdit }
@@ -131,6 +168,12 @@ func validRef(what, id string) error {
 
 // validateEvent checks the fields beyond the text message's.
 func (m Message) validateEvent() error {
+	if err := validParty("chat", m.Chat); err != nil {
+		return err
+	}
+	if err := validParty("sender", m.From); err != nil {
+		return err
+	}
 	if err := validRef("reply", m.ReplyTo); err != nil {
 		return err
 	}
@@ -243,6 +286,9 @@ func (g Group) Validate() error {
 	for _, mem := range g.Members {
 		if mem.Number == "" || len(mem.Number) > MaxChatLen {
 			return fmt.Errorf("%w: group member number length %d", ErrMalformed, len(mem.Number))
+		}
+		if err := validParty("group member", mem.Number); err != nil {
+			return err
 		}
 		if err := validText("member name", mem.Name, MaxNameLen); err != nil {
 			return err

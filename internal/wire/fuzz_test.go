@@ -24,6 +24,7 @@ func FuzzReadMsg(f *testing.F) {
 		Message{ID: "r", Kind: KindReaction, Chat: "+12025550100", Target: "p.1", Emoji: "👍"},
 		Message{ID: "g", Kind: KindGroup, Chat: "g:x", Group: &Group{Name: "n", Members: []Member{{Number: "+12025550101"}}}},
 		Message{ID: "c", Kind: KindContact, Chat: "+1", From: "+1", Contact: &Contact{Name: "Z"}},
+		Message{ID: "n", Chat: "g:x", From: "c:3f2a9c0d41b7e8aa", Text: "by name only"},
 		Message{ID: "x", Kind: KindReceipt, Chat: "+1", Target: "$e", State: StateDelivered, Transport: TransportSMS, SIM: 2},
 		MediaGet{ID: "m", Offset: 5},
 		MediaHeader{ID: "m", Size: 1, Total: 1, SHA256: strings.Repeat("a", 64)},

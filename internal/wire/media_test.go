@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strings"
 	"testing"
 )
 
@@ -113,6 +114,19 @@ func TestEventValidation(t *testing.T) {
 		{"SIM out of range", func(m *Message) { m.SIM = 9 }, true},
 		{"a newer peer's kind", func(m *Message) { m.Kind = "poll" }, false},
 		{"non-UTF-8 emoji", func(m *Message) { m.Kind, m.Target, m.Emoji = KindReaction, "t", "\xff" }, true},
+		{"conversation chat", func(m *Message) { m.Chat, m.From = "c:3f2a9c0d41b7e8aa", "c:3f2a9c0d41b7e8aa" }, false},
+		{"conversation sender in a group", func(m *Message) { m.Chat, m.From = "g:9", "c:a-b_c.9" }, false},
+		{"conversation chat without key", func(m *Message) { m.Chat = "c:" }, true},
+		{"conversation key with a space", func(m *Message) { m.Chat = "c:ab cd" }, true},
+		{"conversation key with a slash", func(m *Message) { m.From = "c:ab/cd" }, true},
+		{"conversation key too long", func(m *Message) { m.Chat = "c:" + strings.Repeat("a", MaxConversationKey+1) }, true},
+		{"conversation key at the limit", func(m *Message) { m.Chat = "c:" + strings.Repeat("a", MaxConversationKey) }, false},
+		{"group member by conversation key", func(m *Message) {
+			m.Kind, m.Chat, m.Group = KindGroup, "g:9", &Group{Members: []Member{{Number: "c:k1", Name: "Ann"}}}
+		}, false},
+		{"group member with a bad conversation key", func(m *Message) {
+			m.Kind, m.Chat, m.Group = KindGroup, "g:9", &Group{Members: []Member{{Number: "c:k!"}}}
+		}, true},
 	}
 	for _, tc := range tests {
 		m := ok

@@ -69,7 +69,7 @@ func HasFeature(list []string, f string) bool {
 // once and every retry carries the same one, so receivers drop duplicates.
 type Message struct {
 	ID   string `json:"id"`
-	Chat string `json:"chat"`           // the other party's number (E.164) for a 1:1 chat
+	Chat string `json:"chat"`           // the other party's number (E.164) for a 1:1 chat, "g:<id>" for a group, "c:<key>" for a party known by name only
 	From string `json:"from,omitempty"` // sender's number on inbound messages; empty from Matrix
 	Text string `json:"text"`
 	TSMS int64  `json:"ts"` // unix milliseconds at the origin
