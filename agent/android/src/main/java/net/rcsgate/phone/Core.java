@@ -17,7 +17,7 @@ import net.rcsgate.phone.sms.SmsPath;
 
 /**
  * The app's one instance of everything (one process): the Inbox and the SMS path's SendLog in
- * private storage, the Router with its paths, the agent's runner and its latest status. The
+ * private storage, the Router with its paths (SMS, then RCS through the messaging app), the agent's runner and its latest status. The
  * service, the receivers and the setup screen all reach the same objects through get().
  */
 public final class Core {
@@ -34,6 +34,8 @@ public final class Core {
     public final SendLog sends;
     public final AndroidSms sms;
     public final SmsPath smsPath;
+    /** RCS through the messaging app: its path, listener and compose driver's state. */
+    final RcsPhone rcs;
     public final Router router = new Router();
     public final ScheduledExecutorService timer = Executors.newSingleThreadScheduledExecutor();
     public final LogFile log;
@@ -55,6 +57,32 @@ public final class Core {
         sms = new AndroidSms(app);
         smsPath = new SmsPath(sms, sends, inbox, System::currentTimeMillis);
         router.add(smsPath);
+        rcs = new RcsPhone(app, files, inbox, this::capsChanged);
+        router.add(rcs.path);
+    }
+
+    /**
+     * A path's caps changed (notification access or the accessibility service turned on or off):
+     * the agent is restarted so its hello tells the bridge. Nothing is lost: both journals are durable.
+     */
+    void capsChanged() {
+        timer.execute(() -> {
+            AgentRunner r;
+            synchronized (this) {
+                r = runner;
+            }
+            if (r == null) return;
+            try {
+                r.stop();
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                return;
+            }
+            synchronized (this) {
+                if (runner == r) r.start();
+            }
+            changed();
+        });
     }
 
     /** The instance; an IOException (storage broken) is fatal for the app and said so. */

@@ -14,6 +14,7 @@ import android.os.PowerManager;
 import android.provider.Settings;
 import android.view.View;
 import android.widget.Button;
+import android.widget.CheckBox;
 import android.widget.EditText;
 import android.widget.LinearLayout;
 import android.widget.ScrollView;
@@ -27,6 +28,7 @@ import net.rcsgate.phone.core.AgentStatus;
 import net.rcsgate.phone.core.PairLink;
 import net.rcsgate.phone.core.Pairing;
 import net.rcsgate.phone.core.SetupChecks;
+import net.rcsgate.phone.rcs.RcsSetup;
 
 /**
  * The one screen: each setup step with a live check (tap a step to fix it), the pairing field
@@ -36,6 +38,7 @@ import net.rcsgate.phone.core.SetupChecks;
 public final class SetupActivity extends Activity implements Core.Listener, SetupChecks.Phone {
     static final int REQ_SMS = 1;
     static final int REQ_NOTIFY = 2;
+    static final int REQ_CONTACTS = 3;
     static final String[] SMS_PERMISSIONS = {
         Manifest.permission.SEND_SMS, Manifest.permission.RECEIVE_SMS, Manifest.permission.READ_SMS, Manifest.permission.READ_PHONE_STATE,
     };
@@ -47,6 +50,7 @@ public final class SetupActivity extends Activity implements Core.Listener, Setu
     private Button pairButton;
     private Button unpairButton;
     private TextView statusText;
+    private CheckBox markRead;
     private volatile boolean pairing;
 
     @Override
@@ -102,6 +106,12 @@ public final class SetupActivity extends Activity implements Core.Listener, Setu
         steps.setOrientation(LinearLayout.VERTICAL);
         root.addView(steps);
 
+        markRead = new CheckBox(this);
+        markRead.setText(R.string.mark_read);
+        markRead.setChecked(core.rcs.markRead());
+        markRead.setOnCheckedChangeListener((v, on) -> core.rcs.setMarkRead(on));
+        root.addView(markRead);
+
         TextView pairTitle = new TextView(this);
         pairTitle.setText(R.string.pair_title);
         pairTitle.setTypeface(Typeface.DEFAULT_BOLD);
@@ -144,7 +154,7 @@ public final class SetupActivity extends Activity implements Core.Listener, Setu
     /** Redraws the steps and the status from the live checks. */
     void refresh() {
         steps.removeAllViews();
-        List<SetupChecks.Check> checks = SetupChecks.run(this, DateFormat.getTimeInstance(DateFormat.SHORT));
+        List<SetupChecks.Check> checks = RcsSetup.merge(SetupChecks.run(this, DateFormat.getTimeInstance(DateFormat.SHORT)), RcsSetup.run(rcsPhone));
         for (final SetupChecks.Check c : checks) {
             TextView t = new TextView(this);
             t.setText((c.ok ? "✓  " : "•  ") + c.title + (c.detail.isEmpty() ? "" : "\n     " + c.detail));
@@ -190,8 +200,69 @@ public final class SetupActivity extends Activity implements Core.Listener, Setu
             case CONNECTED:
                 AgentService.start(this);
                 break;
+            case MESSAGING_APP:
+                open(new Intent(Settings.ACTION_MANAGE_DEFAULT_APPS_SETTINGS));
+                break;
+            case NOTIFICATION_ACCESS:
+                open(new Intent(Settings.ACTION_NOTIFICATION_LISTENER_SETTINGS));
+                break;
+            case ACCESSIBILITY:
+                open(new Intent(Settings.ACTION_ACCESSIBILITY_SETTINGS));
+                break;
+            case RESTRICTED_SETTINGS:
+                open(new Intent(Settings.ACTION_APPLICATION_DETAILS_SETTINGS, Uri.parse("package:" + getPackageName())));
+                break;
+            case CONTACTS:
+                requestPermissions(new String[] {Manifest.permission.READ_CONTACTS}, REQ_CONTACTS);
+                break;
         }
     }
+
+    /** Opens a settings screen; some phones lack one, which is said rather than crashing. */
+    private void open(Intent i) {
+        try {
+            startActivity(i);
+        } catch (RuntimeException e) {
+            pairMessage.setText("This phone has no such settings screen; look for it in the Settings app.");
+        }
+    }
+
+    /** The platform's state for the RCS steps. */
+    private final RcsSetup.Phone rcsPhone = new RcsSetup.Phone() {
+        @Override
+        public int sdk() {
+            return Build.VERSION.SDK_INT;
+        }
+
+        @Override
+        public String defaultSmsApp() {
+            return core.rcs.defaultSmsApp();
+        }
+
+        @Override
+        public String label(String pkg) {
+            try {
+                return getPackageManager().getApplicationLabel(getPackageManager().getApplicationInfo(pkg, 0)).toString();
+            } catch (PackageManager.NameNotFoundException | RuntimeException e) {
+                return pkg;
+            }
+        }
+
+        @Override
+        public boolean notificationAccess() {
+            return core.rcs.notificationAccessGranted();
+        }
+
+        @Override
+        public boolean accessibility() {
+            return core.rcs.accessibilityGranted();
+        }
+
+        @Override
+        public boolean contacts() {
+            return checkSelfPermission(Manifest.permission.READ_CONTACTS) == PackageManager.PERMISSION_GRANTED;
+        }
+    };
 
     @Override
     public void onRequestPermissionsResult(int req, String[] permissions, int[] results) {

@@ -32,6 +32,11 @@ public final class SmsReceiver extends BroadcastReceiver {
         }
         int stored = 0;
         for (IncomingSms.Received r : received) {
+            if (core.rcs.smsAlreadyBridged(r.from, r.body)) {
+                // The messaging app's notification brought it to Matrix first (RCS path).
+                core.log.line("app: an SMS was bridged already from the messaging app's notification");
+                continue;
+            }
             for (Event ev : IncomingSms.events(r, core.sms.sims())) {
                 try {
                     core.inbox.put(ev);

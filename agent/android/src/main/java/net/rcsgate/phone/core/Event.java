@@ -11,6 +11,7 @@ import org.json.JSONObject;
 public final class Event {
     public static final String KIND_TEXT = "text";
     public static final String KIND_RECEIPT = "receipt";
+    public static final String KIND_READ = "read";
     public static final String STATE_DELIVERED = "delivered";
     public static final String STATE_FAILED = "failed";
 

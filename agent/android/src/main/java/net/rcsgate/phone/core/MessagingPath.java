@@ -5,8 +5,8 @@ import java.util.Map;
 import org.json.JSONObject;
 
 /**
- * One way of reaching the phone's messaging: the platform's SMS (SmsPath), and later the
- * messaging app's RCS chats. The Router asks each path what it carries, assembles the hello from
+ * One way of reaching the phone's messaging: the platform's SMS (SmsPath) and the messaging app's
+ * chats (RcsPath). The Router asks each path what it carries, assembles the hello from
  * that, and hands each command from the agent to the path that carries it.
  */
 public interface MessagingPath {
@@ -22,6 +22,14 @@ public interface MessagingPath {
 
     /** 1-based SIM slots the path can use (empty: one, the default). */
     List<Integer> sims();
+
+    /**
+     * Whether this path should carry ev when the chat names no transport ("" = any) although an
+     * earlier path also could: e.g. the messaging app's path for a conversation only it can reach.
+     */
+    default boolean prefers(Event ev) {
+        return false;
+    }
 
     /** Sends ev (a "send" command); answers result exactly once, possibly later. */
     void send(Event ev, Result result);

@@ -59,8 +59,19 @@ public final class Router {
         return null;
     }
 
+    /**
+     * The path for ev: with no transport named, the first path that prefers the chat (a
+     * conversation only it can reach), else as pathFor(transport).
+     */
+    public MessagingPath pathFor(Event ev) {
+        if (ev.transport().isEmpty()) {
+            for (MessagingPath p : paths) if (p.prefers(ev)) return p;
+        }
+        return pathFor(ev.transport());
+    }
+
     public void send(Event ev, Result result) {
-        MessagingPath p = pathFor(ev.transport());
+        MessagingPath p = pathFor(ev);
         if (p == null) {
             result.fail(true, noPath(ev.transport()));
             return;

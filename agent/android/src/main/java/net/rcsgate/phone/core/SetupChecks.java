@@ -9,7 +9,11 @@ import java.util.List;
  * person. Plain Java over a Phone interface, so the order and wording are tested on the JVM.
  */
 public final class SetupChecks {
-    public enum Step { SMS, NOTIFICATIONS, BATTERY, PAIRED, CONNECTED }
+    public enum Step {
+        SMS, NOTIFICATIONS, BATTERY, PAIRED, CONNECTED,
+        // RCS through the messaging app (net.rcsgate.phone.rcs.RcsSetup)
+        MESSAGING_APP, NOTIFICATION_ACCESS, ACCESSIBILITY, RESTRICTED_SETTINGS, CONTACTS
+    }
 
     /** What the platform and the agent say right now. */
     public interface Phone {
@@ -32,7 +36,7 @@ public final class SetupChecks {
         public final String title;
         public final String detail;
 
-        Check(Step step, boolean ok, String title, String detail) {
+        public Check(Step step, boolean ok, String title, String detail) {
             this.step = step;
             this.ok = ok;
             this.title = title;
