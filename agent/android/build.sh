@@ -127,12 +127,12 @@ check() {
 	expect "targetSdkVersion:'$TARGET_SDK'"
 	expect "native-code: 'arm64-v8a' 'x86_64'"
 	expect "launchable-activity: name='net.rcsgate.phone.SetupActivity'"
-	for p in SEND_SMS RECEIVE_SMS READ_SMS FOREGROUND_SERVICE_SPECIAL_USE POST_NOTIFICATIONS RECEIVE_BOOT_COMPLETED; do
+	for p in SEND_SMS RECEIVE_SMS READ_SMS READ_CONTACTS FOREGROUND_SERVICE_SPECIAL_USE POST_NOTIFICATIONS RECEIVE_BOOT_COMPLETED; do
 		expect "uses-permission: name='android.permission.$p'"
 	done
 	local tree
 	tree="$(aapt dump xmltree "$apk" AndroidManifest.xml 2>&1)" || die "aapt dump xmltree failed: $tree"
-	for c in .AgentService .SmsReceiver .SmsStatusReceiver .BootReceiver; do
+	for c in .AgentService .SmsReceiver .SmsStatusReceiver .BootReceiver .MessagingListener .ComposeService; do
 		grep -q "\"$c\"" <<<"$tree" || die "manifest lacks $c"
 	done
 	grep -q 'foregroundServiceType.*=(type 0x11)0x40000000' <<<"$tree" || die "AgentService is not of type specialUse"
@@ -173,8 +173,10 @@ unit_tests() {
 	rm -rf "$b" && mkdir -p "$b/test-classes"
 	compile_main "$b"
 	cp="$(test_classpath "$b")"
-	find "$HERE/src/test/java" -name '*.java' >"$b/test-sources.txt"
+	# The tests use the integration driver's fakes (src/it) and the messaging apps' fixtures.
+	find "$HERE/src/test/java" "$HERE/src/it/java" -name '*.java' >"$b/test-sources.txt"
 	javac -nowarn -Xlint:-options --release 8 -encoding UTF-8 -cp "$b/classes:$ANDROID_ALL:$cp" -d "$b/test-classes" @"$b/test-sources.txt"
+	cp -r "$HERE/src/fixtures" "$b/test-classes/fixtures"
 	# Robolectric's binary resources: the manifest and the resources aapt compiled.
 	mkdir -p "$b/test-classes/com/android/tools"
 	cat >"$b/test-classes/com/android/tools/test_config.properties" <<EOF
@@ -187,9 +189,9 @@ EOF
 	mkdir -p "$sdkdir"
 	ln -sf "$(jar_of org.robolectric android-all-instrumented 14-robolectric-10818077-i7)" "$sdkdir/"
 	ln -sf "$(jar_of org.robolectric android-all-instrumented 15-robolectric-12650502-i7)" "$sdkdir/"
-	# Plain JVM tests (core, sms: logic without the framework; org.json from android-all) ...
+	# Plain JVM tests (core, sms, rcs: logic without the framework; org.json from android-all) ...
 	local plain robo
-	plain="$(cd "$b/test-classes" && find net/rcsgate/phone/core net/rcsgate/phone/sms -name '*Test.class' | sed 's|\.class$||; s|/|.|g' | sort)"
+	plain="$(cd "$b/test-classes" && find net/rcsgate/phone/core net/rcsgate/phone/sms net/rcsgate/phone/rcs -name '*Test.class' | sed 's|\.class$||; s|/|.|g' | sort)"
 	java -cp "$b/test-classes:$b/classes:$cp:$ANDROID_ALL" org.junit.runner.JUnitCore $plain
 	# ... and Robolectric tests of the framework classes, on the instrumented framework it loads
 	# itself (offline, from the jars fetched above).
@@ -198,7 +200,7 @@ EOF
 		-cp "$b/test-classes:$b/classes:$cp:$ANDROID_ALL" org.junit.runner.JUnitCore $robo
 }
 
-# classes DIR: the app's classes (no Android needed at run time for net.rcsgate.phone.core/sms)
+# classes DIR: the app's classes (no Android needed at run time for net.rcsgate.phone.core/sms/rcs)
 # plus the integration test's driver, and a file naming the classpath to run them with.
 classes() {
 	local out="$1" b="$BUILD/it"
@@ -207,6 +209,7 @@ classes() {
 	compile_main "$b"
 	javac -nowarn -Xlint:-options --release 8 -encoding UTF-8 -cp "$b/classes:$ANDROID_ALL" -d "$b/it-classes" \
 		$(find "$HERE/src/it/java" -name '*.java')
+	cp -r "$HERE/src/fixtures" "$b/it-classes/fixtures"
 	mkdir -p "$out"
 	echo "$b/it-classes:$b/classes:$ANDROID_ALL" >"$out/classpath"
 }

@@ -63,26 +63,13 @@ public final class Core {
 
     /**
      * A path's caps changed (notification access or the accessibility service turned on or off):
-     * the agent is restarted so its hello tells the bridge. Nothing is lost: both journals are durable.
+     * the agent says hello again (AgentRunner.refreshCaps restarts it; the journals make that lossless).
      */
     void capsChanged() {
-        timer.execute(() -> {
-            AgentRunner r;
-            synchronized (this) {
-                r = runner;
-            }
-            if (r == null) return;
-            try {
-                r.stop();
-            } catch (InterruptedException e) {
-                Thread.currentThread().interrupt();
-                return;
-            }
-            synchronized (this) {
-                if (runner == r) r.start();
-            }
-            changed();
-        });
+        synchronized (this) {
+            if (runner != null) runner.refreshCaps();
+        }
+        changed();
     }
 
     /** The instance; an IOException (storage broken) is fatal for the app and said so. */

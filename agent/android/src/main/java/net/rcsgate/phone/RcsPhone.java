@@ -61,6 +61,7 @@ final class RcsPhone implements RcsPath.Platform, Incoming.SmsSide, Inbox.Listen
         incoming = new Incoming(files, inbox, contacts, new AndroidAttachments(app), this,
                 (delay, r) -> thread.schedule(r, delay, TimeUnit.MILLISECONDS), System::currentTimeMillis);
         compose = new ComposeDriver(new ComposeService.Screen(this), System::currentTimeMillis);
+        compose.onSubmit(() -> thread.execute(this::scheduleTicks));
         path = new RcsPath(this, replies, incoming, compose, new SendLog(new File(files, "rcs-sends.log")), System::currentTimeMillis);
         inbox.addListener(this);
         thread.execute(this::cleanMedia);

@@ -43,6 +43,7 @@ import org.json.JSONObject;
  * and reports on stdout: {"ev":"paired"}, {"ev":"status",...}, {"ev":"sms","id","to","text",
  * "parts"} (an SmsManager send), {"ev":"stored","id"} (an SMS put in the Inbox), {"ev":"error",...}.
  * With --echo NUMBER, an SMS sent to NUMBER comes straight back from it (the benchmark's echo).
+ * With --rcs, the RCS path through a faked messaging app runs too (RcsDriver: its commands).
  */
 public final class PhoneDriver {
     private static final PrintStream OUT = System.out;
@@ -133,17 +134,19 @@ public final class PhoneDriver {
         String files = null;
         String link = null;
         String echo = "";
+        boolean rcs = false;
         for (int i = 0; i < args.length; i++) {
             switch (args[i]) {
                 case "--agent": agent = args[++i]; break;
                 case "--files": files = args[++i]; break;
                 case "--link": link = args[++i]; break;
                 case "--echo": echo = args[++i]; break;
+                case "--rcs": rcs = true; break;
                 default: throw new IllegalArgumentException("unknown argument " + args[i]);
             }
         }
         if (agent == null || files == null || link == null) {
-            System.err.println("usage: PhoneDriver --agent PATH --files DIR --link LINK [--echo NUMBER]");
+            System.err.println("usage: PhoneDriver --agent PATH --files DIR --link LINK [--echo NUMBER] [--rcs]");
             System.exit(2);
         }
         File dir = new File(files);
@@ -169,6 +172,8 @@ public final class PhoneDriver {
         sms.inbox = inbox;
         Router router = new Router();
         router.add(path);
+        RcsDriver rcsDriver = rcs ? new RcsDriver(dir, inbox) : null;
+        if (rcsDriver != null) rcsDriver.addTo(router);
         ScheduledExecutorService timer = Executors.newSingleThreadScheduledExecutor(r -> {
             Thread t = new Thread(r, "timer");
             t.setDaemon(true);
@@ -223,6 +228,7 @@ public final class PhoneDriver {
                     report(ev("stopped"));
                     return;
                 default:
+                    if (rcsDriver != null && rcsDriver.handle(c)) break;
                     report(put(ev("error"), "message", "unknown command"));
             }
         }

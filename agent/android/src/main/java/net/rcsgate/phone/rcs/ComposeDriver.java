@@ -100,9 +100,16 @@ public final class ComposeDriver {
     private int before;
     private String lastWhy = "";
 
+    private volatile Runnable wake;
+
     public ComposeDriver(Screen screen, Clock clock) {
         this.screen = screen;
         this.clock = clock;
+    }
+
+    /** r runs whenever a job is queued: the framework side starts looking at the window. */
+    public void onSubmit(Runnable r) {
+        wake = r;
     }
 
     /** Queues j; it starts at once if nothing runs. False (and j failed) if the queue is full. */
@@ -118,6 +125,8 @@ public final class ComposeDriver {
             return false;
         }
         tick();
+        Runnable w = wake;
+        if (w != null) w.run();
         return true;
     }
 
@@ -177,18 +186,18 @@ public final class ComposeDriver {
         if (state == State.OPENING) {
             if (f != null) {
                 if (f.send == null) {
-                    lastWhy = "could not find the Send button on " + job.app.label + "'s compose screen (it may have changed: update rcsgate); not sent";
+                    lastWhy = "could not find the Send button in " + job.app.label + " (its screen may have changed: update rcsgate); not sent";
                 } else if (f.field != null && !job.text.equals(trim(f.field.text()))) {
-                    lastWhy = "the text field on " + job.app.label + "'s compose screen held other text (a draft?); not sent";
+                    lastWhy = "the text field in " + job.app.label + " held other text (a draft?); not sent";
                 } else if (!f.send.enabled()) {
-                    lastWhy = job.app.label + "'s Send button stayed disabled; not sent";
+                    lastWhy = "the Send button in " + job.app.label + " stayed disabled; not sent";
                 } else {
                     before = f.shown;
                     if (!job.gate.pressing()) {
                         return end(done, false, false, "the phone could not record the send (storage full?); will retry");
                     }
                     if (!f.send.click()) {
-                        return end(done, true, true, job.app.label + "'s Send button did not take the press; check the phone before sending again");
+                        return end(done, true, true, "the Send button in " + job.app.label + " did not take the press; check the phone before sending again");
                     }
                     state = State.CONFIRMING;
                     deadline = now + CONFIRM_MS;

@@ -69,9 +69,9 @@ public final class NotificationParser {
                 else if (!firstOther.equals(who)) severalOthers = true;
             }
         }
-        boolean group;
-        if (p.isGroup != null) group = p.isGroup;
-        else group = convTitle != null && !convTitle.isEmpty() && severalOthers; // apps that do not say (pre-P convention)
+        // The flag, or a conversation title with several people writing: the framework writes
+        // the flag as false for apps that never set it (and older apps mark groups by the title).
+        boolean group = Boolean.TRUE.equals(p.isGroup) || (convTitle != null && !convTitle.isEmpty() && severalOthers);
 
         String convHash = Ids.hashed("", p.pkg, key);
         String chat;
