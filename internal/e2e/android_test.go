@@ -25,6 +25,11 @@ type phoneApp struct {
 
 func startPhoneApp(t *testing.T, ctx context.Context, st *harness.Stack) *phoneApp {
 	t.Helper()
+	return startPhoneAppWith(t, ctx, st, harness.PhoneAppOptions{})
+}
+
+func startPhoneAppWith(t *testing.T, ctx context.Context, st *harness.Stack, o harness.PhoneAppOptions) *phoneApp {
+	t.Helper()
 	root, err := filepath.Abs("../..")
 	if err != nil {
 		t.Fatal(err)
@@ -36,7 +41,8 @@ func startPhoneApp(t *testing.T, ctx context.Context, st *harness.Stack) *phoneA
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := st.StartPhoneApp(ctx, harness.PhoneAppOptions{Classpath: cp})
+	o.Classpath = cp
+	p, err := st.StartPhoneApp(ctx, o)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -58,6 +58,9 @@ type PhoneAppOptions struct {
 	User      string // the Matrix user it pairs for; default the stack's user
 	Name      string // a name for its files and log; default "phone-app"
 	Echo      string // a number whose SMS come straight back (benchmarks)
+	// RCS also runs the RCS path through a faked messaging app (PhoneDriver --rcs: notifications
+	// posted by command, a fixture compose screen).
+	RCS bool
 }
 
 // StartPhoneApp pairs a new phone app for o.User and starts it; Down stops it.
@@ -77,6 +80,9 @@ func (st *Stack) StartPhoneApp(ctx context.Context, o PhoneAppOptions) (*PhoneAp
 		"--agent", st.bin("rcsgate-agent"), "--files", p.Dir, "--link", link}
 	if o.Echo != "" {
 		args = append(args, "--echo", o.Echo)
+	}
+	if o.RCS {
+		args = append(args, "--rcs")
 	}
 	cmd := exec.Command("java", args...)
 	if p.stdin, err = cmd.StdinPipe(); err != nil {

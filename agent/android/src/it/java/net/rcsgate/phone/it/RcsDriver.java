@@ -29,7 +29,7 @@ import org.json.JSONObject;
  *   {"cmd":"ui","screen":"google-no-send","locked":false,"connected":true}
  * </pre>
  *
- * Reports: {"ev":"posted","chat","stored"} (the chat the notification showed), {"ev":"reply",
+ * Reports: {"ev":"posted","chat","messages"} (the conversation the notification showed), {"ev":"reply",
  * "key","text"} and {"ev":"markread","key"} (an action fired), {"ev":"compose-open","pkg",
  * "number"} and {"ev":"compose-sent","pkg","number","text"} (the fake compose screen).
  */
@@ -39,7 +39,6 @@ final class RcsDriver implements RcsPath.Platform {
     final Incoming incoming;
     final ComposeDriver compose;
     final RcsPath path;
-    private final Inbox inbox;
     private final ScheduledExecutorService thread = Executors.newSingleThreadScheduledExecutor(r -> {
         Thread t = new Thread(r, "rcs");
         t.setDaemon(true);
@@ -48,7 +47,6 @@ final class RcsDriver implements RcsPath.Platform {
     private boolean ticking;
 
     RcsDriver(File dir, Inbox inbox) throws IOException {
-        this.inbox = inbox;
         ui.installed.add(MessagingApp.GOOGLE);
         ui.installed.add(MessagingApp.SAMSUNG);
         ui.screens.put(MessagingApp.GOOGLE, "google-compose");
@@ -91,12 +89,11 @@ final class RcsDriver implements RcsPath.Platform {
                     PhoneDriver.report(o);
                 });
                 thread.execute(() -> {
-                    int before = inbox.size();
                     Conversation conv = incoming.posted(p);
                     if (conv != null) replies.posted(p, conv);
                     JSONObject o = PhoneDriver.ev("posted");
                     PhoneDriver.put(o, "chat", conv == null ? "" : conv.chat);
-                    PhoneDriver.put(o, "stored", inbox.size() - before);
+                    PhoneDriver.put(o, "messages", conv == null ? 0 : conv.messages.size());
                     PhoneDriver.report(o);
                 });
                 return true;
