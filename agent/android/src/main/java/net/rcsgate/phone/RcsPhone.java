@@ -86,8 +86,10 @@ final class RcsPhone implements RcsPath.Platform, Incoming.SmsSide, Inbox.Listen
         if (sbn == null || MessagingApp.of(sbn.getPackageName()) == null) return;
         final Posted p = NotificationReader.read(app, sbn);
         thread.execute(() -> {
+            int waiting = inbox.size();
             Conversation c = incoming.posted(p);
             if (c != null) replies.posted(p, c);
+            if (inbox.size() > waiting) AgentService.start(app); // the agent must run to take it (after a restart, the listener may be first)
             cleanMedia();
         });
     }
