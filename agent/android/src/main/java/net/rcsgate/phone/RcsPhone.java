@@ -33,8 +33,6 @@ import net.rcsgate.phone.sms.SendLog;
  */
 final class RcsPhone implements RcsPath.Platform, Incoming.SmsSide, Inbox.Listener {
     static final String PREF_MARK_READ = "rcs_mark_read";
-    /** While a compose job runs, the window is looked at this often (besides its own events). */
-    static final long TICK_MS = 250;
 
     final Context app;
     final ScheduledExecutorService thread = Executors.newSingleThreadScheduledExecutor(r -> {
@@ -51,7 +49,6 @@ final class RcsPhone implements RcsPath.Platform, Incoming.SmsSide, Inbox.Listen
     private final Runnable capsChanged;
     private volatile boolean listening;
     private volatile ComposeService service;
-    private boolean ticking;
 
     RcsPhone(Context app, File files, Inbox inbox, Runnable capsChanged) throws IOException {
         this.app = app;
@@ -60,8 +57,8 @@ final class RcsPhone implements RcsPath.Platform, Incoming.SmsSide, Inbox.Listen
         contacts = new AndroidContacts(app);
         incoming = new Incoming(files, inbox, contacts, new AndroidAttachments(app), this,
                 (delay, r) -> thread.schedule(r, delay, TimeUnit.MILLISECONDS), System::currentTimeMillis);
-        compose = new ComposeDriver(new ComposeService.Screen(this), System::currentTimeMillis);
-        compose.onSubmit(() -> thread.execute(this::scheduleTicks));
+        compose = new ComposeDriver(new ComposeService.Screen(this), System::currentTimeMillis,
+                (ms, r) -> thread.schedule(r, ms, TimeUnit.MILLISECONDS));
         path = new RcsPath(this, replies, incoming, compose, new SendLog(new File(files, "rcs-sends.log")), System::currentTimeMillis);
         inbox.addListener(this);
         thread.execute(this::cleanMedia);
@@ -119,24 +116,9 @@ final class RcsPhone implements RcsPath.Platform, Incoming.SmsSide, Inbox.Listen
         return service;
     }
 
-    /** An accessibility event of a messaging app (or a compose job started): look at the window. */
+    /** An accessibility event of a messaging app while a compose job runs: look at the window. */
     void tick() {
-        thread.execute(() -> {
-            compose.tick();
-            scheduleTicks();
-        });
-    }
-
-    private synchronized void scheduleTicks() {
-        if (ticking || !compose.busy()) return;
-        ticking = true;
-        thread.schedule(() -> {
-            synchronized (this) {
-                ticking = false;
-            }
-            compose.tick();
-            scheduleTicks();
-        }, TICK_MS, TimeUnit.MILLISECONDS);
+        thread.execute(compose::tick);
     }
 
     // RcsPath.Platform

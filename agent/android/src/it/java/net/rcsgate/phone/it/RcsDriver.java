@@ -44,7 +44,6 @@ final class RcsDriver implements RcsPath.Platform {
         t.setDaemon(true);
         return t;
     });
-    private boolean ticking;
 
     RcsDriver(File dir, Inbox inbox) throws IOException {
         ui.installed.add(MessagingApp.GOOGLE);
@@ -69,8 +68,7 @@ final class RcsDriver implements RcsPath.Platform {
         });
         incoming = new Incoming(dir, inbox, null, null, () -> false,
                 (delay, r) -> thread.schedule(r, delay, TimeUnit.MILLISECONDS), System::currentTimeMillis);
-        compose = new ComposeDriver(ui, System::currentTimeMillis);
-        compose.onSubmit(() -> thread.execute(this::scheduleTicks));
+        compose = new ComposeDriver(ui, System::currentTimeMillis, (ms, r) -> thread.schedule(r, ms, TimeUnit.MILLISECONDS));
         path = new RcsPath(this, replies, incoming, compose, new SendLog(new File(dir, "rcs-sends.log")), System::currentTimeMillis);
     }
 
@@ -114,19 +112,6 @@ final class RcsDriver implements RcsPath.Platform {
             default:
                 return false;
         }
-    }
-
-    /** Looks at the fake screen while a compose job runs, as the accessibility events would. */
-    private synchronized void scheduleTicks() {
-        if (ticking || !compose.busy()) return;
-        ticking = true;
-        thread.schedule(() -> {
-            synchronized (this) {
-                ticking = false;
-            }
-            compose.tick();
-            scheduleTicks();
-        }, 50, TimeUnit.MILLISECONDS);
     }
 
     @Override

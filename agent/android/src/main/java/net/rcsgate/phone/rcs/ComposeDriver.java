@@ -70,6 +70,14 @@ public final class ComposeDriver {
         long now();
     }
 
+    /** Runs a task after a pause (the framework's timer); null in tests, which tick by hand. */
+    public interface Timer {
+        void after(long ms, Runnable r);
+    }
+
+    /** While a job runs, the window is looked at this often besides on its own events. */
+    public static final long LOOK_MS = 250;
+
     public static final class Job {
         final String id;
         final MessagingApp app;
@@ -100,16 +108,13 @@ public final class ComposeDriver {
     private int before;
     private String lastWhy = "";
 
-    private volatile Runnable wake;
+    private final Timer timer;
+    private boolean looking;
 
-    public ComposeDriver(Screen screen, Clock clock) {
+    public ComposeDriver(Screen screen, Clock clock, Timer timer) {
         this.screen = screen;
         this.clock = clock;
-    }
-
-    /** r runs whenever a job is queued: the framework side starts looking at the window. */
-    public void onSubmit(Runnable r) {
-        wake = r;
+        this.timer = timer;
     }
 
     /** Queues j; it starts at once if nothing runs. False (and j failed) if the queue is full. */
@@ -125,9 +130,23 @@ public final class ComposeDriver {
             return false;
         }
         tick();
-        Runnable w = wake;
-        if (w != null) w.run();
+        keepLooking();
         return true;
+    }
+
+    /** Ticks every LOOK_MS while jobs run (windows do not always send an event when they change). */
+    private void keepLooking() {
+        synchronized (this) {
+            if (timer == null || looking || !busy()) return;
+            looking = true;
+        }
+        timer.after(LOOK_MS, () -> {
+            synchronized (this) {
+                looking = false;
+            }
+            tick();
+            keepLooking();
+        });
     }
 
     public synchronized boolean busy() {

@@ -241,25 +241,15 @@ public final class RcsPath implements MessagingPath {
 
     /** Answers a send asked for again from its record; false if it must be sent. */
     private boolean answerFrom(SendLog.Rec rec, Result result) {
-        switch (rec.state) {
-            case SENT:
-                result.ok();
-                return true;
-            case FAILED:
-                result.fail(true, rec.reason);
-                return true;
-            default:
-                break;
-        }
+        if (SendLog.answer(rec, result)) return true;
         if (waiting.containsKey(rec.id)) return false; // the compose job still runs: composeSend joins it
         // Started by an earlier run of the app that died before the outcome was known.
-        String reason = "the phone may or may not have sent this message (the app was stopped while sending it); not sending it twice";
         try {
-            log.failed(rec.id, reason);
+            log.failed(rec.id, SendLog.UNKNOWN_OUTCOME);
         } catch (IOException e) {
             LOG.log(Level.SEVERE, "send log not written", e);
         }
-        result.fail(true, reason);
+        result.fail(true, SendLog.UNKNOWN_OUTCOME);
         return true;
     }
 

@@ -137,6 +137,24 @@ public final class SendLog {
         }
     }
 
+    /** Why a send whose outcome was lost (the app was stopped mid-send) is not sent again. */
+    public static final String UNKNOWN_OUTCOME =
+            "the phone may or may not have sent this message (the app was stopped while sending it); not sending it twice";
+
+    /** Answers result from rec if the send is over (sent: ok; failed: for good, with its reason). */
+    public static boolean answer(Rec rec, net.rcsgate.phone.core.Result result) {
+        switch (rec.state) {
+            case SENT:
+                result.ok();
+                return true;
+            case FAILED:
+                result.fail(true, rec.reason);
+                return true;
+            default:
+                return false;
+        }
+    }
+
     public synchronized Rec get(String id) {
         return recs.get(id);
     }

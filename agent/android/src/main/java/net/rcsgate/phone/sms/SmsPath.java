@@ -163,16 +163,7 @@ public final class SmsPath implements MessagingPath {
 
     /** Answers a send asked for again from its record; false if it must be sent (again). */
     private boolean answerFrom(SendLog.Rec rec, Event ev, Result result) throws IOException {
-        switch (rec.state) {
-            case SENT:
-                result.ok();
-                return true;
-            case FAILED:
-                result.fail(true, rec.reason);
-                return true;
-            default:
-                break;
-        }
+        if (SendLog.answer(rec, result)) return true;
         if (waiting.containsKey(rec.id)) {
             waiting.get(rec.id).add(result); // still going out: the same answer for both
             return true;
@@ -183,9 +174,8 @@ public final class SmsPath implements MessagingPath {
             result.ok();
             return true;
         }
-        String reason = "the phone may or may not have sent this message (the app was stopped while sending it); not sending it twice";
-        log.failed(rec.id, reason);
-        result.fail(true, reason);
+        log.failed(rec.id, SendLog.UNKNOWN_OUTCOME);
+        result.fail(true, SendLog.UNKNOWN_OUTCOME);
         return true;
     }
 

@@ -26,7 +26,7 @@ public class ComposeDriverTest {
         app.installed.add(MessagingApp.GOOGLE);
         app.installed.add(MessagingApp.SAMSUNG);
         clock = new Fakes.Clock();
-        driver = new ComposeDriver(app, clock);
+        driver = new ComposeDriver(app, clock, null);
         outcomes = new ArrayList<>();
         gates = 0;
         gateOpen = true;

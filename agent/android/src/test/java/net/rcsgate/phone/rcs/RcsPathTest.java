@@ -52,7 +52,7 @@ public class RcsPathTest {
         app = new FakeMessagingApp();
         app.installed.add(MessagingApp.GOOGLE);
         app.screens.put(MessagingApp.GOOGLE, "google-compose");
-        compose = new ComposeDriver(app, clock);
+        compose = new ComposeDriver(app, clock, null);
         path = open();
         reply = new Fakes.Fired();
         read = new Fakes.Fired();
