@@ -7,6 +7,10 @@ import static org.junit.Assert.assertSame;
 import static org.junit.Assert.assertTrue;
 
 import android.app.Application;
+import android.content.Intent;
+import android.provider.Settings;
+import android.view.View;
+import android.widget.TextView;
 import android.service.notification.StatusBarNotification;
 import android.view.accessibility.AccessibilityNodeInfo;
 import java.util.ArrayList;
@@ -121,5 +125,36 @@ public class RcsServicesTest {
         assertSame(s, core.rcs.service());
         s.onUnbind(null);
         assertFalse(core.rcs.composing());
+    }
+
+    @Test
+    public void theSetupScreenShowsTheRcsStepsAndOpensTheirSettings() {
+        SetupActivity a = Robolectric.buildActivity(SetupActivity.class).setup().get();
+        String na = SetupActivityTest.step(a, "NOTIFICATION_ACCESS");
+        assertTrue(na, na.startsWith("•  Read the messaging app's notifications"));
+        assertTrue("Android 14 here: the restricted-settings step shows", SetupActivityTest.step(a, "RESTRICTED_SETTINGS").contains("⋮"));
+        a.getWindow().getDecorView().findViewWithTag("NOTIFICATION_ACCESS").performClick();
+        Intent opened = Shadows.shadowOf(a).getNextStartedActivity();
+        assertEquals(Settings.ACTION_NOTIFICATION_LISTENER_SETTINGS, opened.getAction());
+        a.getWindow().getDecorView().findViewWithTag("ACCESSIBILITY").performClick();
+        assertEquals(Settings.ACTION_ACCESSIBILITY_SETTINGS, Shadows.shadowOf(a).getNextStartedActivity().getAction());
+        a.getWindow().getDecorView().findViewWithTag("RESTRICTED_SETTINGS").performClick();
+        assertEquals(Settings.ACTION_APPLICATION_DETAILS_SETTINGS, Shadows.shadowOf(a).getNextStartedActivity().getAction());
+        // Notification access granted (the system writes it to secure settings): the step is ticked.
+        Settings.Secure.putString(app.getContentResolver(), "enabled_notification_listeners",
+                new android.content.ComponentName(app, MessagingListener.class).flattenToString());
+        a.refresh();
+        assertTrue(SetupActivityTest.step(a, "NOTIFICATION_ACCESS").startsWith("✓"));
+        // The mark-read setting is a checkbox the RCS path reads.
+        Core core = Core.get(app);
+        assertTrue(core.rcs.markRead());
+        View box = null;
+        for (View v : a.getWindow().getDecorView().getTouchables()) {
+            if (v instanceof android.widget.CheckBox) box = v;
+        }
+        assertNotNull(box);
+        box.performClick();
+        assertFalse(core.rcs.markRead());
+        assertEquals(a.getString(R.string.mark_read), ((TextView) box).getText().toString());
     }
 }
