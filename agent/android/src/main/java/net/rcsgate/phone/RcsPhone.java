@@ -173,13 +173,25 @@ final class RcsPhone implements RcsPath.Platform, Incoming.SmsSide, Inbox.Listen
 
     /** Notification access is granted (the listener may not be connected yet). */
     boolean notificationAccessGranted() {
-        return enabledIn(Settings.Secure.getString(app.getContentResolver(), "enabled_notification_listeners"),
-                new ComponentName(app, MessagingListener.class));
+        ComponentName cn = new ComponentName(app, MessagingListener.class);
+        try {
+            if (android.os.Build.VERSION.SDK_INT >= 27) {
+                return app.getSystemService(android.app.NotificationManager.class).isNotificationListenerAccessGranted(cn);
+            }
+            // Android 8.0: the setting the system keeps the granted listeners in.
+            return enabledIn(Settings.Secure.getString(app.getContentResolver(), "enabled_notification_listeners"), cn);
+        } catch (RuntimeException e) {
+            return listening;
+        }
     }
 
     boolean accessibilityGranted() {
-        return enabledIn(Settings.Secure.getString(app.getContentResolver(), Settings.Secure.ENABLED_ACCESSIBILITY_SERVICES),
-                new ComponentName(app, ComposeService.class));
+        try {
+            return enabledIn(Settings.Secure.getString(app.getContentResolver(), Settings.Secure.ENABLED_ACCESSIBILITY_SERVICES),
+                    new ComponentName(app, ComposeService.class));
+        } catch (RuntimeException e) {
+            return service != null;
+        }
     }
 
     static boolean enabledIn(String setting, ComponentName cn) {

@@ -140,9 +140,9 @@ public class RcsServicesTest {
         assertEquals(Settings.ACTION_ACCESSIBILITY_SETTINGS, Shadows.shadowOf(a).getNextStartedActivity().getAction());
         a.getWindow().getDecorView().findViewWithTag("RESTRICTED_SETTINGS").performClick();
         assertEquals(Settings.ACTION_APPLICATION_DETAILS_SETTINGS, Shadows.shadowOf(a).getNextStartedActivity().getAction());
-        // Notification access granted (the system writes it to secure settings): the step is ticked.
-        Settings.Secure.putString(app.getContentResolver(), "enabled_notification_listeners",
-                new android.content.ComponentName(app, MessagingListener.class).flattenToString());
+        // Notification access granted: the step is ticked.
+        Shadows.shadowOf(app.getSystemService(android.app.NotificationManager.class))
+                .setNotificationListenerAccessGranted(new android.content.ComponentName(app, MessagingListener.class), true);
         a.refresh();
         assertTrue(SetupActivityTest.step(a, "NOTIFICATION_ACCESS").startsWith("✓"));
         // The mark-read setting is a checkbox the RCS path reads.
