@@ -251,6 +251,7 @@ func (a *Agent) Deliver(ctx context.Context, in backend.Inbound) error {
 	}
 	ev := in
 	ev.ID = id
+	ev.Reason = wire.StripControl(in.Reason, wire.MaxReasonLen) // a receipt's reason: the phone's words, bounded
 	ev.Target = targetToWire(in.Target)
 	ev.ReplyTo = targetToWire(in.ReplyTo)
 	m := ev.ToWire()
@@ -790,7 +791,8 @@ func (a *Agent) sendToPhone(ctx context.Context, log zerolog.Logger, m wire.Mess
 		}
 		if pe, perm := backend.IsPermanent(err); perm {
 			log.Warn().Str("kind", m.Kind).Str("reason", pe.Reason).Msg("phone refused event for good")
-			return wire.Status{ID: m.ID, State: wire.StateFailed, Reason: pe.Reason, TSMS: time.Now().UnixMilli()}, true
+			// The phone's words, cut to what the protocol carries.
+			return wire.Status{ID: m.ID, State: wire.StateFailed, Reason: wire.StripControl(pe.Reason, wire.MaxReasonLen), TSMS: time.Now().UnixMilli()}, true
 		}
 		if ctx.Err() != nil {
 			return wire.Status{}, false

@@ -180,15 +180,18 @@ func (m Message) validateEvent() error {
 	if err := validRef("target", m.Target); err != nil {
 		return err
 	}
-	if err := validText("reason", m.Reason, MaxNameLen); err != nil {
+	if err := validText("reason", m.Reason, MaxReasonLen); err != nil {
 		return err
+	}
+	if len(m.Kind) > MaxTokenLen || len(m.State) > MaxTokenLen {
+		return fmt.Errorf("%w: kind or state of %d/%d bytes", ErrMalformed, len(m.Kind), len(m.State))
 	}
 	switch m.Transport {
 	case "", TransportRCS, TransportSMS, TransportMMS:
 	default:
-		return fmt.Errorf("%w: unknown transport %q", ErrMalformed, m.Transport)
+		return fmt.Errorf("%w: unknown transport %q", ErrMalformed, clip(m.Transport))
 	}
-	if m.SIM < 0 || m.SIM > 8 {
+	if m.SIM < 0 || m.SIM > MaxSIMs {
 		return fmt.Errorf("%w: SIM slot %d", ErrMalformed, m.SIM)
 	}
 	needTarget := false
@@ -210,7 +213,7 @@ func (m Message) validateEvent() error {
 		switch m.State {
 		case StateDelivered, StateRead, StateFailed:
 		default:
-			return fmt.Errorf("%w: receipt state %q", ErrMalformed, m.State)
+			return fmt.Errorf("%w: receipt state %q", ErrMalformed, clip(m.State))
 		}
 	case KindGroup:
 		if m.Group == nil {
@@ -246,6 +249,9 @@ func (m Message) validateEvent() error {
 		if m.Contact.AvatarSize < 0 || m.Contact.AvatarSize > MaxMediaSize {
 			return fmt.Errorf("%w: avatar size %d", ErrMalformed, m.Contact.AvatarSize)
 		}
+		if mime := m.Contact.AvatarMime; mime != "" && (len(mime) > MaxMimeLen || !mimeRE.MatchString(mime)) {
+			return fmt.Errorf("%w: avatar type %q", ErrMalformed, clip(mime))
+		}
 	}
 	return nil
 }
@@ -264,7 +270,7 @@ func (md Media) Validate() error {
 	case md.Size < 0 || md.Size > MaxMediaSize:
 		return fmt.Errorf("%w: media size %d", ErrMalformed, md.Size)
 	case len(md.Mime) > MaxMimeLen || !mimeRE.MatchString(md.Mime):
-		return fmt.Errorf("%w: media type %q", ErrMalformed, md.Mime)
+		return fmt.Errorf("%w: media type %q", ErrMalformed, clip(md.Mime))
 	case md.SHA256 != "" && !hexSHA256.MatchString(md.SHA256):
 		return fmt.Errorf("%w: media hash is not hex SHA-256", ErrMalformed)
 	case md.Width < 0 || md.Height < 0 || md.DurationMS < 0:

@@ -30,6 +30,18 @@ func FuzzReadMsg(f *testing.F) {
 		MediaHeader{ID: "m", Size: 1, Total: 1, SHA256: strings.Repeat("a", 64)},
 		Typing{Chat: "+1", Active: true},
 		Hello{Proto: 1, Caps: map[string]Caps{TransportRCS: {MaxFileSize: 1, Reactions: true}}, SIMs: []int{1, 2}},
+		// At the bounds and just past them (the latter encode, and must decode
+		// to a clear error).
+		Hello{Proto: 1, Agent: "rcsgate-agent/1", Backend: "exec", Features: []string{FeatureStatusAck}, SIMs: []int{8, 7, 6, 5, 4, 3, 2, 1}},
+		Hello{Proto: 1, SIMs: []int{1, 2, 3, 4, 5, 6, 7, 8, 9}},
+		Hello{Proto: 1, SIMs: []int{2, 2}},
+		Status{ID: "m", State: StateFailed, Reason: strings.Repeat("r", MaxReasonLen+1)},
+		Message{ID: "x", Kind: KindReceipt, Chat: "+1", Target: "$e", State: StateFailed, Reason: "no signal\x1b[2J"},
+		Message{ID: "c2", Kind: KindContact, Chat: "+1", Contact: &Contact{Name: "Z", AvatarMime: "image/png", AvatarSize: 10}},
+		Ack{IDs: []string{"a", "b", "c"}, Statuses: []StatusRef{{ID: "d", State: StateRead}}},
+		PairRequest{Token: "t", CSR: []byte{1, 2, 3}, Name: "phone\u202e"},
+		PairResponse{Cert: []byte{1}, CA: []byte{2}, DeviceID: "D"},
+		Error{Code: "revoked", Message: "device revoked"},
 	} {
 		b, _ := Encode(m)
 		f.Add(b)

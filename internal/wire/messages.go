@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -23,6 +24,28 @@ const (
 	MaxIDLen   = 128
 	MaxChatLen = 64
 	MaxTextLen = 64 << 10
+	// MaxReasonLen bounds a failure reason (a Status or a receipt): a phone's
+	// words shown to a Matrix user, so one sentence, not a page.
+	MaxReasonLen = 256
+	// MaxSIMs: no phone has more SIM slots; slots are numbered 1..MaxSIMs.
+	MaxSIMs = 8
+	// MaxFeatures and MaxTokenLen bound Hello/Welcome feature lists; MaxCaps
+	// the transports described in a Hello (rcs, sms, mms and room for more).
+	MaxFeatures = 32
+	MaxTokenLen = 64 // a feature, transport, kind, backend or error code
+	MaxCaps     = 8
+	// MaxAgentLen bounds the agent's build string in Hello.
+	MaxAgentLen = 128
+	// MaxAckIDs bounds the ids (and statuses) one Ack carries; the agent
+	// acks at most 256 at a time.
+	MaxAckIDs = 1024
+	// Pairing: a token is 32 bytes in base64url; a CSR and a certificate a
+	// few hundred bytes of DER; the device name is what people see.
+	MaxPairTokenLen = 128
+	MaxDERLen       = 16 << 10
+	MaxDeviceName   = 64
+	// MaxErrorLen bounds the human part of an Error frame.
+	MaxErrorLen = 1024
 )
 
 // Hello opens a channel: who the agent is and what it can do.
@@ -170,13 +193,67 @@ func (h Hello) Validate() error {
 	if h.Proto < 1 {
 		return fmt.Errorf("%w: hello without protocol version", ErrMalformed)
 	}
+	if err := validText("hello agent", h.Agent, MaxAgentLen); err != nil {
+		return err
+	}
+	if err := validText("hello backend", h.Backend, MaxTokenLen); err != nil {
+		return err
+	}
+	if err := validFeatures(h.Features); err != nil {
+		return err
+	}
+	if len(h.Caps) > MaxCaps {
+		return fmt.Errorf("%w: hello describes %d transports (limit %d)", ErrMalformed, len(h.Caps), MaxCaps)
+	}
+	for t, c := range h.Caps {
+		if t == "" || len(t) > MaxTokenLen || !utf8.ValidString(t) {
+			return fmt.Errorf("%w: hello transport name of %d bytes", ErrMalformed, len(t))
+		}
+		if c.MaxFileSize < 0 || c.MaxFileSize > MaxMediaSize {
+			return fmt.Errorf("%w: hello %s max file size %d", ErrMalformed, t, c.MaxFileSize)
+		}
+	}
+	return validSIMs(h.SIMs)
+}
+
+// validSIMs: at most MaxSIMs slots, each 1..MaxSIMs, none twice.
+func validSIMs(sims []int) error {
+	if len(sims) > MaxSIMs {
+		return fmt.Errorf("%w: hello lists %d SIM slots (limit %d)", ErrMalformed, len(sims), MaxSIMs)
+	}
+	var seen [MaxSIMs + 1]bool
+	for _, n := range sims {
+		if n < 1 || n > MaxSIMs {
+			return fmt.Errorf("%w: hello SIM slot %d (slots are 1..%d)", ErrMalformed, n, MaxSIMs)
+		}
+		if seen[n] {
+			return fmt.Errorf("%w: hello lists SIM slot %d twice", ErrMalformed, n)
+		}
+		seen[n] = true
+	}
 	return nil
 }
+
+func validFeatures(fs []string) error {
+	if len(fs) > MaxFeatures {
+		return fmt.Errorf("%w: %d features (limit %d)", ErrMalformed, len(fs), MaxFeatures)
+	}
+	for _, f := range fs {
+		if f == "" || len(f) > MaxTokenLen || !utf8.ValidString(f) {
+			return fmt.Errorf("%w: feature name of %d bytes", ErrMalformed, len(f))
+		}
+	}
+	return nil
+}
+
 func (w Welcome) Validate() error {
 	if w.Proto < 1 {
 		return fmt.Errorf("%w: welcome without protocol version", ErrMalformed)
 	}
-	return nil
+	if err := validText("welcome device id", w.DeviceID, MaxIDLen); err != nil {
+		return err
+	}
+	return validFeatures(w.Features)
 }
 func (m Message) Validate() error {
 	switch {
@@ -197,6 +274,9 @@ func (a Ack) Validate() error {
 	if len(a.IDs) == 0 && len(a.Statuses) == 0 {
 		return fmt.Errorf("%w: empty ack", ErrMalformed)
 	}
+	if len(a.IDs) > MaxAckIDs || len(a.Statuses) > MaxAckIDs {
+		return fmt.Errorf("%w: ack of %d ids and %d statuses (limit %d each)", ErrMalformed, len(a.IDs), len(a.Statuses), MaxAckIDs)
+	}
 	for _, id := range a.IDs {
 		if id == "" || len(id) > MaxIDLen {
 			return fmt.Errorf("%w: ack id length %d", ErrMalformed, len(id))
@@ -215,9 +295,18 @@ func (s Status) Validate() error {
 	}
 	switch s.State {
 	case StateSent, StateDelivered, StateRead, StateFailed:
-		return nil
+	default:
+		return fmt.Errorf("%w: unknown delivery state %q", ErrMalformed, clip(s.State))
 	}
-	return fmt.Errorf("%w: unknown delivery state %q", ErrMalformed, s.State)
+	return validText("status reason", s.Reason, MaxReasonLen)
+}
+
+// clip keeps a peer's bad value short enough to quote in an error.
+func clip(s string) string {
+	if len(s) > 32 {
+		return s[:32] + "…"
+	}
+	return s
 }
 func (p Ping) Validate() error { return validDepths(p.Out, p.In) }
 func (p Pong) Validate() error { return validDepths(p.Out, p.In) }
@@ -231,22 +320,81 @@ func validDepths(ns ...*int) error {
 	return nil
 }
 func (p PairRequest) Validate() error {
-	if p.Token == "" || len(p.CSR) == 0 {
+	switch {
+	case p.Token == "" || len(p.CSR) == 0:
 		return fmt.Errorf("%w: pair request needs a token and a CSR", ErrMalformed)
+	case len(p.Token) > MaxPairTokenLen:
+		return fmt.Errorf("%w: pairing token of %d bytes", ErrMalformed, len(p.Token))
+	case len(p.CSR) > MaxDERLen:
+		return fmt.Errorf("%w: certificate request of %d bytes (limit %d)", ErrMalformed, len(p.CSR), MaxDERLen)
+	}
+	if err := validText("device name", p.Name, MaxDeviceName); err != nil {
+		return err
+	}
+	if HasControl(p.Name) {
+		return fmt.Errorf("%w: device name has control characters", ErrMalformed)
 	}
 	return nil
 }
 func (p PairResponse) Validate() error {
-	if len(p.Cert) == 0 || p.DeviceID == "" {
+	switch {
+	case len(p.Cert) == 0 || p.DeviceID == "":
 		return fmt.Errorf("%w: pair response needs a certificate and a device id", ErrMalformed)
+	case len(p.Cert) > MaxDERLen || len(p.CA) > MaxDERLen:
+		return fmt.Errorf("%w: pair response certificates of %d and %d bytes (limit %d)", ErrMalformed, len(p.Cert), len(p.CA), MaxDERLen)
 	}
-	return nil
+	return validText("device id", p.DeviceID, MaxIDLen)
 }
 func (e Error) Validate() error {
 	if e.Code == "" {
 		return fmt.Errorf("%w: error without code", ErrMalformed)
 	}
-	return nil
+	if err := validText("error code", e.Code, MaxTokenLen); err != nil {
+		return err
+	}
+	return validText("error message", e.Message, MaxErrorLen)
+}
+
+// HasControl reports whether s holds a control character (C0, DEL, C1) or
+// a Unicode bidi override, which could rewrite how a terminal or a chat
+// client shows the text around it.
+func HasControl(s string) bool {
+	for _, r := range s {
+		if isControl(r) {
+			return true
+		}
+	}
+	return false
+}
+
+func isControl(r rune) bool {
+	switch {
+	case r < 0x20, r >= 0x7f && r < 0xa0:
+		return true
+	case r >= 0x202a && r <= 0x202e, r >= 0x2066 && r <= 0x2069: // bidi embeddings, overrides, isolates
+		return true
+	}
+	return false
+}
+
+// StripControl removes control characters and bidi overrides from s
+// (newlines and tabs become spaces) and cuts it to at most max bytes on a
+// rune boundary: for a peer's words shown to people.
+func StripControl(s string, max int) string {
+	var b strings.Builder
+	for _, r := range s {
+		switch {
+		case r == '\n' || r == '\t' || r == '\r':
+			r = ' '
+		case isControl(r) || r == utf8.RuneError:
+			continue
+		}
+		if b.Len()+utf8.RuneLen(r) > max {
+			break
+		}
+		b.WriteRune(r)
+	}
+	return strings.TrimSpace(b.String())
 }
 
 // Error makes a refusal usable as a Go error on the receiving side.

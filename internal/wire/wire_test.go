@@ -72,6 +72,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"bad state", frame(Version, byte(TypeStatus), 26, `{"id":"x","state":"maybe"}`), ErrMalformed},
 		{"bad utf8", frame(Version, byte(TypeMessage), 34, "{\"id\":\"x\",\"chat\":\"c\",\"text\":\"\xff\"}"), ErrMalformed},
 		{"hello no proto", frame(Version, byte(TypeHello), 2, "{}"), ErrMalformed},
+		{"status reason not utf8", frame(Version, byte(TypeStatus), 44, "{\"id\":\"x\",\"state\":\"failed\",\"reason\":\"\xff\"}"), ErrMalformed},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -133,3 +134,91 @@ func TestPairLink(t *testing.T) {
 }
 
 func intp(n int) *int { return &n }
+
+// TestBounds: every list and field a peer controls has a limit, and going
+// past it is a clear ErrMalformed naming what was wrong.
+func TestBounds(t *testing.T) {
+	long := func(n int) string { return strings.Repeat("a", n) }
+	ids := func(n int) []string {
+		out := make([]string, n)
+		for i := range out {
+			out[i] = "m" + strings.Repeat("x", i%3)
+		}
+		return out
+	}
+	tests := []struct {
+		name string
+		m    Msg
+		want string // in the error; "" = valid
+	}{
+		{"hello 8 sims", Hello{Proto: 1, SIMs: []int{1, 2, 3, 4, 5, 6, 7, 8}}, ""},
+		{"hello 9 sims", Hello{Proto: 1, SIMs: []int{1, 2, 3, 4, 5, 6, 7, 8, 1}}, "SIM slots"},
+		{"hello sim twice", Hello{Proto: 1, SIMs: []int{1, 1}}, "twice"},
+		{"hello sim 0", Hello{Proto: 1, SIMs: []int{0}}, "SIM slot 0"},
+		{"hello sim 9", Hello{Proto: 1, SIMs: []int{9}}, "SIM slot 9"},
+		{"hello negative sim", Hello{Proto: 1, SIMs: []int{-1}}, "SIM slot -1"},
+		{"hello many features", Hello{Proto: 1, Features: ids(MaxFeatures + 1)}, "features"},
+		{"hello long feature", Hello{Proto: 1, Features: []string{long(MaxTokenLen + 1)}}, "feature name"},
+		{"hello long agent", Hello{Proto: 1, Agent: long(MaxAgentLen + 1)}, "hello agent"},
+		{"hello long backend", Hello{Proto: 1, Backend: long(MaxTokenLen + 1)}, "hello backend"},
+		{"hello many caps", Hello{Proto: 1, Caps: map[string]Caps{"a": {}, "b": {}, "c": {}, "d": {}, "e": {}, "f": {}, "g": {}, "h": {}, "i": {}}}, "transports"},
+		{"hello negative file size", Hello{Proto: 1, Caps: map[string]Caps{"rcs": {MaxFileSize: -1}}}, "max file size"},
+		{"hello huge file size", Hello{Proto: 1, Caps: map[string]Caps{"rcs": {MaxFileSize: MaxMediaSize + 1}}}, "max file size"},
+		{"welcome many features", Welcome{Proto: 1, Features: ids(MaxFeatures + 1)}, "features"},
+		{"ack max ids", Ack{IDs: ids(MaxAckIDs)}, ""},
+		{"ack too many ids", Ack{IDs: ids(MaxAckIDs + 1)}, "ack of"},
+		{"status reason", Status{ID: "m", State: StateFailed, Reason: long(MaxReasonLen)}, ""},
+		{"status long reason", Status{ID: "m", State: StateFailed, Reason: long(MaxReasonLen + 1)}, "status reason"},
+		{"receipt long reason", Message{ID: "r", Chat: "+1", Kind: KindReceipt, Target: "$e", State: StateFailed, Reason: long(MaxReasonLen + 1)}, "reason"},
+		{"message long kind", Message{ID: "r", Chat: "+1", Kind: long(MaxTokenLen + 1)}, "kind or state"},
+		{"avatar bad type", Message{ID: "c", Chat: "+1", Kind: KindContact, Contact: &Contact{AvatarMime: "not a type"}}, "avatar type"},
+		{"pair long token", PairRequest{Token: long(MaxPairTokenLen + 1), CSR: []byte{1}}, "pairing token"},
+		{"pair huge csr", PairRequest{Token: "t", CSR: make([]byte, MaxDERLen+1)}, "certificate request"},
+		{"pair long name", PairRequest{Token: "t", CSR: []byte{1}, Name: long(MaxDeviceName + 1)}, "device name"},
+		{"pair name with escape", PairRequest{Token: "t", CSR: []byte{1}, Name: "phone\x1b[2J"}, "control characters"},
+		{"pair name with bidi override", PairRequest{Token: "t", CSR: []byte{1}, Name: "phone\u202egnp.exe"}, "control characters"},
+		{"pair response huge cert", PairResponse{Cert: make([]byte, MaxDERLen+1), DeviceID: "D"}, "certificates"},
+		{"error long message", Error{Code: "x", Message: long(MaxErrorLen + 1)}, "error message"},
+		{"error long code", Error{Code: long(MaxTokenLen + 1)}, "error code"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := Encode(tc.m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = ReadMsg(bytes.NewReader(b))
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("refused a valid frame: %v", err)
+			case tc.want != "" && !errors.Is(err, ErrMalformed):
+				t.Fatalf("got %v, want ErrMalformed", err)
+			case tc.want != "" && !strings.Contains(err.Error(), tc.want):
+				t.Fatalf("error %q does not say %q", err, tc.want)
+			case err != nil && len(err.Error()) > 200:
+				t.Fatalf("error quotes too much of the peer's input: %d bytes", len(err.Error()))
+			}
+		})
+	}
+}
+
+func TestStripControl(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"no signal", "no signal"},
+		{"line1\nline2\ttab", "line1 line2 tab"},
+		{"\x1b[31mred\x1b[0m", "[31mred[0m"},
+		{"a\u202eb\u2066c", "abc"},
+		{"  padded  ", "padded"},
+		{"\x00\x07bell", "bell"},
+		{"\u0085next", "next"},
+		{"ünïcödé ✓", "ünïcödé ✓"},
+	}
+	for _, tc := range tests {
+		if got := StripControl(tc.in, 100); got != tc.want {
+			t.Errorf("StripControl(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+	if got := StripControl(strings.Repeat("é", 10), 5); got != "éé" {
+		t.Errorf("cut must keep whole runes within the limit: %q", got)
+	}
+}
