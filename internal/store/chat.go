@@ -41,9 +41,18 @@ func (s *Store) GetMediaOut(ctx context.Context, msgID string) (MediaOut, error)
 	return m, nil
 }
 
+// ChatKey names one conversation of one user: the bridgev2 login it
+// belongs to (a paired phone, or one SIM of it: the portal's receiver) and
+// the contact or group (the portal id). Two users who write to the same
+// number have two chats with two sets of settings.
+type ChatKey struct {
+	Login   string
+	Contact string
+}
+
 // Chat is what the bridge remembers about one conversation.
 type Chat struct {
-	OpaqueID  string
+	ChatKey
 	Transport string // how the phone last carried it
 	Prefer    string // the user's transport choice ("" = phone decides)
 	SIM       int
@@ -59,11 +68,17 @@ func (c Chat) Carrier() string {
 	return c.Transport
 }
 
+// errNoLogin guards against a chat written without its owner.
+var errNoLogin = errors.New("store: chat without a login")
+
 // GetChat returns what is known of a chat (a zero Chat when nothing is).
-func (s *Store) GetChat(ctx context.Context, opaqueID string) (Chat, error) {
-	c := Chat{OpaqueID: opaqueID}
-	err := s.db.QueryRowContext(ctx, `SELECT transport, prefer, sim, group_json FROM chat WHERE opaque_id = ?`, opaqueID).
-		Scan(&c.Transport, &c.Prefer, &c.SIM, &c.GroupJSON)
+func (s *Store) GetChat(ctx context.Context, k ChatKey) (Chat, error) {
+	c := Chat{ChatKey: k}
+	if k.Login == "" {
+		return c, errNoLogin
+	}
+	err := s.db.QueryRowContext(ctx, `SELECT transport, prefer, sim, group_json FROM chat WHERE login_id = ? AND opaque_id = ?`,
+		k.Login, k.Contact).Scan(&c.Transport, &c.Prefer, &c.SIM, &c.GroupJSON)
 	if errors.Is(err, sql.ErrNoRows) {
 		return c, nil
 	}
@@ -75,28 +90,34 @@ func (s *Store) GetChat(ctx context.Context, opaqueID string) (Chat, error) {
 
 // NoteTransport records the transport and SIM of a phone event in the chat
 // and returns the transport seen before ("" if none).
-func (s *Store) NoteTransport(ctx context.Context, opaqueID, transport string, sim int) (prev string, err error) {
+func (s *Store) NoteTransport(ctx context.Context, k ChatKey, transport string, sim int) (prev string, err error) {
+	if k.Login == "" {
+		return "", errNoLogin
+	}
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return "", fmt.Errorf("store: chat: %w", err)
 	}
 	defer tx.Rollback()
-	err = tx.QueryRowContext(ctx, `SELECT transport FROM chat WHERE opaque_id = ?`, opaqueID).Scan(&prev)
+	err = tx.QueryRowContext(ctx, `SELECT transport FROM chat WHERE login_id = ? AND opaque_id = ?`, k.Login, k.Contact).Scan(&prev)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return "", fmt.Errorf("store: chat: %w", err)
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO chat (opaque_id, transport, sim) VALUES (?, ?, ?)
-		ON CONFLICT (opaque_id) DO UPDATE SET transport = excluded.transport,
-		sim = CASE WHEN excluded.sim > 0 THEN excluded.sim ELSE chat.sim END`, opaqueID, transport, sim); err != nil {
+	if _, err := tx.ExecContext(ctx, `INSERT INTO chat (login_id, opaque_id, transport, sim) VALUES (?, ?, ?, ?)
+		ON CONFLICT (login_id, opaque_id) DO UPDATE SET transport = excluded.transport,
+		sim = CASE WHEN excluded.sim > 0 THEN excluded.sim ELSE chat.sim END`, k.Login, k.Contact, transport, sim); err != nil {
 		return "", fmt.Errorf("store: chat: %w", err)
 	}
 	return prev, tx.Commit()
 }
 
 // SetPrefer records the user's transport choice for a chat.
-func (s *Store) SetPrefer(ctx context.Context, opaqueID, prefer string) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO chat (opaque_id, prefer) VALUES (?, ?)
-		ON CONFLICT (opaque_id) DO UPDATE SET prefer = excluded.prefer`, opaqueID, prefer)
+func (s *Store) SetPrefer(ctx context.Context, k ChatKey, prefer string) error {
+	if k.Login == "" {
+		return errNoLogin
+	}
+	_, err := s.db.ExecContext(ctx, `INSERT INTO chat (login_id, opaque_id, prefer) VALUES (?, ?, ?)
+		ON CONFLICT (login_id, opaque_id) DO UPDATE SET prefer = excluded.prefer`, k.Login, k.Contact, prefer)
 	if err != nil {
 		return fmt.Errorf("store: chat: %w", err)
 	}
@@ -104,13 +125,63 @@ func (s *Store) SetPrefer(ctx context.Context, opaqueID, prefer string) error {
 }
 
 // PutGroup records a group chat's description.
-func (s *Store) PutGroup(ctx context.Context, opaqueID, groupJSON string) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO chat (opaque_id, group_json) VALUES (?, ?)
-		ON CONFLICT (opaque_id) DO UPDATE SET group_json = excluded.group_json`, opaqueID, groupJSON)
+func (s *Store) PutGroup(ctx context.Context, k ChatKey, groupJSON string) error {
+	if k.Login == "" {
+		return errNoLogin
+	}
+	_, err := s.db.ExecContext(ctx, `INSERT INTO chat (login_id, opaque_id, group_json) VALUES (?, ?, ?)
+		ON CONFLICT (login_id, opaque_id) DO UPDATE SET group_json = excluded.group_json`, k.Login, k.Contact, groupJSON)
 	if err != nil {
 		return fmt.Errorf("store: chat: %w", err)
 	}
 	return nil
+}
+
+// LegacyChats lists the contacts of chat rows from before chats had an
+// owner (schema v5 and older).
+func (s *Store) LegacyChats(ctx context.Context) ([]string, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT opaque_id FROM chat WHERE login_id = ''`)
+	if err != nil {
+		return nil, fmt.Errorf("store: legacy chats: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("store: legacy chats: %w", err)
+		}
+		out = append(out, id)
+	}
+	return out, rows.Err()
+}
+
+// SplitLegacyChats gives each ownerless chat row to every login that has
+// that chat (owners: contact → logins; before, they all shared the row, so
+// each keeps what it saw) and deletes the ownerless rows, in one
+// transaction. A login that already has its own row keeps it.
+func (s *Store) SplitLegacyChats(ctx context.Context, owners map[string][]string) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("store: split chats: %w", err)
+	}
+	defer tx.Rollback()
+	for contact, logins := range owners {
+		for _, login := range logins {
+			if login == "" {
+				continue
+			}
+			if _, err := tx.ExecContext(ctx, `INSERT INTO chat (login_id, opaque_id, transport, prefer, sim, group_json)
+				SELECT ?, opaque_id, transport, prefer, sim, group_json FROM chat WHERE login_id = '' AND opaque_id = ?
+				ON CONFLICT (login_id, opaque_id) DO NOTHING`, login, contact); err != nil {
+				return fmt.Errorf("store: split chats: %w", err)
+			}
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM chat WHERE login_id = ''`); err != nil {
+		return fmt.Errorf("store: split chats: %w", err)
+	}
+	return tx.Commit()
 }
 
 // SetContactName records the name the phone's address book has for a number.

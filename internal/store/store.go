@@ -9,6 +9,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	_ "github.com/mattn/go-sqlite3" // SQLite driver "sqlite3"
@@ -92,10 +93,30 @@ var migrations = []string{
 	ALTER TABLE contact ADD COLUMN name TEXT NOT NULL DEFAULT ''; -- from the phone's contacts, with contact sync on`,
 	`-- v5: the sender was told the phone has not confirmed a message yet
 	ALTER TABLE sent_msg ADD COLUMN warned INTEGER NOT NULL DEFAULT 0;`,
+	`-- v6: chat settings belong to one login (a user's phone, or one SIM of it),
+	-- not to the contact alone. Rows from before keep login_id '' until the
+	-- connector hands them to the logins that have that chat (SplitLegacyChats).
+	CREATE TABLE chat_v6 (
+		login_id   TEXT NOT NULL,      -- bridgev2 user login = the portal's receiver
+		opaque_id  TEXT NOT NULL,      -- portal id
+		transport  TEXT NOT NULL DEFAULT '',
+		prefer     TEXT NOT NULL DEFAULT '',
+		sim        INTEGER NOT NULL DEFAULT 0,
+		group_json TEXT NOT NULL DEFAULT '',
+		PRIMARY KEY (login_id, opaque_id)
+	);
+	INSERT INTO chat_v6 (login_id, opaque_id, transport, prefer, sim, group_json)
+		SELECT '', opaque_id, transport, prefer, sim, group_json FROM chat;
+	DROP TABLE chat;
+	ALTER TABLE chat_v6 RENAME TO chat;`,
 }
 
-// Open opens (and migrates) the database at path.
+// Open opens (and migrates) the database at path. The file and its WAL are
+// readable by the owner only, whatever the umask.
 func Open(ctx context.Context, path string) (*Store, error) {
+	if err := PrivateDB(path); err != nil {
+		return nil, err
+	}
 	dsn := fmt.Sprintf("file:%s?_journal_mode=WAL&_synchronous=FULL&_busy_timeout=10000&_foreign_keys=on&_txlock=immediate&_secure_delete=on", path)
 	// secure_delete: a delivered message's text is zeroed on disk when its
 	// outbox row goes, not left in a free page.
@@ -112,6 +133,44 @@ func Open(ctx context.Context, path string) (*Store, error) {
 }
 
 func (s *Store) Close() error { return s.db.Close() }
+
+// PrivateDB makes the SQLite database at path (created empty if missing)
+// and any WAL and shared-memory files beside it mode 0600. SQLite creates a
+// database 0644 minus the umask and gives its WAL and -shm files the
+// database's mode, so creating the file first is what keeps them private.
+func PrivateDB(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("store: create %s: %w", path, err)
+	}
+	f.Close()
+	for _, p := range []string{path, path + "-wal", path + "-shm", path + "-journal"} {
+		if err := os.Chmod(p, 0o600); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("store: %w", err)
+		}
+	}
+	return nil
+}
+
+// Checkpoint copies the WAL into the database and truncates it to nothing.
+// With secure_delete on, a delivered message's text then survives in
+// neither file: deleting its outbox row zeroed it in the page, and the WAL
+// frames that still held it are gone. It waits for readers (busy timeout);
+// callers run it off the hot path.
+func (s *Store) Checkpoint(ctx context.Context) error {
+	var busy, logFrames, done int
+	if err := s.db.QueryRowContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`).Scan(&busy, &logFrames, &done); err != nil {
+		return fmt.Errorf("store: checkpoint: %w", err)
+	}
+	if busy != 0 {
+		return fmt.Errorf("store: checkpoint: %w", ErrBusy)
+	}
+	return nil
+}
+
+// ErrBusy: a checkpoint could not finish because a reader held the WAL;
+// try again later.
+var ErrBusy = errors.New("database busy")
 
 func (s *Store) migrate(ctx context.Context) error {
 	tx, err := s.db.BeginTx(ctx, nil)
@@ -146,14 +205,30 @@ var (
 	ErrTokenExpired = errors.New("pairing token expired")
 )
 
-// AddPairToken records a one-time token (by hash) for owner.
+// AddPairToken records a one-time token (by hash) for owner, and forgets
+// tokens that ended (used or expired) more than a day ago.
 func (s *Store) AddPairToken(ctx context.Context, hash, owner, name string, ttl time.Duration) error {
 	_, err := s.db.ExecContext(ctx, `INSERT INTO pair_token (hash, owner_mxid, name, expires_ms) VALUES (?, ?, ?, ?)`,
 		hash, owner, name, s.now().Add(ttl).UnixMilli())
 	if err != nil {
 		return fmt.Errorf("store: add pairing token: %w", err)
 	}
+	day := s.now().Add(-24 * time.Hour).UnixMilli()
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM pair_token WHERE expires_ms < ? OR (used_ms != 0 AND used_ms < ?)`, day, day); err != nil {
+		return fmt.Errorf("store: prune pairing tokens: %w", err)
+	}
 	return nil
+}
+
+// PairingOpen reports whether some pairing token is unused and unexpired:
+// only then does the device channel take pairing connections at all.
+func (s *Store) PairingOpen(ctx context.Context) (bool, error) {
+	var open bool
+	err := s.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM pair_token WHERE used_ms = 0 AND expires_ms >= ?)`, s.ms()).Scan(&open)
+	if err != nil {
+		return false, fmt.Errorf("store: pairing tokens: %w", err)
+	}
+	return open, nil
 }
 
 // PairToken is what a token grants.
