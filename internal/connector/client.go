@@ -193,7 +193,7 @@ func (d *deviceClient) GetUserInfo(ctx context.Context, ghost *bridgev2.Ghost) (
 // phone's backend said for the transport the chat uses.
 func (d *deviceClient) GetCapabilities(ctx context.Context, portal *bridgev2.Portal) *event.RoomFeatures {
 	rf := &event.RoomFeatures{ID: "net.rcsgate.capabilities.v2", MaxTextLength: wire.MaxTextLen}
-	st, _ := d.c.store.GetChat(ctx, string(portal.ID))
+	st, _ := d.c.store.GetChat(ctx, chatKey(portal.PortalKey))
 	caps, known := d.caps(st.Carrier())
 	if !known { // offline: assume RCS, the phone refuses what it can't carry
 		caps = wire.Caps{MaxFileSize: wire.MaxMediaSize, Replies: true, Reactions: true, Edits: true, Deletes: true, ReadReceipts: true, Typing: true}
@@ -268,15 +268,19 @@ func (c *Connector) settleCrashedSend(ctx context.Context, msgID string) error {
 	}
 }
 
-// HandleStatus turns the phone's delivery states into Matrix send statuses.
+// HandleStatus turns the phone's delivery states into Matrix send statuses,
+// for messages sent to that phone only.
 func (c *Connector) HandleStatus(ctx context.Context, devID string, st wire.Status) {
 	log := c.br.Log.With().Str("device", devID[:7]).Str("msg_id", st.ID).Logger()
+	if _, ok := c.sentTo(ctx, log, devID, st.ID, "status"); !ok {
+		return
+	}
 	ev := log.Debug()
 	if st.State == wire.StateFailed {
 		ev = log.Warn().Str("reason", st.Reason)
 	}
 	ev.Str("state", st.State).Msg("Delivery status from phone")
-	c.report(log.WithContext(ctx), st.ID, st.State, st.Reason)
+	c.report(log.WithContext(ctx), st.ID, st.State, phoneSaid(st.Reason))
 }
 
 // DeviceState turns channel connects and disconnects into bridge states.

@@ -9,15 +9,17 @@ import (
 	"github.com/rcsgate/rcsgate/internal/wire"
 )
 
-// registerCommands adds rcsgate's own bot commands to bridgev2's.
+// registerCommands adds rcsgate's own bot commands to bridgev2's (and puts
+// a warning in front of its login command, see guardedLogin).
 func (c *Connector) registerCommands() {
 	proc, ok := c.br.Commands.(*commands.Processor)
 	if !ok {
 		return
 	}
 	proc.AddHandlers(
+		c.guardedLogin(),
 		&commands.FullHandler{
-			Func: c.cmdTransport,
+			Func: ownerOnly(c.cmdTransport),
 			Name: "transport",
 			Help: commands.HelpMeta{Section: commands.HelpSectionChats,
 				Description: "Show or choose how this chat goes out: `auto` (RCS when the contact has it, else SMS) or `sms` (always SMS).",
@@ -25,7 +27,7 @@ func (c *Connector) registerCommands() {
 			RequiresPortal: true, RequiresLogin: true,
 		},
 		&commands.FullHandler{
-			Func: c.cmdWhois,
+			Func: ownerOnly(c.cmdWhois),
 			Name: "whois",
 			Help: commands.HelpMeta{Section: commands.HelpSectionChats,
 				Description: "Show the phone number of this chat (as a message, never in room state)."},
@@ -41,7 +43,7 @@ func (c *Connector) cmdTransport(ce *commands.Event) {
 		ce.Reply("This room is not a phone chat.")
 		return
 	}
-	st, err := c.store.GetChat(ce.Ctx, pid)
+	st, err := c.store.GetChat(ce.Ctx, chatKey(ce.Portal.PortalKey))
 	if err != nil {
 		ce.Reply("Could not read this chat's settings: %v", err)
 		return
@@ -76,7 +78,7 @@ func (c *Connector) cmdTransport(ce *commands.Event) {
 		ce.Reply("The phone knows this chat by name only, without a number: it can only answer in the messaging app's conversation.")
 		return
 	}
-	if err := c.store.SetPrefer(ce.Ctx, pid, prefer); err != nil {
+	if err := c.store.SetPrefer(ce.Ctx, chatKey(ce.Portal.PortalKey), prefer); err != nil {
 		ce.Reply("Could not save that: %v", err)
 		return
 	}

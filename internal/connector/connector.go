@@ -9,6 +9,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base32"
+	"fmt"
 	"io"
 	"strings"
 	"sync"
@@ -126,11 +127,38 @@ func (c *Connector) Init(br *bridgev2.Bridge) {
 }
 func (c *Connector) Start(ctx context.Context) error {
 	c.started = time.Now()
+	if err := c.splitLegacyChats(ctx); err != nil {
+		return err
+	}
 	go c.expireLoop(c.br.BackgroundCtx)
 	go c.watchLoop(c.br.BackgroundCtx)
 	if c.cfg.Retention > 0 {
 		go c.retentionLoop(c.br.BackgroundCtx)
 	}
+	return nil
+}
+
+// splitLegacyChats gives chat settings stored before they were per user
+// (one row per contact, shared by everyone) to each login with that chat.
+func (c *Connector) splitLegacyChats(ctx context.Context) error {
+	legacy, err := c.store.LegacyChats(ctx)
+	if err != nil || len(legacy) == 0 {
+		return err
+	}
+	portals, err := c.br.DB.Portal.GetAll(ctx)
+	if err != nil {
+		return fmt.Errorf("split chat settings per user: %w", err)
+	}
+	owners := map[string][]string{}
+	for _, p := range portals {
+		if p.Receiver != "" {
+			owners[string(p.ID)] = append(owners[string(p.ID)], string(p.Receiver))
+		}
+	}
+	if err := c.store.SplitLegacyChats(ctx, owners); err != nil {
+		return err
+	}
+	c.br.Log.Info().Int("chats", len(legacy)).Msg("Chat settings are now kept per user")
 	return nil
 }
 

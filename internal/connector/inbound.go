@@ -58,13 +58,19 @@ func (c *Connector) HandleInbound(ctx context.Context, devID string, msg wire.Me
 		return nil
 	}
 	if msg.Kind == wire.KindReceipt { // about a Matrix message: no portal needed
-		return c.handleReceipt(ctx, ul, msg)
+		return c.handleReceipt(ctx, devID, msg)
 	}
 	if msg.Backfill && (c.cfg.BackfillMaxAge < 0 || time.Since(time.UnixMilli(msg.TSMS)) > c.cfg.BackfillMaxAge) {
 		log.Debug().Msg("History older than the backfill bound; not bridged")
 		return nil
 	}
-	in, ok, err := c.resolve(ctx, ul, devID, msg)
+	if msg.Kind == wire.KindRead && strings.HasPrefix(msg.Target, "$") {
+		// Read up to a Matrix message: only one this phone was sent.
+		if _, ok := c.sentTo(ctx, log, devID, msg.Target, "read"); !ok {
+			return nil
+		}
+	}
+	in, ok, err := c.resolve(ctx, ul, devID, msg, nil)
 	if err != nil || !ok {
 		return err
 	}
@@ -87,8 +93,7 @@ func (c *Connector) HandleInbound(ctx context.Context, devID string, msg wire.Me
 		return in.queue(&simplevent.MessageRemove{EventMeta: in.meta(bridgev2.RemoteEventMessageRemove),
 			TargetMessage: networkid.MessageID(msg.Target)})
 	case wire.KindRead:
-		return in.queue(&simplevent.Receipt{EventMeta: in.meta(bridgev2.RemoteEventReadReceipt),
-			LastTarget: networkid.MessageID(msg.Target)})
+		return in.queue(&simplevent.Receipt{EventMeta: in.receiptMeta(), LastTarget: networkid.MessageID(msg.Target)})
 	case wire.KindGroup:
 		return in.group()
 	case wire.KindContact:
@@ -98,8 +103,10 @@ func (c *Connector) HandleInbound(ctx context.Context, devID string, msg wire.Me
 }
 
 // resolve finds the portal and sender of a phone event. ok is false for an
-// event that can never be placed (acked and dropped, loudly).
-func (c *Connector) resolve(ctx context.Context, ul *bridgev2.UserLogin, devID string, msg wire.Message) (*inbound, bool, error) {
+// event that can never be placed (acked and dropped, loudly). want, if set,
+// is the portal the event must be about (a receipt's message's): an event
+// naming another chat is refused.
+func (c *Connector) resolve(ctx context.Context, ul *bridgev2.UserLogin, devID string, msg wire.Message, want *networkid.PortalKey) (*inbound, bool, error) {
 	log := zerolog.Ctx(ctx)
 	in := &inbound{c: c, ul: ul, devID: devID, msg: msg, log: *log}
 	chat, err := c.party(msg.Chat)
@@ -112,6 +119,13 @@ func (c *Connector) resolve(ctx context.Context, ul *bridgev2.UserLogin, devID s
 		return nil, false, err
 	}
 	in.portal = networkid.PortalKey{ID: networkid.PortalID(pid), Receiver: ul.ID}
+	if want != nil && *want != in.portal {
+		if ok, suppressed := refusals.Allow(devID); ok {
+			log.Warn().Str("reason", "other_chat").Int("suppressed", suppressed).
+				Msg("Refused a phone's receipt that names another chat than the message's")
+		}
+		return nil, false, nil
+	}
 	switch {
 	case msg.FromMe:
 		dc := ul.Client.(*deviceClient)
@@ -136,7 +150,7 @@ func (c *Connector) resolve(ctx context.Context, ul *bridgev2.UserLogin, devID s
 		in.sender = bridgev2.EventSender{Sender: uid}
 	}
 	if msg.Transport != "" && !msg.Backfill {
-		prev, err := c.store.NoteTransport(ctx, string(pid), msg.Transport, msg.SIM)
+		prev, err := c.store.NoteTransport(ctx, chatKey(in.portal), msg.Transport, msg.SIM)
 		if err != nil {
 			return nil, false, err
 		}
@@ -158,6 +172,13 @@ func (c *Connector) party(s string) (string, error) {
 func (in *inbound) meta(t bridgev2.RemoteEventType) simplevent.EventMeta {
 	return simplevent.EventMeta{Type: t, PortalKey: in.portal, Sender: in.sender, CreatePortal: true,
 		Timestamp: time.UnixMilli(in.msg.TSMS)}
+}
+
+// receiptMeta: receipts mark what is in a room; they never make one.
+func (in *inbound) receiptMeta() simplevent.EventMeta {
+	meta := in.meta(bridgev2.RemoteEventReadReceipt)
+	meta.CreatePortal = false
+	return meta
 }
 
 // queue hands an event to bridgev2 and waits for the outcome.
@@ -350,7 +371,7 @@ func (in *inbound) group() error {
 	if err != nil {
 		return err
 	}
-	if err := in.c.store.PutGroup(ctx, string(in.portal.ID), string(raw)); err != nil {
+	if err := in.c.store.PutGroup(ctx, chatKey(in.portal), string(raw)); err != nil {
 		return err
 	}
 	me := bridgev2.ChatMember{EventSender: bridgev2.EventSender{IsFromMe: true, SenderLogin: in.ul.ID}, Membership: event.MembershipJoin}
@@ -401,28 +422,37 @@ func (in *inbound) contactCard(ctx context.Context) error {
 
 // handleReceipt: the phone's delivery reports become send statuses for the
 // Matrix sender, and "read" also a read receipt from the contact's ghost.
-func (c *Connector) handleReceipt(ctx context.Context, ul *bridgev2.UserLogin, msg wire.Message) error {
-	c.report(ctx, msg.Target, msg.State, msg.Reason)
+// Only for a message sent to this device, in the room it was sent from:
+// anything else is refused, and a receipt never creates a room.
+func (c *Connector) handleReceipt(ctx context.Context, devID string, msg wire.Message) error {
+	log := *zerolog.Ctx(ctx)
+	sent, ok := c.sentTo(ctx, log, devID, msg.Target, "receipt")
+	if !ok {
+		return nil
+	}
+	c.report(ctx, msg.Target, msg.State, phoneSaid(msg.Reason))
 	if msg.State != wire.StateRead {
 		return nil
 	}
-	sent, err := c.store.GetSent(ctx, msg.Target)
-	if err != nil {
-		return nil // not a message we track: nothing to mark
+	portal, err := c.portalOf(ctx, sent)
+	if err != nil || portal == nil {
+		return err
 	}
 	// The receipt belongs in the room the message was sent from (on a
 	// dual-SIM phone, that room's login is the SIM it went out on).
-	if portal, err := c.br.GetPortalByMXID(ctx, id.RoomID(sent.RoomID)); err == nil && portal != nil {
-		if owner := c.br.GetCachedUserLoginByID(portal.Receiver); owner != nil {
-			ul = owner
-		}
+	owner := c.br.GetCachedUserLoginByID(portal.Receiver)
+	if owner == nil {
+		return nil
 	}
-	in, ok, err := c.resolve(ctx, ul, sent.DeviceID, msg)
+	if d, _ := parseLoginID(owner.ID); d != devID {
+		log.Error().Msg("A message's room belongs to another device than the one it was sent to; receipt dropped")
+		return nil
+	}
+	in, ok, err := c.resolve(ctx, owner, devID, msg, &portal.PortalKey)
 	if err != nil || !ok {
 		return err
 	}
-	return in.queue(&simplevent.Receipt{EventMeta: in.meta(bridgev2.RemoteEventReadReceipt),
-		LastTarget: networkid.MessageID(msg.Target)})
+	return in.queue(&simplevent.Receipt{EventMeta: in.receiptMeta(), LastTarget: networkid.MessageID(msg.Target)})
 }
 
 // HandleTyping shows a contact typing, from their ghost.
@@ -432,7 +462,7 @@ func (c *Connector) HandleTyping(ctx context.Context, devID string, t wire.Typin
 		return
 	}
 	msg := wire.Message{ID: "typing", Chat: t.Chat, From: t.Chat}
-	in, ok, err := c.resolve(ctx, ul, devID, msg)
+	in, ok, err := c.resolve(ctx, ul, devID, msg, nil)
 	if err != nil || !ok {
 		return
 	}

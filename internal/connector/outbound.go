@@ -35,7 +35,7 @@ func (d *deviceClient) chatOf(ctx context.Context, portal *bridgev2.Portal) (str
 	if err != nil {
 		return "", store.Chat{}, fmt.Errorf("portal has no phone chat: %w", err)
 	}
-	st, err := d.c.store.GetChat(ctx, string(portal.ID))
+	st, err := d.c.store.GetChat(ctx, chatKey(portal.PortalKey))
 	return chat, st, err
 }
 
