@@ -29,6 +29,16 @@ type recorder struct {
 	inbound []wire.Message
 	status  []wire.Status
 	up      map[string]bool
+	denied  string // an owner MayPair refuses
+}
+
+func (r *recorder) MayPair(_ context.Context, owner string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if owner == r.denied {
+		return errors.New("not allowed")
+	}
+	return nil
 }
 
 func (r *recorder) DevicePaired(_ context.Context, d store.Device, _ string) {
@@ -73,9 +83,18 @@ type fixture struct {
 	rec  *recorder
 	addr string
 	ctx  context.Context
+	logs *syncBuf // the server's log
+	// agentErr gets what Run returned for agents started by startAgent.
+	agentErr chan error
 }
 
 func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	return newFixtureWith(t, nil)
+}
+
+// newFixtureWith lets set tune the server before it listens.
+func newFixtureWith(t *testing.T, set func(*Server)) *fixture {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -94,7 +113,11 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	rec := &recorder{up: map[string]bool{}}
-	srv := New(st, ca, cert, rec, zerolog.Nop())
+	logs := &syncBuf{}
+	srv := New(st, ca, cert, rec, zerolog.New(logs))
+	if set != nil {
+		set(srv)
+	}
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -102,7 +125,7 @@ func newFixture(t *testing.T) *fixture {
 	if _, err := srv.Listen(ctx, pc); err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{srv: srv, st: st, rec: rec, addr: pc.LocalAddr().String(), ctx: ctx}
+	return &fixture{srv: srv, st: st, rec: rec, addr: pc.LocalAddr().String(), ctx: ctx, logs: logs, agentErr: make(chan error, 8)}
 }
 
 func (f *fixture) link(t *testing.T, ttl time.Duration) wire.PairLink {
@@ -176,8 +199,25 @@ func TestPairing(t *testing.T) {
 // runAgent pairs and runs a real agent with the simulator against f.
 func runAgent(t *testing.T, f *fixture) (pki.DeviceID, *sim.Sim, *agent.Agent, context.CancelFunc) {
 	t.Helper()
+	dir, _ := pairAgent(t, f)
+	return startAgent(t, f, dir)
+}
+
+// pairAgent pairs a new agent state directory with f.
+func pairAgent(t *testing.T, f *fixture) (string, pki.DeviceID) {
+	t.Helper()
 	dir := t.TempDir()
 	id, err := agent.Pair(f.ctx, f.link(t, time.Minute), dir, agent.PairOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir, id
+}
+
+// startAgent runs the agent paired in dir and waits until it is connected.
+func startAgent(t *testing.T, f *fixture, dir string) (pki.DeviceID, *sim.Sim, *agent.Agent, context.CancelFunc) {
+	t.Helper()
+	id, err := agent.LoadDeviceID(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,9 +230,11 @@ func runAgent(t *testing.T, f *fixture) (pki.DeviceID, *sim.Sim, *agent.Agent, c
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if err := a.Run(ctx); err != nil {
+		err := a.Run(ctx)
+		if err != nil && !errors.Is(err, agent.ErrUnpaired) {
 			t.Errorf("agent: %v", err)
 		}
+		f.agentErr <- err
 	}()
 	t.Cleanup(func() { cancel(); <-done })
 	eventually(t, "agent connected", func() bool { return a.Connected() && f.srv.Connected(id.String()) })
@@ -251,6 +293,19 @@ func TestRevocationClosesAndRefuses(t *testing.T) {
 		t.Fatalf("store after revocation: %+v %v", d, err)
 	}
 	eventually(t, "handler told the device is gone", func() bool { return !f.rec.snapshot().up[dev] })
+	// The agent is told, and stops: Run ends with ErrUnpaired after one
+	// refused handshake, so the server logs one refusal, not one a second.
+	select {
+	case err := <-f.agentErr:
+		if !errors.Is(err, agent.ErrUnpaired) {
+			t.Fatalf("agent ended with %v, want ErrUnpaired", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("revoked agent is still running")
+	}
+	if n := strings.Count(f.logs.String(), "Refused device handshake"); n > 1 {
+		t.Fatalf("%d refused handshakes logged for one revoked agent, want at most 1:\n%s", n, f.logs.String())
+	}
 }
 
 func TestHandshakeRefusals(t *testing.T) {

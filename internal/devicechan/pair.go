@@ -12,23 +12,29 @@ import (
 	"github.com/rcsgate/rcsgate/internal/wire"
 )
 
+// pairDeadline bounds a whole pairing connection; the request must come
+// within helloDeadline of the handshake.
 const pairDeadline = 30 * time.Second
 
 // handlePair signs a device's CSR in exchange for a one-time token.
 func (s *Server) handlePair(ctx context.Context, conn *quic.Conn) {
 	ctx, cancel := context.WithTimeout(ctx, pairDeadline)
 	defer cancel()
-	str, err := conn.AcceptStream(ctx)
+	actx, acancel := context.WithTimeout(ctx, helloDeadline)
+	str, err := conn.AcceptStream(actx)
+	acancel()
 	if err != nil {
+		s.refused(conn.RemoteAddr(), true, "pairing", "no_request", err, "")
 		_ = conn.CloseWithError(codeProtocol, "no pairing stream")
 		return
 	}
-	_ = str.SetDeadline(time.Now().Add(pairDeadline))
+	_ = str.SetDeadline(time.Now().Add(helloDeadline))
 	refuse := func(code, msg string, err error) {
-		s.log.Warn().Str("reason", code).AnErr("error", err).Str("remote", conn.RemoteAddr().String()).Msg("Refused pairing")
+		s.refused(conn.RemoteAddr(), true, "pairing", code, err, "")
+		_ = str.SetWriteDeadline(time.Now().Add(refuseLinger))
 		_ = wire.WriteMsg(str, wire.Error{Code: code, Message: msg})
 		_ = str.Close()
-		<-conn.Context().Done() // let the agent read the refusal; it closes
+		lingerClose(conn, codeProtocol, code) // the agent closes once it has read the refusal
 	}
 	m, err := wire.ReadMsg(str)
 	if err != nil {
@@ -53,6 +59,12 @@ func (s *Server) handlePair(ctx context.Context, conn *quic.Conn) {
 		return
 	case err != nil:
 		refuse("internal", "server error", err)
+		return
+	}
+	// The token is spent either way: a link for someone the bridge does not
+	// let in must not work later either.
+	if err := s.handler.MayPair(ctx, tok.Owner); err != nil {
+		refuse("not_allowed", "the Matrix user this link was made for may not use this bridge; ask its admin", err)
 		return
 	}
 	name := tok.Name

@@ -9,9 +9,9 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -19,6 +19,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/rcsgate/rcsgate/internal/pki"
+	"github.com/rcsgate/rcsgate/internal/ratelog"
 	"github.com/rcsgate/rcsgate/internal/store"
 	"github.com/rcsgate/rcsgate/internal/wire"
 )
@@ -40,6 +41,10 @@ type Handler interface {
 	// device pulls them on a stream of their own); wire.ErrMediaUnavailable
 	// when there are none.
 	OpenMedia(ctx context.Context, dev, msgID string) (wire.MediaFile, error)
+	// MayPair refuses (with a reason for the log) a pairing for an owner
+	// the bridge's permissions do not let in; it runs before anything is
+	// signed.
+	MayPair(ctx context.Context, owner string) error
 }
 
 // QUIC error codes we close connections with.
@@ -49,6 +54,9 @@ const (
 	codeRevoked  quic.ApplicationErrorCode = 2
 	codeReplaced quic.ApplicationErrorCode = 3
 	codeShutdown quic.ApplicationErrorCode = 4
+	// codeUnavailable: the server could not check the device just now
+	// (database trouble); the device retries as after any drop.
+	codeUnavailable quic.ApplicationErrorCode = 5
 )
 
 // Tunables; a later issue makes them configurable.
@@ -74,6 +82,13 @@ type Server struct {
 	// IdleTimeout: a device silent this long is declared gone (tests
 	// shorten it; the default keeps within the 60 s reporting promise).
 	IdleTimeout time.Duration
+	// MaxUnauthenticated and MaxUnauthenticatedPerIP cap connections that
+	// have not shown a paired device's certificate (see guard.go).
+	MaxUnauthenticated, MaxUnauthenticatedPerIP int
+
+	tlsBase  *tls.Config
+	adm      admission
+	refusals *ratelog.Limiter
 
 	mu       sync.Mutex
 	sessions map[string]*session
@@ -81,63 +96,29 @@ type Server struct {
 
 // New builds a server; call Serve to accept connections.
 func New(st *store.Store, ca *pki.CA, cert tls.Certificate, h Handler, log zerolog.Logger) *Server {
-	return &Server{store: st, ca: ca, cert: cert, handler: h, log: log, sessions: map[string]*session{}, IdleTimeout: idleTimeout}
+	s := &Server{store: st, ca: ca, cert: cert, handler: h, log: log, sessions: map[string]*session{}, IdleTimeout: idleTimeout,
+		MaxUnauthenticated: DefaultMaxUnauthenticated, MaxUnauthenticatedPerIP: DefaultMaxUnauthenticatedPerIP,
+		adm: admission{perIP: map[netip.Addr]int{}}, refusals: newRefusals()}
+	s.tlsBase = s.tlsConfig()
+	return s
 }
 
 // Pin is what pairing links carry so agents trust this server only.
 func (s *Server) Pin() [32]byte { return pki.Pin(s.cert.Leaf) }
 
+// tlsConfig is the listener's TLS config; each handshake gets its own copy
+// from configFor (guard.go), which decides what the peer may do.
 func (s *Server) tlsConfig() *tls.Config {
-	return &tls.Config{
+	c := &tls.Config{
 		MinVersion:   tls.VersionTLS13,
 		Certificates: []tls.Certificate{s.cert},
 		NextProtos:   []string{wire.ALPNChannel, wire.ALPNPair},
 		// Pairing comes without a client cert; the channel needs one. We
 		// verify it ourselves so every refusal gets a log line with a reason.
 		ClientAuth: tls.RequestClientCert,
-		VerifyConnection: func(cs tls.ConnectionState) error {
-			if cs.NegotiatedProtocol != wire.ALPNChannel {
-				return nil
-			}
-			if len(cs.PeerCertificates) == 0 {
-				s.log.Warn().Str("reason", "no_client_cert").Msg("Refused device handshake")
-				return errors.New("rcsgate: a device certificate is required")
-			}
-			leaf := cs.PeerCertificates[0]
-			inter := x509.NewCertPool()
-			for _, c := range cs.PeerCertificates[1:] {
-				inter.AddCert(c)
-			}
-			if _, err := leaf.Verify(x509.VerifyOptions{
-				Roots: s.ca.Pool(), Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-			}); err != nil {
-				reason := "foreign_ca"
-				var inv x509.CertificateInvalidError
-				if errors.As(err, &inv) && inv.Reason == x509.Expired {
-					reason = "expired_cert"
-				}
-				s.log.Warn().Str("reason", reason).Str("device", pki.DeviceIDOfCert(leaf).Short()).Msg("Refused device handshake")
-				return fmt.Errorf("rcsgate: device certificate refused: %w", err)
-			}
-			return s.checkDevice(leaf)
-		},
 	}
-}
-
-func (s *Server) checkDevice(c *x509.Certificate) error {
-	id := pki.DeviceIDOfCert(c)
-	d, err := s.store.GetDevice(context.Background(), id.String())
-	switch {
-	case errors.Is(err, store.ErrNoDevice):
-		s.log.Warn().Str("device", id.Short()).Str("reason", "unknown_device").Msg("Refused device handshake")
-		return fmt.Errorf("rcsgate: unknown device")
-	case err != nil:
-		return fmt.Errorf("rcsgate: device lookup: %w", err)
-	case !d.Revoked.IsZero():
-		s.log.Warn().Str("device", id.Short()).Str("reason", "revoked").Msg("Refused device handshake")
-		return fmt.Errorf("rcsgate: device revoked")
-	}
-	return nil
+	c.GetConfigForClient = s.configFor
+	return c
 }
 
 // Listen starts accepting connections on pc (which may come from systemd)
@@ -151,10 +132,10 @@ func (s *Server) Listen(ctx context.Context, pc net.PacketConn) (<-chan error, e
 	if err != nil {
 		return nil, err
 	}
-	tr := &quic.Transport{Conn: pc, StatelessResetKey: resetKey}
+	tr := &quic.Transport{Conn: pc, StatelessResetKey: resetKey, ConnContext: s.admit, VerifySourceAddress: s.underLoad}
 	// Early listener: resumed agents may send their Hello in 0-RTT (it is
 	// idempotent); sessions read nothing else before the handshake is done.
-	ln, err := tr.ListenEarly(s.tlsConfig(), &quic.Config{
+	ln, err := tr.ListenEarly(s.tlsBase, &quic.Config{
 		MaxIdleTimeout:  s.IdleTimeout,
 		KeepAlivePeriod: min(keepAlive, s.IdleTimeout/2),
 		Allow0RTT:       true,
@@ -193,17 +174,24 @@ func (s *Server) Listen(ctx context.Context, pc net.PacketConn) (<-chan error, e
 }
 
 func (s *Server) handleConn(ctx context.Context, conn *quic.Conn) {
+	sl := slotOf(conn)
+	defer sl.release()
+	if sl != nil {
+		sl.accepted.Store(true)
+	}
 	select { // client certificates are only known once the handshake is done
 	case <-conn.HandshakeComplete():
 	case <-conn.Context().Done():
 		return
 	case <-ctx.Done():
+		_ = conn.CloseWithError(codeShutdown, "server shutting down")
 		return
 	}
 	switch conn.ConnectionState().TLS.NegotiatedProtocol {
 	case wire.ALPNPair:
-		s.handlePair(ctx, conn)
+		s.handlePair(ctx, conn) // unauthenticated until it ends
 	case wire.ALPNChannel:
+		sl.release() // a paired device's certificate: no longer a stranger
 		s.handleChannel(ctx, conn)
 	default:
 		_ = conn.CloseWithError(codeProtocol, "unknown protocol")

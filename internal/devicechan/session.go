@@ -66,6 +66,16 @@ func (s *Server) handleChannel(ctx context.Context, conn *quic.Conn) {
 	}
 	devID := pki.DeviceIDOfCert(certs[0])
 	log := s.log.With().Str("device", devID.Short()).Logger()
+	// The handshake checked the device; look again in case that lookup
+	// failed (the handshake then let it through) or it was revoked since.
+	if d, err := s.store.GetDevice(ctx, devID.String()); err != nil {
+		log.Error().Err(err).Msg("Device lookup failed; the device will retry")
+		_ = conn.CloseWithError(codeUnavailable, "server cannot check devices right now; retry")
+		return
+	} else if !d.Revoked.IsZero() {
+		_ = conn.CloseWithError(codeRevoked, "device revoked")
+		return
+	}
 	hctx, cancel := context.WithTimeout(ctx, helloDeadline)
 	str, err := conn.AcceptStream(hctx)
 	cancel()
@@ -78,8 +88,13 @@ func (s *Server) handleChannel(ctx context.Context, conn *quic.Conn) {
 	m, err := wire.ReadMsg(str)
 	hello, ok := m.(wire.Hello)
 	if err != nil || !ok {
+		why := "expected hello"
+		if err != nil {
+			why = "expected hello: " + err.Error()
+		}
 		log.Warn().AnErr("error", err).Msg("Device sent no hello")
-		_ = wire.WriteMsg(str, wire.Error{Code: "protocol", Message: "expected hello"})
+		_ = str.SetWriteDeadline(time.Now().Add(refuseLinger))
+		_ = wire.WriteMsg(str, wire.Error{Code: "protocol", Message: wire.StripControl(why, wire.MaxErrorLen)})
 		_ = conn.CloseWithError(codeProtocol, "expected hello")
 		return
 	}
