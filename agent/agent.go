@@ -41,8 +41,9 @@ import (
 	"github.com/rcsgate/rcsgate/internal/wire"
 )
 
-// Error codes the server uses when it will not talk to this device until a
-// human re-pairs it; the agent then retries only at the backoff cap.
+// Error codes a server may refuse a Hello with when it will not talk to
+// this device until a human re-pairs it (rcsgate refuses the certificate in
+// the handshake instead); either way the agent stops with ErrUnpaired.
 const (
 	CodeRevoked       = "revoked"
 	CodeUnknownDevice = "unknown_device"
@@ -335,9 +336,15 @@ func newMessageID() string {
 // Run starts the backend and keeps the channel up until ctx is cancelled,
 // reconnecting with backoff. Messages received from the server are handed
 // to the phone even while the channel is down. It returns nil on
-// cancellation; it closes the journal but not the backend.
+// cancellation, and an error wrapping ErrUnpaired, without dialling again,
+// once the server has refused this device's certificate (see
+// UnpairedFile). It closes the journal but not the backend.
 func (a *Agent) Run(ctx context.Context) error {
 	defer a.Close()
+	if u, ok := LoadUnpaired(a.cfg.StateDir); ok {
+		a.st.noteDown(u.error())
+		return u.error()
+	}
 	if err := a.cfg.Backend.Start(ctx, a); err != nil {
 		return fmt.Errorf("agent: start backend %s: %w", a.cfg.Backend.Name(), err)
 	}
@@ -363,6 +370,18 @@ func (a *Agent) Run(ctx context.Context) error {
 		var delay time.Duration
 		var refused wire.Error
 		reachable := false
+		if why, final := refusedForGood(err); final {
+			// Final: dialling again cannot work and would only fill the
+			// server's log. Remember it, so a restart does not dial either.
+			u := Unpaired{At: time.Now().UTC().Truncate(time.Second), Reason: why}
+			if err := markUnpaired(a.cfg.StateDir, u); err != nil {
+				a.log.Error().Err(err).Msg("could not record that this device is unpaired")
+			}
+			a.log.Error().Err(err).Str("state", "unpaired").
+				Msg("unpaired — pair again: the server refused this device's certificate; not dialling again until `rcsgate-agent pair --force LINK`")
+			a.st.noteDown(err)
+			return u.error()
+		}
 		switch {
 		case errors.Is(err, errServerSilent):
 			// The server answered a probe just now: redial without waiting,
@@ -372,10 +391,6 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 			reachable = true
 			a.log.Info().Msg("server answers again after going silent; reconnecting now")
-		case errors.As(err, &refused) && (refused.Code == CodeRevoked || refused.Code == CodeUnknownDevice):
-			delay, reachable = bo.Cap(), true
-			a.log.Error().Str("code", refused.Code).Str("server_message", refused.Message).Dur("retry_in", delay).
-				Msg("server refuses this device (revoked or unknown): pair it again with `rcsgate-agent pair LINK`; retrying slowly meanwhile")
 		default:
 			if !welcomedAt.IsZero() && time.Since(welcomedAt) >= a.cfg.HealthyAfter {
 				bo.Reset()

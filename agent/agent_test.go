@@ -43,7 +43,11 @@ type fakeServer struct {
 	// rejectTickets makes the server ignore session tickets (full
 	// handshake, 0-RTT rejected), as after a restart with new ticket keys.
 	rejectTickets atomic.Bool
-	pc            *countingConn
+	// refuseCerts makes the handshake refuse every device certificate, as
+	// rcsgate does for a revoked or unknown device.
+	refuseCerts atomic.Bool
+	handshakes  atomic.Int32 // channel handshakes that reached the certificate check
+	pc          *countingConn
 }
 
 // countingConn counts the packets the server receives per source port.
@@ -111,6 +115,16 @@ func newServerIdentity(t *testing.T, o fakeOpts) (*fakeServer, *tls.Config) {
 		NextProtos:   []string{wire.ALPNChannel, wire.ALPNPair},
 		ClientAuth:   tls.VerifyClientCertIfGiven,
 		ClientCAs:    ca.Pool(),
+	}
+	tlsConf.VerifyConnection = func(cs tls.ConnectionState) error {
+		if cs.NegotiatedProtocol != wire.ALPNChannel {
+			return nil
+		}
+		s.handshakes.Add(1)
+		if s.refuseCerts.Load() {
+			return errors.New("device revoked")
+		}
+		return nil
 	}
 	var key [32]byte
 	_, _ = rand.Read(key[:])
@@ -408,6 +422,7 @@ type agentOpts struct {
 	phone   backend.Backend // nil means a fresh sim
 	onRetry func(time.Duration, error)
 	config  func(*Config) // last word on the config
+	runErr  error         // what Run must end with (errors.Is); nil: nil on cancel
 }
 
 func pairedDir(t *testing.T, srv *fakeServer) string {
@@ -455,8 +470,8 @@ func startAgentWith(t *testing.T, srv *fakeServer, o agentOpts) *runningAgent {
 		cancel()
 		select {
 		case err := <-done:
-			if err != nil {
-				t.Errorf("Run returned %v on cancel, want nil", err)
+			if (o.runErr == nil && err != nil) || (o.runErr != nil && !errors.Is(err, o.runErr)) {
+				t.Errorf("Run returned %v on cancel, want %v", err, o.runErr)
 			}
 		case <-time.After(waitFor):
 			t.Error("Run did not return after cancel")
@@ -584,40 +599,89 @@ func TestChannel(t *testing.T) {
 	}
 }
 
-func TestRevokedRetriesAtCap(t *testing.T) {
+// TestRevokedStopsDialling: once the server refuses the device's
+// certificate (revoked, as rcsgate does it: kicked with code 2, then the
+// handshake fails with bad_certificate), the agent dials no more, Run
+// returns ErrUnpaired, and a restart returns it without dialling — until
+// the device is paired again.
+func TestRevokedStopsDialling(t *testing.T) {
+	srv := newFakeServer(t, nil)
+	dir := pairedDir(t, srv)
+	log, logs := testLogger(t)
+	run := func() (chan error, context.CancelFunc) {
+		a, err := New(Config{StateDir: dir, Backend: sim.New(log), Log: log, Version: "test",
+			Backoff: &Backoff{Schedule: []time.Duration{5 * time.Millisecond}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- a.Run(ctx) }()
+		return done, cancel
+	}
+	done, cancel := run()
+	defer cancel()
+	p := srv.nextChannel(t)
+	srv.refuseCerts.Store(true)
+	_ = p.conn.CloseWithError(2, "device revoked")
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(waitFor):
+		t.Fatal("agent still running after the server refused its certificate")
+	}
+	if !errors.Is(err, ErrUnpaired) || !strings.Contains(err.Error(), "unpaired — pair again") {
+		t.Fatalf("Run returned %v, want ErrUnpaired", err)
+	}
+	if n := srv.handshakes.Load(); n > 2 {
+		t.Fatalf("%d handshakes: the agent kept dialling after the refusal", n)
+	}
+	if _, ok := LoadUnpaired(dir); !ok {
+		t.Fatal("unpaired state not recorded")
+	}
+	if !strings.Contains(logs.String(), "unpaired — pair again") {
+		t.Fatal("unpaired state not logged")
+	}
+	// A restart does not dial at all.
+	before := srv.handshakes.Load()
+	done, cancel2 := run()
+	defer cancel2()
+	select {
+	case err = <-done:
+	case <-time.After(waitFor):
+		t.Fatal("restarted agent dialled a server that refused it")
+	}
+	if !errors.Is(err, ErrUnpaired) || srv.handshakes.Load() != before {
+		t.Fatalf("restart: %v after %d new handshakes, want ErrUnpaired and none", err, srv.handshakes.Load()-before)
+	}
+	// Paired again: the state is cleared and the agent connects.
+	srv.refuseCerts.Store(false)
+	if _, err := Pair(t.Context(), srv.link(), dir, PairOptions{Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := LoadUnpaired(dir); ok {
+		t.Fatal("unpaired state survived pairing again")
+	}
+	done, cancel3 := run()
+	defer func() { cancel3(); <-done }()
+	srv.nextChannel(t)
+}
+
+// TestRefusedHelloIsFinal: a server that refuses the Hello with "revoked"
+// (a protocol-level refusal) is just as final.
+func TestRefusedHelloIsFinal(t *testing.T) {
 	srv := newFakeServer(t, func(wire.Hello) wire.Msg {
 		return wire.Error{Code: CodeRevoked, Message: "device revoked"}
 	})
-	type retry struct {
-		d   time.Duration
-		err error
+	dir := pairedDir(t, srv)
+	log, _ := testLogger(t)
+	a, err := New(Config{StateDir: dir, Backend: sim.New(log), Log: log, Version: "test"})
+	if err != nil {
+		t.Fatal(err)
 	}
-	retries := make(chan retry, 16)
-	ra := startAgent(t, srv, func(d time.Duration, err error) {
-		select {
-		case retries <- retry{d, err}:
-		default:
-		}
-	})
-	for i := 0; i < 2; i++ {
-		select {
-		case r := <-retries:
-			var we wire.Error
-			if !errors.As(r.err, &we) || we.Code != CodeRevoked {
-				t.Fatalf("retry %d after %v, want the revoked error", i, r.err)
-			}
-			if r.d != 20*time.Millisecond {
-				t.Fatalf("retry %d in %v, want the cap (20ms)", i, r.d)
-			}
-		case <-time.After(waitFor):
-			t.Fatal("agent did not retry")
-		}
-	}
-	if ra.Connected() {
-		t.Fatal("connected although revoked")
-	}
-	ra.stop()
-	if !strings.Contains(ra.logs.String(), "pair it again") {
-		t.Fatal("revocation not logged clearly")
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	if err := a.Run(ctx); !errors.Is(err, ErrUnpaired) {
+		t.Fatalf("Run returned %v, want ErrUnpaired", err)
 	}
 }

@@ -63,6 +63,9 @@ func Pair(ctx context.Context, link wire.PairLink, dir string, opts PairOptions)
 	}
 	var mismatch atomic.Bool
 	conn, _, err := dialFirst(ctx, link.Addrs, pinnedTLS(wire.ALPNPair, link.Pin, &mismatch), &mismatch, dialTimeout)
+	if alert, ok := tlsAlert(err); ok && alert == alertNoALPN {
+		return none, fmt.Errorf("pair: %w (%w)", ErrPairingClosed, err)
+	}
 	if err != nil {
 		return none, fmt.Errorf("pair: %w", err)
 	}
@@ -132,6 +135,9 @@ func Pair(ctx context.Context, link wire.PairLink, dir string, opts PairOptions)
 	si, _ := json.MarshalIndent(ServerInfo{Addrs: link.Addrs, Pin: base64.RawURLEncoding.EncodeToString(link.Pin[:])}, "", "  ")
 	if err := atomicfile.Write(filepath.Join(dir, ServerFile), append(si, '\n'), 0o600); err != nil {
 		return none, fmt.Errorf("pair: store server info: %w", err)
+	}
+	if err := clearUnpaired(dir); err != nil { // a new identity: the server's refusal of the old one is history
+		return none, fmt.Errorf("pair: %w", err)
 	}
 	return wantID, nil
 }

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"sync"
 	"time"
-
-	"github.com/rcsgate/rcsgate/internal/wire"
 )
 
 // Status is what a person (or the phone app's setup screen) wants to know
@@ -54,9 +52,8 @@ func (s *statusState) noteDown(err error) {
 	if err == nil {
 		return
 	}
-	var refused wire.Error
-	unpaired := errors.Is(err, ErrNotPaired) ||
-		(errors.As(err, &refused) && (refused.Code == CodeRevoked || refused.Code == CodeUnknownDevice))
+	_, refused := refusedForGood(err)
+	unpaired := errors.Is(err, ErrNotPaired) || errors.Is(err, ErrUnpaired) || refused
 	msg := oneLine(err.Error())
 	if len(msg) > maxStatusError {
 		msg = msg[:maxStatusError]

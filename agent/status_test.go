@@ -55,7 +55,8 @@ func TestStatusSaysUnpairedWhenRevoked(t *testing.T) {
 	srv := newFakeServer(t, func(wire.Hello) wire.Msg {
 		return wire.Error{Code: CodeRevoked, Message: "device revoked"}
 	})
-	ra := startAgent(t, srv, nil)
+	// Run ends (ErrUnpaired) and the status says so for whoever shows it.
+	ra := startAgentWith(t, srv, agentOpts{runErr: ErrUnpaired})
 	s := waitStatus(t, ra.Agent, "unpaired", func(s Status) bool { return s.Unpaired })
 	if s.Connected || !strings.Contains(s.LastError, "revoked") {
 		t.Fatalf("status %+v", s)

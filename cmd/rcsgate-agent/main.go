@@ -46,9 +46,13 @@ const topUsage = `rcsgate-agent relays RCS/SMS between this phone and an rcsgate
 Usage:
   rcsgate-agent pair [--state DIR] [--name NAME] [--force] [--dns IP,...] LINK
   rcsgate-agent run  [--state DIR] [--backend sim] [--control 127.0.0.1:0] [--dns IP,...]
-  rcsgate-agent sim inject [--control ADDR | --state DIR] --from NUMBER --text TEXT
+  rcsgate-agent sim inject [--state DIR] [--control ADDR] --from NUMBER --text TEXT
+  rcsgate-agent status [--state DIR]
   rcsgate-agent id   [--state DIR]
   rcsgate-agent version
+
+Exit codes: 0 ok, 1 error, 2 usage, 3 unpaired (the server refused this
+device's certificate: pair again with "rcsgate-agent pair --force LINK").
 
 The state directory defaults to $` + stateEnv + ` or ./agent-state.
 Run "rcsgate-agent COMMAND -h" for the options of a command.
@@ -61,6 +65,10 @@ func (e usageError) Error() string { return e.msg }
 
 // errUsagePrinted: the flag package already printed the problem and usage.
 var errUsagePrinted = errors.New("usage")
+
+// exitUnpaired is the exit code for agent.ErrUnpaired: a supervisor (or the
+// phone app) should not restart the agent, but ask its person to pair again.
+const exitUnpaired = 3
 
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
@@ -82,6 +90,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		err = cmdRun(ctx, args[1:], stdin, stdout, stderr)
 	case "id":
 		err = cmdID(args[1:], stdout, stderr)
+	case "status":
+		err = cmdStatus(args[1:], stdout, stderr)
 	case "sim":
 		if len(args) < 2 || args[1] != "inject" {
 			err = usageError{`sim needs a subcommand: "sim inject"`}
@@ -102,6 +112,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	case errors.As(err, &ue):
 		fmt.Fprintf(stderr, "rcsgate-agent %s: %s (see rcsgate-agent %s -h)\n", cmd, ue.msg, cmd)
 		return 2
+	case errors.Is(err, agent.ErrUnpaired):
+		fmt.Fprintf(stderr, "rcsgate-agent %s: %s\n", cmd, oneLine(err.Error()))
+		return exitUnpaired
 	default:
 		fmt.Fprintf(stderr, "rcsgate-agent %s: %s\n", cmd, oneLine(err.Error()))
 		return 1
@@ -222,6 +235,33 @@ func cmdID(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
+// cmdStatus says what the state directory holds, without the network:
+// paired (and with which server), unpaired (refused by the server), or
+// not paired yet.
+func cmdStatus(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("status", "status [--state DIR]\n\nSays whether this device is paired, and with which server.\n"+
+		"Exit code 3: the server refused this device's certificate (unpaired — pair again).", stderr)
+	state := fs.String("state", defaultStateDir(), "state directory (overrides $"+stateEnv+")")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 {
+		return usageError{"takes no arguments"}
+	}
+	id, err := agent.LoadIdentity(*state)
+	if err != nil {
+		return err
+	}
+	if u, ok := agent.LoadUnpaired(*state); ok {
+		fmt.Fprintf(stdout, "unpaired — pair again\ndevice %s was refused by the server on %s: %s\nrun: rcsgate-agent pair --force --state %s LINK\n",
+			id.DeviceID, u.At.Format(time.RFC3339), u.Reason, *state)
+		return fmt.Errorf("%w: device %s", agent.ErrUnpaired, id.DeviceID.Short())
+	}
+	fmt.Fprintf(stdout, "paired\ndevice %s\nserver %s\n", id.DeviceID, strings.Join(id.Server.Addrs, ", "))
+	return nil
+}
+
 func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := newFlagSet("run", "run [--state DIR] [--backend sim] [--control 127.0.0.1:0] [--dns IP,...]\n\n"+
 		"Keeps the channel to the server up and relays messages until SIGINT or SIGTERM.\n"+
@@ -292,11 +332,16 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		}()
 	}
 	if *control != "" && isSim {
+		token, err := sim.LoadOrCreateControlToken(*state)
+		if err != nil {
+			return err
+		}
 		ln, err := sim.ListenControl(*control)
 		if err != nil {
 			return err
 		}
-		srv := &http.Server{Handler: simPhone.Handler(a.Connected), ReadHeaderTimeout: 5 * time.Second}
+		srv := &http.Server{Handler: simPhone.Handler(a.Connected, token), ReadHeaderTimeout: 5 * time.Second,
+			ReadTimeout: time.Minute, IdleTimeout: time.Minute}
 		go func() { _ = srv.Serve(ln) }()
 		addrFile := filepath.Join(*state, agent.ControlAddrFile)
 		bound := ln.Addr().String()
@@ -319,9 +364,10 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 }
 
 func cmdSimInject(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("sim inject", "sim inject [--control ADDR | --state DIR] --from NUMBER --text TEXT\n\n"+
+	fs := newFlagSet("sim inject", "sim inject [--state DIR] [--control ADDR] --from NUMBER --text TEXT\n\n"+
 		"Makes the simulated phone receive TEXT from NUMBER, through the control API of a running\n"+
-		"`rcsgate-agent run` (found via DIR/"+agent.ControlAddrFile+" unless --control is given).", stderr)
+		"`rcsgate-agent run` (found via DIR/"+agent.ControlAddrFile+" unless --control is given; its\n"+
+		"token is DIR/"+sim.ControlTokenFile+").", stderr)
 	state := fs.String("state", defaultStateDir(), "state directory of the running agent")
 	control := fs.String("control", "", "control API address (host:port); overrides --state")
 	from := fs.String("from", "", "sender number, E.164 (+ and 7-15 digits)")
@@ -344,6 +390,10 @@ func cmdSimInject(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		}
 		addr = strings.TrimSpace(string(b))
 	}
+	token, err := sim.ReadControlToken(*state)
+	if err != nil {
+		return fmt.Errorf("the control API's token (is %s the state directory of the running agent?): %w", *state, err)
+	}
 	body, _ := json.Marshal(sim.InjectRequest{From: *from, Text: *text})
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -351,7 +401,7 @@ func cmdSimInject(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Content-Type", "application/json")
+	sim.Authorize(req, token)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return fmt.Errorf("control API: %w", err)

@@ -141,11 +141,24 @@ func TestRunAndInject(t *testing.T) {
 	if code, out, errOut := runCLI(t, "sim", "inject", "--state", dir, "--from", "+15551234567", "--text", "secret body"); code != 0 {
 		t.Fatalf("inject: %d %q %q", code, out, errOut)
 	}
-	if code, _, errOut := runCLI(t, "sim", "inject", "--control", addr, "--from", "nope", "--text", "x"); code != 1 || !strings.Contains(errOut, "from must be") {
+	if code, _, errOut := runCLI(t, "sim", "inject", "--state", dir, "--control", addr, "--from", "nope", "--text", "x"); code != 1 || !strings.Contains(errOut, "from must be") {
 		t.Fatalf("bad inject: %d %q", code, errOut)
 	}
+	// Without the state directory's token, the API refuses.
+	if code, _, errOut := runCLI(t, "sim", "inject", "--state", t.TempDir(), "--control", addr, "--from", "+15551234567", "--text", "x"); code != 1 || !strings.Contains(errOut, "token") {
+		t.Fatalf("inject without the token: %d %q", code, errOut)
+	}
+	if resp, err := http.Get("http://" + addr + "/v1/healthz"); err != nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("healthz without the token: %v %v", resp, err)
+	}
 
-	resp, err := http.Get("http://" + addr + "/v1/healthz")
+	token, err := sim.ReadControlToken(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/v1/healthz", nil)
+	sim.Authorize(req, token)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,5 +244,34 @@ func TestRunStdio(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), "closed the connection") {
 		t.Fatalf("stderr lacks the reason for stopping:\n%s", stderr.String())
+	}
+}
+
+// TestUnpairedExitCode: once the server refused the device, `run` exits 3
+// at once (no dialling) and `status` says "unpaired — pair again".
+func TestUnpairedExitCode(t *testing.T) {
+	dir := t.TempDir()
+	fakeIdentity(t, dir)
+	if code, out, errOut := runCLI(t, "status", "--state", dir); code != 0 || !strings.HasPrefix(out, "paired\n") {
+		t.Fatalf("status of a paired device: %d %q %q", code, out, errOut)
+	}
+	u, _ := json.Marshal(agent.Unpaired{At: time.Now(), Reason: "the server refused the device certificate"})
+	if err := os.WriteFile(filepath.Join(dir, agent.UnpairedFile), u, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := runCLI(t, "status", "--state", dir)
+	if code != exitUnpaired || !strings.HasPrefix(out, "unpaired — pair again") || !strings.Contains(out, "pair --force") {
+		t.Fatalf("status of a refused device: %d %q %q", code, out, errOut)
+	}
+	start := time.Now()
+	code, _, errOut = runCLI(t, "run", "--state", dir, "--control", "")
+	if code != exitUnpaired || !strings.Contains(errOut, "unpaired — pair again") {
+		t.Fatalf("run of a refused device: exit %d, %q", code, errOut)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("run took %s to give up: it must not dial", d)
+	}
+	if code, _, errOut := runCLI(t, "status", "--state", t.TempDir()); code != 1 || !strings.Contains(errOut, "not paired yet") {
+		t.Fatalf("status of an empty directory: %d %q", code, errOut)
 	}
 }

@@ -1,17 +1,23 @@
 package sim
 
 import (
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/rcsgate/rcsgate/agent/backend"
+	"github.com/rcsgate/rcsgate/internal/atomicfile"
 	"github.com/rcsgate/rcsgate/internal/wire"
 )
 
@@ -117,7 +123,85 @@ type errorBody struct {
 	Error string `json:"error"`
 }
 
-// Handler serves the control API:
+// ControlTokenFile, in the agent's state directory (mode 0600), holds the
+// token every control request must carry ("Authorization: Bearer TOKEN"):
+// only someone who can read the state directory can drive the phone.
+const ControlTokenFile = "control.token"
+
+// LoadOrCreateControlToken returns the control token of stateDir, making
+// one the first time.
+func LoadOrCreateControlToken(stateDir string) (string, error) {
+	if tok, err := ReadControlToken(stateDir); err == nil {
+		return tok, nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", err
+	}
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	tok := base64.RawURLEncoding.EncodeToString(b[:])
+	if err := atomicfile.Write(filepath.Join(stateDir, ControlTokenFile), []byte(tok+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("control token: %w", err)
+	}
+	return tok, nil
+}
+
+// ReadControlToken reads the control token of stateDir.
+func ReadControlToken(stateDir string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(stateDir, ControlTokenFile))
+	if err != nil {
+		return "", err
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" {
+		return "", fmt.Errorf("%s is empty", ControlTokenFile)
+	}
+	return tok, nil
+}
+
+// Authorize adds what the control API asks of every request: the token,
+// and a JSON content type when there is a body.
+func Authorize(req *http.Request, token string) {
+	req.Header.Set("Authorization", "Bearer "+token)
+	if req.Body != nil && req.Body != http.NoBody {
+		req.Header.Set("Content-Type", "application/json")
+	}
+}
+
+// guard lets through only requests a local program made on purpose, not
+// ones a web page in the phone's (or a developer's) browser can forge:
+// the Host must name loopback (no DNS rebinding), the token must match
+// (a page cannot read the state directory, and a custom header makes the
+// browser ask first, which we never answer), and a body must be JSON (no
+// form posts).
+func guard(token string, next http.Handler) http.Handler {
+	want := []byte("Bearer " + token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host := r.Host
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		switch {
+		case !isLoopbackHost(strings.Trim(host, "[]")):
+			writeJSON(w, http.StatusForbidden, errorBody{"the control API answers only requests to a loopback host"})
+		case token == "" || subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1:
+			writeJSON(w, http.StatusUnauthorized, errorBody{"missing or wrong control token (Authorization: Bearer <" + ControlTokenFile + " in the agent's state directory>)"})
+		case r.Method == http.MethodPost && !isJSON(r.Header.Get("Content-Type")):
+			writeJSON(w, http.StatusUnsupportedMediaType, errorBody{"the body must be sent as Content-Type: application/json"})
+		default:
+			next.ServeHTTP(w, r)
+		}
+	})
+}
+
+func isJSON(ct string) bool {
+	mt, _, err := mime.ParseMediaType(ct)
+	return err == nil && mt == "application/json"
+}
+
+// Handler serves the control API to requests that pass guard (token,
+// loopback Host, JSON bodies):
 //
 //	POST /v1/inject {"from": "+1...", "text": "..."} → 202 {"queued": true}
 //	  (answered only once the agent has stored the message durably)
@@ -129,7 +213,7 @@ type errorBody struct {
 //
 // Errors are JSON {"error": "..."}. connected reports whether the agent's
 // channel to the server is up; nil means never.
-func (s *Sim) Handler(connected func() bool) http.Handler {
+func (s *Sim) Handler(connected func() bool, token string) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/inject", func(w http.ResponseWriter, r *http.Request) {
 		var req InjectRequest
@@ -190,7 +274,7 @@ func (s *Sim) Handler(connected func() bool) http.Handler {
 	mux.HandleFunc("GET /v1/healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, Health{Connected: connected != nil && connected()})
 	})
-	return mux
+	return guard(token, mux)
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

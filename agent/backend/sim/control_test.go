@@ -2,8 +2,11 @@ package sim
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -14,12 +17,12 @@ import (
 func TestControlAPI(t *testing.T) {
 	s, c := started(t)
 	var up atomic.Bool
-	srv := httptest.NewServer(s.Handler(up.Load))
+	srv := httptest.NewServer(s.Handler(up.Load, testToken))
 	defer srv.Close()
 
 	post := func(body string) (int, map[string]any) {
 		t.Helper()
-		resp, err := http.Post(srv.URL+"/v1/inject", "application/json", strings.NewReader(body))
+		resp, err := do(t, http.MethodPost, srv.URL+"/v1/inject", body, testToken)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -50,7 +53,7 @@ func TestControlAPI(t *testing.T) {
 	// Sent list.
 	get := func(path string, v any) int {
 		t.Helper()
-		resp, err := http.Get(srv.URL + path)
+		resp, err := do(t, http.MethodGet, srv.URL+path, "", testToken)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -82,13 +85,113 @@ func TestControlAPI(t *testing.T) {
 	}
 
 	// Wrong method.
-	resp, err := http.Get(srv.URL + "/v1/inject")
+	resp, err := do(t, http.MethodGet, srv.URL+"/v1/inject", "", testToken)
 	if err != nil {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusMethodNotAllowed {
 		t.Fatalf("GET /v1/inject: %d", resp.StatusCode)
+	}
+}
+
+const testToken = "test-token-0123456789"
+
+// do makes a control request as a local program would (token, JSON).
+func do(t *testing.T, method, url, body, token string) (*http.Response, error) {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(t.Context(), method, url, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	Authorize(req, token)
+	return http.DefaultClient.Do(req)
+}
+
+// TestControlGuard: what a web page (or any process without the state
+// directory) can send is refused: no token, a form or text body, a
+// rebound DNS name as Host. Nothing reaches the phone.
+func TestControlGuard(t *testing.T) {
+	s, c := started(t)
+	srv := httptest.NewServer(s.Handler(nil, testToken))
+	defer srv.Close()
+	body := `{"from":"+15551234567","text":"forged"}`
+	tests := []struct {
+		name   string
+		ct     string
+		auth   string
+		host   string
+		method string
+		want   int
+	}{
+		{"no token", "application/json", "", "", http.MethodPost, http.StatusUnauthorized},
+		{"wrong token", "application/json", "Bearer nope", "", http.MethodPost, http.StatusUnauthorized},
+		{"form post with the token", "application/x-www-form-urlencoded", "Bearer " + testToken, "", http.MethodPost, http.StatusUnsupportedMediaType},
+		{"text/plain post (no preflight)", "text/plain", "Bearer " + testToken, "", http.MethodPost, http.StatusUnsupportedMediaType},
+		{"rebound DNS name", "application/json", "Bearer " + testToken, "evil.example:8080", http.MethodPost, http.StatusForbidden},
+		{"sent list without token", "", "", "", http.MethodGet, http.StatusUnauthorized},
+		{"preflight", "", "", "", http.MethodOptions, http.StatusUnauthorized},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			path := "/v1/inject"
+			var rd io.Reader
+			if tc.method == http.MethodPost {
+				rd = strings.NewReader(body)
+			} else {
+				path = "/v1/sent"
+			}
+			req, _ := http.NewRequestWithContext(t.Context(), tc.method, srv.URL+path, rd)
+			if tc.ct != "" {
+				req.Header.Set("Content-Type", tc.ct)
+			}
+			if tc.auth != "" {
+				req.Header.Set("Authorization", tc.auth)
+			}
+			if tc.host != "" {
+				req.Host = tc.host
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tc.want {
+				t.Fatalf("got %d, want %d", resp.StatusCode, tc.want)
+			}
+		})
+	}
+	// The real thing gets through, and is the only event the phone got.
+	resp, err := do(t, http.MethodPost, srv.URL+"/v1/inject", `{"from":"+15551234567","text":"real"}`, testToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("authorised inject: %d", resp.StatusCode)
+	}
+	if in := next(t, c); in.Text != "real" {
+		t.Fatalf("the phone got %q first, want only the authorised event", in.Text)
+	}
+}
+
+func TestControlToken(t *testing.T) {
+	dir := t.TempDir()
+	tok, err := LoadOrCreateControlToken(dir)
+	if err != nil || len(tok) < 32 {
+		t.Fatalf("token %q, %v", tok, err)
+	}
+	again, err := LoadOrCreateControlToken(dir)
+	if err != nil || again != tok {
+		t.Fatalf("second load gave %q (%v), want the same token", again, err)
+	}
+	st, err := os.Stat(filepath.Join(dir, ControlTokenFile))
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("token file mode %v (%v), want 0600", st.Mode().Perm(), err)
 	}
 }
 

@@ -16,6 +16,10 @@ import java.util.concurrent.ScheduledExecutorService;
  * restarted until start is called again.
  */
 public final class AgentRunner {
+    /** rcsgate-agent's exit code when the server refused this device's certificate (revoked, or
+     *  unknown to the server): it will not dial again until the phone is paired again. */
+    static final int EXIT_UNPAIRED = 3;
+
     /** How the runner is doing, for the setup screen and the notification. */
     public enum State { STOPPED, STARTING, RUNNING, NOT_PAIRED, RESTARTING }
 
@@ -210,7 +214,7 @@ public final class AgentRunner {
                 if (stopped) break;
             }
             log.line("app: the agent exited with code " + code);
-            if (code != 0 && last.contains("not paired")) {
+            if (code == EXIT_UNPAIRED || (code != 0 && last.contains("not paired"))) {
                 synchronized (this) {
                     stopped = true;
                 }

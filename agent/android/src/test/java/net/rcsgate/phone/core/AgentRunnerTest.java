@@ -56,6 +56,17 @@ public class AgentRunnerTest {
     }
 
     @Test
+    public void unpairedIsNotRestarted() throws Exception {
+        AgentRunner r = runner("echo 'rcsgate-agent run: unpaired — pair again: the server refused this device' >&2\nexit 3\n", new Router());
+        r.start();
+        assertEquals("STARTING ", next());
+        String s = next();
+        if (s.equals("RUNNING ")) s = next(); // unless the agent exited before the hello went out
+        assertEquals("NOT_PAIRED ", s);
+        assertEquals(1, r.runs());
+    }
+
+    @Test
     public void statusLinesAndArgv() throws Exception {
         File argv = new File(tmp.getRoot(), "argv");
         AgentRunner r = runner("echo \"$@\" > " + argv.getPath() + "\necho '{\"type\":\"welcome\",\"protocol\":1}'\n"
