@@ -15,8 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -331,20 +329,13 @@ func download(ctx context.Context, a *harness.Client, mxc id.ContentURI, size in
 // of the sim's control API) through SHA-256; harness.SentFile would read
 // it whole into memory.
 func sentFileSum(ctx context.Context, st *harness.Stack, eventID string) (int64, string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, st.ControlURL+"/v1/media/"+url.PathEscape(eventID), nil)
-	if err != nil {
-		return 0, "", err
-	}
-	resp, err := http.DefaultClient.Do(req)
+	body, err := st.OpenSentFile(ctx, eventID)
 	if err != nil {
 		return 0, "", fmt.Errorf("phone's copy: %w", err)
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return 0, "", fmt.Errorf("phone's copy: HTTP %d", resp.StatusCode)
-	}
+	defer body.Close()
 	h := sha256.New()
-	n, err := io.Copy(h, resp.Body)
+	n, err := io.Copy(h, body)
 	if err != nil {
 		return 0, "", fmt.Errorf("phone's copy: %w", err)
 	}

@@ -14,13 +14,13 @@ import (
 // message id, so a crash test can retry an injection whose answer was lost
 // (the agent queues an id once) without racing StartAgent's ControlURL.
 func (st *Stack) InjectAt(ctx context.Context, controlURL, msgID, from, text string) error {
-	return controlAt(ctx, controlURL, http.MethodPost, "/v1/inject", sim.InjectRequest{ID: msgID, From: from, Text: text}, nil)
+	return st.controlAt(ctx, controlURL, http.MethodPost, "/v1/inject", sim.InjectRequest{ID: msgID, From: from, Text: text}, nil)
 }
 
 // SentAt is Sent against an explicit control URL.
 func (st *Stack) SentAt(ctx context.Context, controlURL string) ([]SentMsg, error) {
 	var out []SentMsg
-	err := controlAt(ctx, controlURL, http.MethodGet, "/v1/sent", nil, &out)
+	err := st.controlAt(ctx, controlURL, http.MethodGet, "/v1/sent", nil, &out)
 	return out, err
 }
 

@@ -40,19 +40,30 @@ func (st *Stack) SentEvents(ctx context.Context) ([]sim.Sent, error) {
 
 // SentFile returns the bytes of a file the phone sent with event id.
 func (st *Stack) SentFile(ctx context.Context, id string) ([]byte, error) {
+	resp, err := st.OpenSentFile(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Close()
+	return io.ReadAll(resp)
+}
+
+// OpenSentFile streams the phone's copy of a file it sent with event id.
+func (st *Stack) OpenSentFile(ctx context.Context, id string) (io.ReadCloser, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, st.ControlURL+"/v1/media/"+url.PathEscape(id), nil)
 	if err != nil {
 		return nil, err
 	}
+	sim.Authorize(req, st.ControlToken)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
 		return nil, fmt.Errorf("sent file: HTTP %d", resp.StatusCode)
 	}
-	return io.ReadAll(resp.Body)
+	return resp.Body, nil
 }
 
 // WaitSent polls the phone's sent list until match finds an event or ctx
@@ -79,11 +90,11 @@ func (st *Stack) WaitSent(ctx context.Context, match func(sim.Sent) bool) (sim.S
 }
 
 func (st *Stack) control(ctx context.Context, method, path string, in, out any) error {
-	return controlAt(ctx, st.ControlURL, method, path, in, out)
+	return st.controlAt(ctx, st.ControlURL, method, path, in, out)
 }
 
 // controlAt calls the sim's control API at base; it answers 200 or 202.
-func controlAt(ctx context.Context, base, method, path string, in, out any) error {
+func (st *Stack) controlAt(ctx context.Context, base, method, path string, in, out any) error {
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
@@ -96,7 +107,7 @@ func controlAt(ctx context.Context, base, method, path string, in, out any) erro
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Content-Type", "application/json")
+	sim.Authorize(req, st.ControlToken)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return fmt.Errorf("sim %s: %w", path, err)

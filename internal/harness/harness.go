@@ -21,6 +21,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/rcsgate/rcsgate/agent/backend/sim"
 	"github.com/rcsgate/rcsgate/internal/gateway"
 	"github.com/rcsgate/rcsgate/internal/testpeer"
 )
@@ -54,7 +55,10 @@ type Stack struct {
 	ConfigPath string
 	AgentState string
 	ControlURL string
-	Info       DemoInfo
+	// ControlToken authorises requests to the sim's control API (the
+	// agent's state directory holds it).
+	ControlToken string
+	Info         DemoInfo
 
 	gw    *proc
 	agent *proc
@@ -236,7 +240,15 @@ func (st *Stack) StartAgent(ctx context.Context) error {
 			return false, nil
 		}
 		st.ControlURL = "http://" + strings.TrimSpace(string(raw))
-		resp, err := http.Get(st.ControlURL + "/v1/healthz")
+		if st.ControlToken, err = sim.ReadControlToken(st.AgentState); err != nil {
+			return false, nil
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, st.ControlURL+"/v1/healthz", nil)
+		if err != nil {
+			return false, err
+		}
+		sim.Authorize(req, st.ControlToken)
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			return false, nil
 		}
