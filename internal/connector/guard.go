@@ -130,8 +130,8 @@ func (c *Connector) guardedLogin() *commands.FullHandler {
 		}
 		ce.Args = args
 		if !force && !c.roomEncrypted(ce.Ctx, ce.RoomID) {
-			ce.Reply("⚠️ This room is not encrypted. The pairing code is a one-time key to your account on this bridge: " +
-				"here the homeserver would store it readable, and whoever uses it first pairs their phone as you. " +
+			ce.Reply("⚠️ This room is not encrypted. The pairing code is a one-time key to your account on this bridge: "+
+				"here the homeserver would store it readable, and whoever uses it first pairs their phone as you. "+
 				"Turn on encryption in this room and send `login` again, or ask your admin for `rcsgate pair --user %s` on the server. "+
 				"To show it here anyway, send `login %s`.", ce.User.MXID, forceLoginFlag)
 			return
