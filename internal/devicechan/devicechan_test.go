@@ -84,6 +84,7 @@ type fixture struct {
 	addr string
 	ctx  context.Context
 	logs *syncBuf // the server's log
+	dir  string   // the server's state (database, keys)
 	// agentErr gets what Run returned for agents started by startAgent.
 	agentErr chan error
 }
@@ -125,7 +126,7 @@ func newFixtureWith(t *testing.T, set func(*Server)) *fixture {
 	if _, err := srv.Listen(ctx, pc); err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{srv: srv, st: st, rec: rec, addr: pc.LocalAddr().String(), ctx: ctx, logs: logs, agentErr: make(chan error, 8)}
+	return &fixture{srv: srv, st: st, rec: rec, addr: pc.LocalAddr().String(), ctx: ctx, logs: logs, dir: dir, agentErr: make(chan error, 8)}
 }
 
 func (f *fixture) link(t *testing.T, ttl time.Duration) wire.PairLink {

@@ -261,3 +261,43 @@ func lingerClose(conn *quic.Conn, code quic.ApplicationErrorCode, msg string) {
 	}
 	_ = conn.CloseWithError(code, msg)
 }
+
+// wipeAfter is how long after an ack the WAL is checkpointed, so a burst
+// of acks costs one checkpoint.
+const wipeAfter = 500 * time.Millisecond
+
+// delivered tells the wipe loop that outbox rows (message bodies) were
+// deleted.
+func (s *Server) delivered() {
+	select {
+	case s.wipe <- struct{}{}:
+	default:
+	}
+}
+
+// wipeLoop checkpoints and truncates the database's WAL shortly after
+// messages were delivered, so their text does not linger there (the rows
+// themselves are zeroed by secure_delete). A busy database is tried again.
+func (s *Server) wipeLoop(ctx context.Context) {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.wipe:
+			t.Reset(wipeAfter)
+			continue
+		case <-t.C:
+		}
+		if err := s.store.Checkpoint(ctx); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			if !errors.Is(err, store.ErrBusy) {
+				s.log.Warn().Err(err).Msg("Wiping delivered messages from the database's WAL failed; trying again")
+			}
+			t.Reset(2 * wipeAfter)
+		}
+	}
+}

@@ -5,7 +5,9 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io/fs"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -277,4 +279,38 @@ func TestRefusalLogsRateLimited(t *testing.T) {
 	if !strings.Contains(logs.String(), `"remote":"127.0.0.1:`) || !strings.Contains(logs.String(), `"reason":"revoked"`) {
 		t.Fatalf("refusal lines lack the remote address or the reason:\n%s", logs.String())
 	}
+}
+
+// TestDeliveredTextWipedFromDatabase: once the phone has a message, its
+// text is gone from every file of the server's state while the server
+// runs (outbox row zeroed, WAL checkpointed and truncated).
+func TestDeliveredTextWipedFromDatabase(t *testing.T) {
+	f := newFixture(t)
+	id, phone, _, _ := runAgent(t, f)
+	body := "wipe me " + strings.Repeat("x", 40)
+	if err := f.srv.Enqueue(f.ctx, id.String(), wire.Message{ID: "$wipe", Chat: "+12025550123", Text: body}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "phone got it", func() bool { return len(phone.SentMessages()) == 1 })
+	eventually(t, "text gone from the server's files", func() bool { return !dirContains(t, f.dir, []byte(body)) })
+}
+
+func dirContains(t *testing.T, dir string, needle []byte) bool {
+	t.Helper()
+	found := false
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		found = found || bytes.Contains(b, needle)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return found
 }

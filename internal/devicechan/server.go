@@ -89,6 +89,8 @@ type Server struct {
 	tlsBase  *tls.Config
 	adm      admission
 	refusals *ratelog.Limiter
+	wipe     chan struct{} // outbox rows were deleted (see wipeLoop)
+	wipeOnce sync.Once
 
 	mu       sync.Mutex
 	sessions map[string]*session
@@ -98,7 +100,7 @@ type Server struct {
 func New(st *store.Store, ca *pki.CA, cert tls.Certificate, h Handler, log zerolog.Logger) *Server {
 	s := &Server{store: st, ca: ca, cert: cert, handler: h, log: log, sessions: map[string]*session{}, IdleTimeout: idleTimeout,
 		MaxUnauthenticated: DefaultMaxUnauthenticated, MaxUnauthenticatedPerIP: DefaultMaxUnauthenticatedPerIP,
-		adm: admission{perIP: map[netip.Addr]int{}}, refusals: newRefusals()}
+		adm: admission{perIP: map[netip.Addr]int{}}, refusals: newRefusals(), wipe: make(chan struct{}, 1)}
 	s.tlsBase = s.tlsConfig()
 	return s
 }
@@ -152,6 +154,7 @@ func (s *Server) Listen(ctx context.Context, pc net.PacketConn) (<-chan error, e
 		return nil, err
 	}
 	go s.watchRevocations(ctx)
+	s.wipeOnce.Do(func() { go s.wipeLoop(ctx) })
 	s.log.Info().Str("addr", pc.LocalAddr().String()).Msg("Device channel listening")
 	done := make(chan error, 1)
 	go func() {

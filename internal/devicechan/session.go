@@ -194,6 +194,7 @@ func (s *session) readLoop(ctx context.Context) error {
 			if err := s.srv.store.Acked(ctx, s.devID, m.IDs); err != nil {
 				return fmt.Errorf("store ack: %w", err)
 			}
+			s.srv.delivered()
 			s.mu.Lock()
 			s.inFlight = max(0, s.inFlight-len(m.IDs))
 			s.mu.Unlock()

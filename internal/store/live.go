@@ -210,7 +210,13 @@ func (s *Store) ExpireOutbox(ctx context.Context, ttl time.Duration) ([]string, 
 	if _, err := tx.ExecContext(ctx, `DELETE FROM sent_msg WHERE updated_ms < ? AND state != 'queued'`, cutoff); err != nil {
 		return nil, fmt.Errorf("store: expire: %w", err)
 	}
-	return ids, tx.Commit()
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("store: expire: %w", err)
+	}
+	if len(ids) > 0 {
+		_ = s.Checkpoint(ctx) // best effort: the expired texts leave the WAL too (a busy WAL goes at the next)
+	}
+	return ids, nil
 }
 
 // MarkInflight records that a phone message is about to be sent to Matrix.
