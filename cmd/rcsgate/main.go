@@ -264,6 +264,9 @@ func cmdPair(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	defer st.Close()
+	if err := cfg.MayPair(*user); err != nil {
+		return err
+	}
 	cert, err := pki.LoadOrCreateChannelCert(cfg.StateDir)
 	if err != nil {
 		return err

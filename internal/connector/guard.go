@@ -98,7 +98,7 @@ func (c *Connector) MayPair(ctx context.Context, owner string) error {
 		return errors.New("bridge not ready")
 	}
 	uid := id.UserID(owner)
-	if _, _, err := uid.Parse(); err != nil {
+	if lp, _, err := uid.ParseAndValidateRelaxed(); err != nil || lp == "" {
 		return fmt.Errorf("%q is not a Matrix user id", owner)
 	}
 	if !c.br.Config.Permissions.Get(uid).Login {

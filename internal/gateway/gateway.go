@@ -27,6 +27,7 @@ import (
 	"maunium.net/go/mautrix/bridgev2/commands"
 	"maunium.net/go/mautrix/bridgev2/matrix"
 	"maunium.net/go/mautrix/bridgev2/matrix/mxmain"
+	"maunium.net/go/mautrix/id"
 
 	"github.com/rcsgate/rcsgate/internal/astxn"
 	"github.com/rcsgate/rcsgate/internal/connector"
@@ -89,10 +90,11 @@ func (c *Config) bridgeConfig(name bridgev2.BridgeName) (*bridgeconfig.Config, e
 	bc.Database.Type = "sqlite3-fk-wal"
 	bc.Database.URI = "file:" + filepath.Join(c.StateDir, BridgeFile) + "?_txlock=immediate"
 	bc.Database.MaxOpenConns, bc.Database.MaxIdleConns = 5, 1
-	raw, _ := yaml.Marshal(c.Permissions)
-	if err := yaml.Unmarshal(raw, &bc.Bridge.Permissions); err != nil {
-		return nil, fmt.Errorf("permissions: %w", err)
+	perms, err := c.permissions()
+	if err != nil {
+		return nil, err
 	}
+	bc.Bridge.Permissions = perms
 	// Handle each phone event to completion before acking it to the device.
 	bc.Bridge.PortalEventBuffer = 0
 	bc.Bridge.AsyncEvents = false
@@ -125,6 +127,33 @@ func (c *Config) bridgeConfig(name bridgev2.BridgeName) (*bridgeconfig.Config, e
 	bc.Backfill.Enabled = false
 	bc.Bridge.Backfill = bc.Backfill
 	return &bc, nil
+}
+
+// permissions is the permissions section as bridgev2 reads it.
+func (c *Config) permissions() (bridgeconfig.PermissionConfig, error) {
+	var pc bridgeconfig.PermissionConfig
+	raw, _ := yaml.Marshal(c.Permissions)
+	if err := yaml.Unmarshal(raw, &pc); err != nil {
+		return nil, fmt.Errorf("permissions: %w", err)
+	}
+	return pc, nil
+}
+
+// MayPair says why user may not have a phone paired, by the same rules the
+// bridge applies to its login command (the user or admin level), or nil.
+func (c *Config) MayPair(user string) error {
+	pc, err := c.permissions()
+	if err != nil {
+		return err
+	}
+	uid := id.UserID(user)
+	if lp, _, err := uid.ParseAndValidateRelaxed(); err != nil || lp == "" {
+		return fmt.Errorf("%q is not a Matrix user id like @alice:example.org", user)
+	}
+	if !pc.Get(uid).Login {
+		return fmt.Errorf("%s may not use this bridge: give them the user (or admin) level under permissions in the config", user)
+	}
+	return nil
 }
 
 // frontConfig maps the tls section onto the HTTPS front.
@@ -180,8 +209,8 @@ type Gateway struct {
 // Run starts everything and blocks until ctx ends or something fails.
 // ready, if set, is called once the bridge is serving.
 func Run(ctx context.Context, cfg *Config, log zerolog.Logger, ls Listeners, ready func(*Gateway)) error {
-	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
-		return fmt.Errorf("state dir: %w", err)
+	if err := PrivateStateDir(cfg.StateDir); err != nil {
+		return err
 	}
 	st, err := store.Open(ctx, filepath.Join(cfg.StateDir, StoreFile))
 	if err != nil {
@@ -216,6 +245,9 @@ func Run(ctx context.Context, cfg *Config, log zerolog.Logger, ls Listeners, rea
 	if err != nil {
 		return err
 	}
+	if err := store.PrivateDB(filepath.Join(cfg.StateDir, BridgeFile)); err != nil {
+		return err
+	}
 	db, err := dbutil.NewFromConfig("rcsgate", bc.Database, dbutil.ZeroLogger(log.With().Str("db_section", "main").Logger()))
 	if err != nil {
 		return fmt.Errorf("bridge database: %w", err)
@@ -235,13 +267,11 @@ func Run(ctx context.Context, cfg *Config, log zerolog.Logger, ls Listeners, rea
 		return err
 	}
 	txns := &astxn.Handler{AS: mx.AS, EP: mx.EventProcessor, Store: st, Log: log.With().Str("component", "astxn").Logger()}
-	httpSrv := &http.Server{
-		Handler:           astxn.Wrap(exhttp.ApplyMiddleware(mx.AS.Router, mx.AS.Middleware...), txns),
-		ReadHeaderTimeout: 10 * time.Second,
-	}
+	httpSrv, asLn := newAppserviceServer(ls.Appservice, astxn.Wrap(exhttp.ApplyMiddleware(mx.AS.Router, mx.AS.Middleware...), txns),
+		cfg.Appservice.HSToken, defaultAppserviceLimits)
 	errc := make(chan error, 4)
 	go func() {
-		if err := httpSrv.Serve(ls.Appservice); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := httpSrv.Serve(asLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			errc <- fmt.Errorf("appservice HTTP: %w", err)
 		}
 	}()
@@ -314,6 +344,19 @@ func Run(ctx context.Context, cfg *Config, log zerolog.Logger, ls Listeners, rea
 	_ = httpSrv.Shutdown(shutdownCtx)
 	br.StopWithTimeout(5 * time.Second)
 	return runErr
+}
+
+// PrivateStateDir creates the state directory owner-only (0700), and makes
+// an existing one so: it holds the config's secrets, the device CA key and
+// the databases.
+func PrivateStateDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("state dir: %w", err)
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return fmt.Errorf("state dir: %w", err)
+	}
+	return nil
 }
 
 // oldSpec: the homeserver advertises no Matrix spec version from v1.11 on
