@@ -60,6 +60,7 @@ const (
 	DefaultInboxLimit       = journal.DefaultMaxPending
 	DefaultSeenLimit        = journal.DefaultRetain
 	DefaultSeenMaxAge       = journal.DefaultRetainAge
+	DefaultWipeAfter        = journal.DefaultBodyMaxAge
 
 	persistDepth = 256 // server messages read but not yet stored
 	maxRedials   = 3   // fresh dials per attempt when probes say the server is back
@@ -112,6 +113,9 @@ type Config struct {
 	InboxLimit  int           // max server→phone messages not finished (0: 10,000)
 	SeenLimit   int           // finished message ids remembered each way (0: 10,000)
 	SeenMaxAge  time.Duration // and for how long at most (0: 7 days)
+	// WipeAfter: a delivered message's text leaves the journal file within
+	// this long (0: 30 s; see journal.Options.BodyMaxAge).
+	WipeAfter time.Duration
 
 	// OnRetry, if set, is called before each reconnect wait with the delay
 	// and the reason the last attempt ended.
@@ -198,7 +202,7 @@ func New(cfg Config) (*Agent, error) {
 		cfg.NetCheckInterval = DefaultNetCheckInterval
 	}
 	j, err := journal.Open(cfg.StateDir, journal.Options{
-		MaxOut: cfg.OutboxLimit, MaxIn: cfg.InboxLimit, Retain: cfg.SeenLimit, RetainAge: cfg.SeenMaxAge,
+		MaxOut: cfg.OutboxLimit, MaxIn: cfg.InboxLimit, Retain: cfg.SeenLimit, RetainAge: cfg.SeenMaxAge, BodyMaxAge: cfg.WipeAfter,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("agent: open journal: %w", err)

@@ -17,9 +17,11 @@
 // fsync'd before the call returns. On open a torn tail record is cut off; a
 // bad record with good ones after it is an error naming the file and offset.
 // When finished entries dominate, the live state is rewritten to a new
-// segment (compaction), so the file does not grow for ever. Ids of finished
-// messages are kept for a retention window (count and age) so a message seen
-// again is recognised after a restart too.
+// segment (compaction), so the file does not grow for ever; and when a
+// finished message's text has been in the file for BodyMaxAge, so delivered
+// text does not linger on the phone's disk. Ids of finished messages are
+// kept for a retention window (count and age) so a message seen again is
+// recognised after a restart too.
 package journal
 
 import (
@@ -40,6 +42,9 @@ const (
 	DefaultRetain     = 10_000
 	DefaultRetainAge  = 7 * 24 * time.Hour
 	DefaultCompactMin = 4096
+	// DefaultBodyMaxAge: a delivered message's text leaves the journal
+	// file within this long (a compaction rewrites the file without it).
+	DefaultBodyMaxAge = 30 * time.Second
 	// compactPayload is the target size of one record written by compaction.
 	compactPayload = 1 << 20
 )
@@ -73,6 +78,11 @@ type Options struct {
 	// CompactMin is the least number of entries in the live segment before
 	// compaction is considered; it runs when fewer than half are live.
 	CompactMin int
+	// BodyMaxAge: compaction also runs once the text of a finished message
+	// (acked by the server, or handed to the phone) has been in the live
+	// segment this long, so delivered text does not stay on disk. 0 means
+	// DefaultBodyMaxAge.
+	BodyMaxAge time.Duration
 	// NoSync skips fsync. Only for measuring what fsync costs; never in the agent.
 	NoSync bool
 	Now    func() time.Time
@@ -174,10 +184,14 @@ type Journal struct {
 	compactErr  error
 	compactSkip int // appends to wait before trying a failed compaction again
 	tornBytes   int
+	ageTimer    *time.Timer // compacts once the oldest dead text is BodyMaxAge old
 
 	mu       sync.Mutex // guards everything below
 	seq      uint64
 	entries  int // entries in the live segment
+	// deadSince is when the first message whose text is still in the live
+	// segment was finished (unix ms; 0: none since the last compaction).
+	deadSince int64
 	outPend  map[string]*outItem
 	outQ     []*outItem // queue order; acked ones are marked done and trimmed from the front
 	outHead  int
@@ -215,6 +229,9 @@ func Open(stateDir string, opts Options) (*Journal, error) {
 	if opts.CompactMin <= 0 {
 		opts.CompactMin = DefaultCompactMin
 	}
+	if opts.BodyMaxAge <= 0 {
+		opts.BodyMaxAge = DefaultBodyMaxAge
+	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -232,6 +249,10 @@ func Open(stateDir string, opts Options) (*Journal, error) {
 		j.apply(&entries[i])
 	}
 	j.entries = len(entries)
+	// Text finished before a stop may have waited long enough already.
+	j.wmu.Lock()
+	j.maybeCompact()
+	j.wmu.Unlock()
 	return j, nil
 }
 
@@ -244,6 +265,9 @@ func (j *Journal) Close() error {
 		return nil
 	}
 	j.closed = true
+	if j.ageTimer != nil {
+		j.ageTimer.Stop()
+	}
 	return j.seg.close()
 }
 
@@ -554,6 +578,7 @@ func (j *Journal) apply(e *Entry) {
 		}
 		it.done = true
 		delete(j.outPend, id)
+		j.textDied(e.AtMS)
 		for j.outHead < len(j.outQ) && j.outQ[j.outHead].done {
 			j.outQ[j.outHead] = nil
 			j.outHead++
@@ -584,6 +609,7 @@ func (j *Journal) apply(e *Entry) {
 			return
 		} else {
 			j.recvPend--
+			j.textDied(e.AtMS)
 		}
 		j.seq++
 		it.state, it.sseq, it.at, it.msg = stHanded, j.seq, e.AtMS, wire.Message{}
@@ -615,6 +641,14 @@ func (j *Journal) apply(e *Entry) {
 			status: wire.Status{ID: id, State: e.State, Reason: e.Reason, TSMS: e.TSMS}}
 		j.in[id] = it
 		j.retainIn(it)
+	}
+}
+
+// textDied notes that a message whose text is in the live segment is
+// finished. Called with mu held.
+func (j *Journal) textDied(at int64) {
+	if j.deadSince == 0 || at < j.deadSince {
+		j.deadSince = max(at, 1)
 	}
 }
 
@@ -669,25 +703,62 @@ func (j *Journal) liveLocked() int {
 }
 
 // maybeCompact rewrites the live entries to a new segment when finished
-// ones dominate. Called with wmu held, after a successful append.
+// ones dominate, or when finished text has been in the file for BodyMaxAge;
+// otherwise it arms a timer for when that text will be old enough. Called
+// with wmu held, after a successful append.
 func (j *Journal) maybeCompact() {
+	j.mu.Lock()
+	dead := j.deadSince
+	bigDue := j.entries >= j.opts.CompactMin && j.entries > 2*j.liveLocked()
+	j.mu.Unlock()
+	wait := time.Duration(-1)
+	if dead != 0 {
+		wait = time.Duration(dead+j.opts.BodyMaxAge.Milliseconds()-j.nowMS()) * time.Millisecond
+	}
 	if j.compactSkip > 0 {
 		j.compactSkip--
+		j.armAgeTimer(max(wait, j.opts.BodyMaxAge))
 		return
 	}
-	j.mu.Lock()
-	due := j.entries >= j.opts.CompactMin && j.entries > 2*j.liveLocked()
-	j.mu.Unlock()
-	if !due {
+	if !bigDue && (dead == 0 || wait > 0) {
+		if dead != 0 {
+			j.armAgeTimer(wait)
+		}
 		return
 	}
 	if err := j.compact(); err != nil {
 		// Keep appending to the old segment; try again later.
 		j.compactErr = err
 		j.compactSkip = j.opts.CompactMin
+		j.armAgeTimer(j.opts.BodyMaxAge)
 		return
 	}
 	j.compactErr = nil
+}
+
+// armAgeTimer makes sure a check runs within d even if nothing is appended
+// (a quiet phone: its last message's text must still go). Called with wmu
+// held.
+func (j *Journal) armAgeTimer(d time.Duration) {
+	if j.closed {
+		return
+	}
+	if j.ageTimer == nil {
+		j.ageTimer = time.AfterFunc(d, j.compactAged)
+		return
+	}
+	j.ageTimer.Reset(d)
+}
+
+// compactAged is the age timer's check.
+func (j *Journal) compactAged() {
+	j.wmu.Lock()
+	defer j.wmu.Unlock()
+	if j.closed || j.broken != nil {
+		return
+	}
+	j.compactSkip = 0
+	j.maybeCompact()
 }
 
 // Compact rewrites the live entries to a new segment now.
@@ -722,6 +793,7 @@ func (j *Journal) compact() error {
 	_ = syncDir(j.dir, j.opts.NoSync)
 	j.mu.Lock()
 	j.entries = len(es)
+	j.deadSince = 0 // the new segment holds only live text
 	j.mu.Unlock()
 	j.compactions++
 	return nil

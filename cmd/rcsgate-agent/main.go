@@ -263,7 +263,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 }
 
 func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	fs := newFlagSet("run", "run [--state DIR] [--backend sim] [--control 127.0.0.1:0] [--dns IP,...]\n\n"+
+	fs := newFlagSet("run", "run [--state DIR] [--backend sim] [--control 127.0.0.1:0] [--dns IP,...] [--wipe-after 30s]\n\n"+
 		"Keeps the channel to the server up and relays messages until SIGINT or SIGTERM.\n"+
 		"With --backend stdio the program that started the agent speaks the exec protocol\n"+
 		"(docs/backends/exec.md) on its stdin and stdout; logs go to stderr.\n"+
@@ -275,12 +275,16 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	control := fs.String("control", "127.0.0.1:0", "loopback address for the sim control API; empty disables it")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	dns := fs.String("dns", "", dnsUsage)
+	wipeAfter := fs.Duration("wipe-after", agent.DefaultWipeAfter, "a delivered message's text leaves the journal on disk within this long")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(pos) != 0 {
 		return usageError{"takes no arguments"}
+	}
+	if *wipeAfter <= 0 || *wipeAfter > time.Hour {
+		return usageError{"--wipe-after must be between 1ms and 1h"}
 	}
 	open, ok := backendOpeners[*backendName]
 	if !ok {
@@ -310,7 +314,7 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	if err != nil {
 		return err
 	}
-	a, err := agent.New(agent.Config{StateDir: *state, Backend: phone, Log: log, Version: version})
+	a, err := agent.New(agent.Config{StateDir: *state, Backend: phone, Log: log, Version: version, WipeAfter: *wipeAfter})
 	if err != nil {
 		return err
 	}
