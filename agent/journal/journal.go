@@ -186,28 +186,29 @@ type Journal struct {
 	tornBytes   int
 	ageTimer    *time.Timer // compacts once the oldest dead text is BodyMaxAge old
 
-	mu      sync.Mutex // guards everything below
-	seq     uint64
-	entries int // entries in the live segment
+	mu       sync.Mutex // guards everything below
+	seq      uint64
+	entries  int // entries in the live segment
+	outPend  map[string]*outItem
+	outQ     []*outItem // queue order; acked ones are marked done and trimmed from the front
+	outHead  int
+	outDone  map[string]int64 // retained acked ids → when acked
+	outFIFO  []doneRef
+	outFHead int
+	in       map[string]*inItem // every known server message id
+	inPend   int                // received + handed (not done)
+	recvPend int                // received, not yet handed
+	recvQ    []*inItem          // received, in order; trimmed from the front once handed
+	recvHead int
+	statQ    []*inItem // handed, in status order; trimmed once done
+	statHead int
+	inFIFO   []*inItem // done, in the order they finished
+	inFHead  int
+	changed  chan struct{}
+
 	// deadSince is when the first message whose text is still in the live
 	// segment was finished (unix ms; 0: none since the last compaction).
 	deadSince int64
-	outPend   map[string]*outItem
-	outQ      []*outItem // queue order; acked ones are marked done and trimmed from the front
-	outHead   int
-	outDone   map[string]int64 // retained acked ids → when acked
-	outFIFO   []doneRef
-	outFHead  int
-	in        map[string]*inItem // every known server message id
-	inPend    int                // received + handed (not done)
-	recvPend  int                // received, not yet handed
-	recvQ     []*inItem          // received, in order; trimmed from the front once handed
-	recvHead  int
-	statQ     []*inItem // handed, in status order; trimmed once done
-	statHead  int
-	inFIFO    []*inItem // done, in the order they finished
-	inFHead   int
-	changed   chan struct{}
 }
 
 // Open opens (or creates) the journal in dir/journal and rebuilds the index
