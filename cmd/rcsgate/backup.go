@@ -32,7 +32,8 @@ func s3Flags(fs *flag.FlagSet) func() backup.S3Config {
 }
 
 const encryptionHelp = `Encryption (age): a passphrase from $` + backup.PassphraseEnv + ` or --passphrase-file
-(never from the command line), or one or more age recipients (--recipient age1…,
+(never from the command line; at least 12 characters and not a word, sequence or repeat —
+four random words work well), or one or more age recipients (--recipient age1…,
 --recipients-file). S3 credentials come from $AWS_ACCESS_KEY_ID and $AWS_SECRET_ACCESS_KEY.`
 
 func cmdBackup(ctx context.Context, args []string, stdout, stderr io.Writer) error {

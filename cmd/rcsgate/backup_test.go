@@ -20,7 +20,7 @@ import (
 // the restored state lists the device with the same CA and channel key.
 func TestBackupRestoreCLI(t *testing.T) {
 	ctx := context.Background()
-	const pass = "tr0ub4dor&3"
+	const pass = "correct horse battery staple"
 	t.Setenv(backup.PassphraseEnv, "")
 	state := filepath.Join(t.TempDir(), "state")
 	cfg := filepath.Join(state, "config.yaml")
@@ -63,6 +63,14 @@ func TestBackupRestoreCLI(t *testing.T) {
 	}
 	if _, _, err := runOut("backup", "--config", cfg); !errors.Is(err, errUsage) {
 		t.Fatalf("backup without --to: %v", err)
+	}
+	// A weak passphrase is refused before anything is written.
+	t.Setenv(backup.PassphraseEnv, "tr0ub4dor&3")
+	if _, _, err := runOut("backup", "--config", cfg, "--to", backups); !errors.Is(err, backup.ErrWeakPassphrase) {
+		t.Fatalf("backup with a weak passphrase: %v", err)
+	}
+	if des, _ := os.ReadDir(backups); len(des) != 0 {
+		t.Fatalf("a refused backup left %d files", len(des))
 	}
 	t.Setenv(backup.PassphraseEnv, pass)
 	out, _, err := runOut("backup", "--config", cfg, "--to", backups)

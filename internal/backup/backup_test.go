@@ -119,6 +119,9 @@ func makeBridgeDB(t *testing.T, path string) {
 	}
 }
 
+// testPass is strong enough for PassphraseRecipient.
+const testPass = "test passphrase, not a word 42"
+
 func passRecipient(t *testing.T, pass string) []age.Recipient {
 	r, err := PassphraseRecipient(pass)
 	if err != nil {
@@ -244,7 +247,7 @@ func TestRoundTripPassphraseAndRecipient(t *testing.T) {
 		rs   []age.Recipient
 		ids  []age.Identity
 	}{
-		{"passphrase", passRecipient(t, "correct horse"), passIdentity(t, "correct horse")},
+		{"passphrase", passRecipient(t, "correct horse battery"), passIdentity(t, "correct horse battery")},
 		{"recipient", []age.Recipient{id.Recipient()}, []age.Identity{id}},
 	}
 	for i, tc := range cases {
@@ -295,7 +298,7 @@ func TestRoundTripPassphraseAndRecipient(t *testing.T) {
 func TestWrongPassphrase(t *testing.T) {
 	orig := newPairedState(t)
 	backups := Dir{Path: t.TempDir()}
-	res := mustCreate(t, Options{ConfigPath: orig.cfg, Recipients: passRecipient(t, "right"), Dest: backups})
+	res := mustCreate(t, Options{ConfigPath: orig.cfg, Recipients: passRecipient(t, "the right passphrase 7"), Dest: backups})
 	dir := filepath.Join(t.TempDir(), "restored")
 	_, err := Restore(context.Background(), backups, res.Name, RestoreOptions{Identities: passIdentity(t, "wrong"), StateDir: dir})
 	if !errors.Is(err, ErrWrongKey) {
@@ -312,7 +315,7 @@ func TestWrongPassphrase(t *testing.T) {
 func TestTamperedArchiveWritesNothing(t *testing.T) {
 	orig := newPairedState(t)
 	backups := Dir{Path: t.TempDir()}
-	res := mustCreate(t, Options{ConfigPath: orig.cfg, Recipients: passRecipient(t, "pw"), Dest: backups})
+	res := mustCreate(t, Options{ConfigPath: orig.cfg, Recipients: passRecipient(t, testPass), Dest: backups})
 	raw, err := os.ReadFile(res.Location)
 	if err != nil {
 		t.Fatal(err)
@@ -333,7 +336,7 @@ func TestTamperedArchiveWritesNothing(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, err = Restore(context.Background(), d, n, RestoreOptions{Identities: passIdentity(t, "pw"), StateDir: dir})
+			_, err = Restore(context.Background(), d, n, RestoreOptions{Identities: passIdentity(t, testPass), StateDir: dir})
 			if !errors.Is(err, ErrCorrupt) {
 				t.Fatalf("got %v, want ErrCorrupt", err)
 			}
@@ -348,10 +351,10 @@ func TestRestoreRefusesNonEmptyWithoutForce(t *testing.T) {
 	ctx := context.Background()
 	orig := newPairedState(t)
 	backups := Dir{Path: t.TempDir()}
-	res := mustCreate(t, Options{ConfigPath: orig.cfg, Recipients: passRecipient(t, "pw"), Dest: backups})
+	res := mustCreate(t, Options{ConfigPath: orig.cfg, Recipients: passRecipient(t, testPass), Dest: backups})
 	// A second, different state (new keys) in the target.
 	other := newPairedState(t)
-	_, err := Restore(ctx, backups, res.Name, RestoreOptions{Identities: passIdentity(t, "pw"), StateDir: other.dir})
+	_, err := Restore(ctx, backups, res.Name, RestoreOptions{Identities: passIdentity(t, testPass), StateDir: other.dir})
 	if !errors.Is(err, ErrStateDirNotEmpty) || !strings.Contains(err.Error(), "--force") {
 		t.Fatalf("got %v", err)
 	}
@@ -366,7 +369,7 @@ func TestRestoreRefusesNonEmptyWithoutForce(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(other.dir, "notes.txt"), []byte("mine"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Restore(ctx, backups, res.Name, RestoreOptions{Identities: passIdentity(t, "pw"), StateDir: other.dir, Force: true}); err != nil {
+	if _, err := Restore(ctx, backups, res.Name, RestoreOptions{Identities: passIdentity(t, testPass), StateDir: other.dir, Force: true}); err != nil {
 		t.Fatal(err)
 	}
 	checkRestored(t, orig, other.dir)
@@ -390,7 +393,7 @@ func mustRead(t *testing.T, p string) []byte {
 func TestScryptCannotMix(t *testing.T) {
 	orig := newPairedState(t)
 	id, _ := age.GenerateX25519Identity()
-	rs := append(passRecipient(t, "pw"), id.Recipient())
+	rs := append(passRecipient(t, testPass), id.Recipient())
 	_, err := Create(context.Background(), Options{ConfigPath: orig.cfg, Recipients: rs, Dest: Dir{Path: t.TempDir()}, Log: zerolog.Nop()})
 	if err == nil {
 		t.Fatal("passphrase mixed with a recipient was accepted")
@@ -402,7 +405,7 @@ func TestUnknownEntriesReported(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(orig.dir, "stray.bin"), []byte("x"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	res := mustCreate(t, Options{ConfigPath: orig.cfg, Recipients: passRecipient(t, "pw"), Dest: Dir{Path: t.TempDir()}})
+	res := mustCreate(t, Options{ConfigPath: orig.cfg, Recipients: passRecipient(t, testPass), Dest: Dir{Path: t.TempDir()}})
 	if len(res.Skipped) != 1 || res.Skipped[0] != "stray.bin" {
 		t.Fatalf("skipped %v", res.Skipped)
 	}
@@ -418,7 +421,7 @@ func TestKeepPrunes(t *testing.T) {
 	var names []string
 	for i := range 4 {
 		now := time.Date(2025, 3, 1, 0, 0, i, 0, time.UTC)
-		res := mustCreate(t, Options{ConfigPath: orig.cfg, Recipients: passRecipient(t, "pw"), Dest: backups, Keep: 2, Now: func() time.Time { return now }})
+		res := mustCreate(t, Options{ConfigPath: orig.cfg, Recipients: passRecipient(t, testPass), Dest: backups, Keep: 2, Now: func() time.Time { return now }})
 		names = append(names, res.Name)
 		if i == 3 && len(res.Pruned) != 1 {
 			t.Fatalf("pruned %v", res.Pruned)
@@ -478,14 +481,14 @@ func TestBackupWhileWriting(t *testing.T) {
 	}()
 	<-started
 	backups := Dir{Path: t.TempDir()}
-	res := mustCreate(t, Options{ConfigPath: orig.cfg, Recipients: passRecipient(t, "pw"), Dest: backups})
+	res := mustCreate(t, Options{ConfigPath: orig.cfg, Recipients: passRecipient(t, testPass), Dest: backups})
 	close(stop)
 	wg.Wait()
 	if werr != nil {
 		t.Fatal("writer failed during the backup:", werr)
 	}
 	dir := filepath.Join(t.TempDir(), "restored")
-	if _, err := Restore(ctx, backups, res.Name, RestoreOptions{Identities: passIdentity(t, "pw"), StateDir: dir}); err != nil {
+	if _, err := Restore(ctx, backups, res.Name, RestoreOptions{Identities: passIdentity(t, testPass), StateDir: dir}); err != nil {
 		t.Fatal(err)
 	}
 	rdb, err := sql.Open("sqlite3", "file:"+filepath.Join(dir, gateway.BridgeFile))
@@ -524,7 +527,7 @@ func TestS3RoundTrip(t *testing.T) {
 	var last *Result
 	for i := range 3 {
 		now := time.Date(2025, 4, 1, 0, 0, i, 0, time.UTC)
-		last = mustCreate(t, Options{ConfigPath: orig.cfg, Recipients: passRecipient(t, "pw"), Dest: dest, Keep: 2, Now: func() time.Time { return now }})
+		last = mustCreate(t, Options{ConfigPath: orig.cfg, Recipients: passRecipient(t, testPass), Dest: dest, Keep: 2, Now: func() time.Time { return now }})
 	}
 	if last.Location != "s3://backups/rcsgate/host1/rcsgate-backup-20250401T000002Z.tar.age" {
 		t.Fatalf("location %s", last.Location)
@@ -539,7 +542,7 @@ func TestS3RoundTrip(t *testing.T) {
 		t.Fatalf("latest %q %v", name, err)
 	}
 	dir := filepath.Join(t.TempDir(), "restored")
-	if _, err := Restore(ctx, src, name, RestoreOptions{Identities: passIdentity(t, "pw"), StateDir: dir}); err != nil {
+	if _, err := Restore(ctx, src, name, RestoreOptions{Identities: passIdentity(t, testPass), StateDir: dir}); err != nil {
 		t.Fatal(err)
 	}
 	checkRestored(t, orig, dir)
@@ -578,12 +581,12 @@ func TestS3MultiPart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res := mustCreate(t, Options{ConfigPath: orig.cfg, Recipients: passRecipient(t, "pw"), Dest: dest})
+	res := mustCreate(t, Options{ConfigPath: orig.cfg, Recipients: passRecipient(t, testPass), Dest: dest})
 	if res.Bytes < 12<<20 || parts.n.Load() != 3 {
 		t.Fatalf("archive of %d bytes went up in %d parts", res.Bytes, parts.n.Load())
 	}
 	dir := filepath.Join(t.TempDir(), "restored")
-	if _, err := Restore(ctx, dest, res.Name, RestoreOptions{Identities: passIdentity(t, "pw"), StateDir: dir}); err != nil {
+	if _, err := Restore(ctx, dest, res.Name, RestoreOptions{Identities: passIdentity(t, testPass), StateDir: dir}); err != nil {
 		t.Fatal(err)
 	}
 	checkRestored(t, orig, dir)
@@ -626,5 +629,43 @@ func TestS3FailedWriteLeavesNothing(t *testing.T) {
 	}
 	if names, err := d.List(ctx); err != nil || len(names) != 0 {
 		t.Fatalf("left %v %v", names, err)
+	}
+}
+
+func TestPassphraseStrength(t *testing.T) {
+	tests := []struct {
+		pass string
+		ok   bool
+	}{
+		{"pw", false},
+		{"tr0ub4dor&3", false},                 // 11 characters
+		{"aaaaaaaaaaaaaaaaaaaa", false},        // one character
+		{"123456789012345678", false},          // a sequence
+		{"abcdefghijklmnop", false},            // a sequence
+		{"abcabcabcabcabc", false},             // three characters
+		{"Password2024!", false},               // a common password
+		{"839201748362", false},                // digits: about 40 bits
+		{"correct horse battery staple", true}, // four words
+		{"correct horse battery", true},
+		{"Zq7#mL2$wP9v", true},
+		{"einhorn regenbogen fahrrad", true},
+		{"mot de passe très long ici", true},
+		{"password is not my passphrase here", true}, // long enough despite the word
+	}
+	for _, tc := range tests {
+		err := CheckPassphrase(tc.pass)
+		if (err == nil) != tc.ok {
+			t.Errorf("CheckPassphrase(%q) = %v, want ok=%v", tc.pass, err, tc.ok)
+		}
+		if err != nil && (!errors.Is(err, ErrWeakPassphrase) || !strings.Contains(err.Error(), "--recipient")) {
+			t.Errorf("CheckPassphrase(%q): unclear error %v", tc.pass, err)
+		}
+		if _, err := PassphraseRecipient(tc.pass); (err == nil) != tc.ok {
+			t.Errorf("PassphraseRecipient(%q) = %v, want ok=%v", tc.pass, err, tc.ok)
+		}
+	}
+	// Restoring is not checked: an archive opens with what it was made with.
+	if _, err := PassphraseIdentity("pw"); err != nil {
+		t.Fatalf("PassphraseIdentity refused an old weak passphrase: %v", err)
 	}
 }

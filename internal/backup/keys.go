@@ -21,11 +21,14 @@ var ErrWrongKey = errors.New("cannot decrypt the backup: wrong passphrase or ide
 // scryptWorkFactor is age's default (about a second); tests lower it.
 var scryptWorkFactor = 18
 
-// PassphraseRecipient encrypts to a passphrase (age scrypt). age allows no
-// other recipient beside it.
+// PassphraseRecipient encrypts to a passphrase (age scrypt), one that
+// CheckPassphrase accepts. age allows no other recipient beside it.
 func PassphraseRecipient(pass string) (age.Recipient, error) {
 	if pass == "" {
 		return nil, errors.New("the backup passphrase is empty")
+	}
+	if err := CheckPassphrase(pass); err != nil {
+		return nil, err
 	}
 	r, err := age.NewScryptRecipient(pass)
 	if err != nil {
