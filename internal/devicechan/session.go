@@ -94,8 +94,10 @@ func (s *Server) handleChannel(ctx context.Context, conn *quic.Conn) {
 		}
 		log.Warn().AnErr("error", err).Msg("Device sent no hello")
 		_ = str.SetWriteDeadline(time.Now().Add(refuseLinger))
-		_ = wire.WriteMsg(str, wire.Error{Code: "protocol", Message: wire.StripControl(why, wire.MaxErrorLen)})
-		_ = conn.CloseWithError(codeProtocol, "expected hello")
+		why = wire.StripControl(why, wire.MaxErrorLen)
+		_ = wire.WriteMsg(str, wire.Error{Code: "protocol", Message: why})
+		_ = str.Close()
+		lingerClose(conn, codeProtocol, why) // the device reads why, then closes
 		return
 	}
 	_ = str.SetReadDeadline(time.Time{})

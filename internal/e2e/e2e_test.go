@@ -192,10 +192,25 @@ func TestBotHelpAndLogin(t *testing.T) {
 		}
 	}
 
-	// `login` shows a QR code whose text is the pairing link; a second phone
-	// pairs with it and the bot confirms.
+	// In this unencrypted room, `login` first warns that the link would be
+	// stored readable, and posts nothing.
 	from = cli.Now()
 	if _, err := cli.SendText(ctx, mgmt, "login"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := cli.WaitEvent(ctx, from, botSays(cli, mgmt, bot, "This room is not encrypted")); err != nil {
+		t.Fatalf("no warning before a pairing link in an unencrypted room: %v", err)
+	}
+	for _, e := range cli.Events()[from:] {
+		if e.RoomID == mgmt && e.Sender == bot && e.Type == event.EventMessage && strings.Contains(e.Content.AsMessage().Body, "rcsgate://pair") {
+			t.Fatal("the bot posted a pairing link along with the warning")
+		}
+	}
+
+	// `login --unencrypted` shows a QR code whose text is the pairing link;
+	// a second phone pairs with it and the bot confirms.
+	from = cli.Now()
+	if _, err := cli.SendText(ctx, mgmt, "login --unencrypted"); err != nil {
 		t.Fatal(err)
 	}
 	qr, _, err := cli.WaitEvent(ctx, from, func(e *event.Event) bool {

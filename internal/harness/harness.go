@@ -46,6 +46,8 @@ type Options struct {
 	// NoAgent leaves the phone out: the test pairs its own (PairLink) and
 	// runs it (the Android app's integration test).
 	NoAgent bool
+	// AgentArgs are added to `rcsgate-agent run` (e.g. --wipe-after 1s).
+	AgentArgs []string
 }
 
 // Stack is a running deployment.
@@ -228,8 +230,8 @@ func (st *Stack) StartGateway(ctx context.Context) error {
 func (st *Stack) StartAgent(ctx context.Context) error {
 	addrFile := filepath.Join(st.AgentState, "control.addr")
 	_ = os.Remove(addrFile)
-	p, err := st.start("rcsgate-agent", filepath.Join(st.Opts.Dir, "agent.log"),
-		"run", "--state", st.AgentState, "--backend", "sim", "--control", "127.0.0.1:0")
+	args := append([]string{"run", "--state", st.AgentState, "--backend", "sim", "--control", "127.0.0.1:0"}, st.Opts.AgentArgs...)
+	p, err := st.start("rcsgate-agent", filepath.Join(st.Opts.Dir, "agent.log"), args...)
 	if err != nil {
 		return err
 	}
