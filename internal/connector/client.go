@@ -129,9 +129,19 @@ func (c *Connector) groupInfo(ctx context.Context, g wire.Group, me bridgev2.Cha
 		if err != nil {
 			return nil, err
 		}
-		if mem.Name != "" && c.cfg.ContactSync {
-			if err := c.store.SetContactName(ctx, string(uid), mem.Name); err != nil {
+		if mem.Name != "" && c.cfg.ContactSync && me.SenderLogin != "" {
+			ul := c.br.GetCachedUserLoginByID(me.SenderLogin)
+			ok, err := false, error(nil)
+			if ul != nil {
+				ok, err = c.nameableBy(ctx, uid, ul.UserMXID)
+			}
+			if err != nil {
 				return nil, err
+			}
+			if ok {
+				if err := c.store.SetContactName(ctx, string(uid), mem.Name); err != nil {
+					return nil, err
+				}
 			}
 		}
 		info, err := c.userInfo(ctx, string(uid), number)
@@ -171,7 +181,15 @@ func (c *Connector) userInfo(ctx context.Context, opaqueID, number string) (*bri
 			return nil, err
 		}
 		if n != "" {
-			name = n
+			// A name from one person's phone is not shown to another who
+			// chats with the same number: they see the masked number.
+			owners, err := c.ghostOwners(ctx, networkid.UserID(opaqueID))
+			if err != nil {
+				return nil, err
+			}
+			if len(owners) <= 1 {
+				name = wire.StripControl(n, wire.MaxNameLen)
+			}
 		}
 	}
 	return &bridgev2.UserInfo{Name: &name, Identifiers: ids}, nil

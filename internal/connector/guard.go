@@ -156,6 +156,43 @@ func (c *Connector) roomEncrypted(ctx context.Context, room id.RoomID) bool {
 	return enc.Algorithm != ""
 }
 
+// Ghosts are shared: one per number, whoever's phone talks to it. A name
+// from one person's address book must not become what another person sees
+// for their contact (a phone could name someone else's contact "Bank"), so
+// contact names only apply to a ghost only one person has direct chats
+// with.
+
+// ghostOwners returns the Matrix users with a direct chat (DM portal) with
+// ghost.
+func (c *Connector) ghostOwners(ctx context.Context, ghost networkid.UserID) (map[id.UserID]bool, error) {
+	portals, err := c.br.DB.Portal.GetAllDMsWith(ctx, ghost)
+	if err != nil {
+		return nil, fmt.Errorf("portals with %s: %w", ghost, err)
+	}
+	owners := map[id.UserID]bool{}
+	for _, p := range portals {
+		if ul := c.br.GetCachedUserLoginByID(p.Receiver); ul != nil {
+			owners[ul.UserMXID] = true
+		}
+	}
+	return owners, nil
+}
+
+// nameableBy reports whether user's phone may name ghost: nobody else has
+// a direct chat with it.
+func (c *Connector) nameableBy(ctx context.Context, ghost networkid.UserID, user id.UserID) (bool, error) {
+	owners, err := c.ghostOwners(ctx, ghost)
+	if err != nil {
+		return false, err
+	}
+	for o := range owners {
+		if o != user {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
 // chatKey names the chat of a portal: its owner's login and its id.
 func chatKey(k networkid.PortalKey) store.ChatKey {
 	return store.ChatKey{Login: string(k.Receiver), Contact: string(k.ID)}

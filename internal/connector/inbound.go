@@ -197,7 +197,8 @@ func (in *inbound) queue(ev bridgev2.RemoteEvent) error {
 // settleCrashedSend): the Matrix send is marked in flight until it is done.
 func (in *inbound) message() error {
 	ctx := in.log.WithContext(context.Background())
-	since, inflight, err := in.c.store.InflightSince(ctx, in.msg.ID)
+	key := in.inflightKey()
+	since, inflight, err := in.c.store.InflightSince(ctx, key)
 	if err != nil {
 		return err
 	}
@@ -210,10 +211,10 @@ func (in *inbound) message() error {
 		if found, err := in.alreadyInRoom(ctx, since); err != nil {
 			return err
 		} else if found {
-			return in.c.store.ClearInflight(context.WithoutCancel(ctx), in.msg.ID)
+			return in.c.store.ClearInflight(context.WithoutCancel(ctx), key)
 		}
 	}
-	if err := in.c.store.MarkInflight(ctx, in.msg.ID); err != nil {
+	if err := in.c.store.MarkInflight(ctx, key); err != nil {
 		return err
 	}
 	err = in.queue(&simplevent.Message[wire.Message]{
@@ -230,8 +231,13 @@ func (in *inbound) message() error {
 	}
 	// The event is in Matrix: record that even if the session is ending
 	// (a cancelled context here would make the phone resend it).
-	return in.c.store.ClearInflight(context.WithoutCancel(ctx), in.msg.ID)
+	return in.c.store.ClearInflight(context.WithoutCancel(ctx), key)
 }
+
+// inflightKey names a phone message's in-flight mark by device as well as
+// id: message ids are the phone's choice, and one phone must not clear
+// (or set) another's mark.
+func (in *inbound) inflightKey() string { return in.devID + "/" + in.msg.ID }
 
 // transportNote marks where the chat fell back to SMS (or came back to RCS),
 // once per change, so people know what the other side sees.
@@ -394,6 +400,12 @@ func (in *inbound) contactCard(ctx context.Context) error {
 		return fmt.Errorf("get ghost: %w", err)
 	}
 	card := in.msg.Contact
+	if ok, err := in.c.nameableBy(ctx, in.sender.Sender, in.ul.UserMXID); err != nil {
+		return err
+	} else if !ok {
+		in.log.Info().Msg("Contact card not applied: someone else on this bridge chats with that number too")
+		return nil
+	}
 	if err := in.c.store.SetContactName(ctx, string(in.sender.Sender), card.Name); err != nil {
 		return err
 	}

@@ -114,9 +114,10 @@ func (p *evilPhone) waitAcks(ctx context.Context, ids, statuses []string) error 
 // his phone does reaches Alice's chats, and nothing lets them hold the
 // server's resources.
 func TestHostilePeer(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
-	st := startStack(t, ctx, harness.Options{})
+	// Contact sync on: a phone's address book names ghosts.
+	st := startStack(t, ctx, harness.Options{Configure: func(c *gateway.Config) { c.Bridge.ContactSync = true }})
 	bot := id.UserID(st.Info.BotUserID)
 	alice, err := harness.Login(ctx, st.Info.Homeserver, st.Info.UserID, st.Info.Password)
 	if err != nil {
@@ -128,7 +129,7 @@ func TestHostilePeer(t *testing.T) {
 		t.Fatal(err)
 	}
 	const contact, stranger = "+12025550123", "+12025550177"
-	portalA, _, err := alice.StartChat(ctx, mgmtA, contact)
+	portalA, ghostA, err := alice.StartChat(ctx, mgmtA, contact)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,6 +181,8 @@ func TestHostilePeer(t *testing.T) {
 
 	// A hello past the bounds is refused with a clear error.
 	t.Run("hello past the bounds", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(ctx, time.Minute) // a failed step leaves time for the next
+		defer cancel()
 		if _, err := dialEvil(ctx, bobDir, wire.Hello{Proto: 1, Agent: "evil/1", SIMs: []int{1, 2, 3, 4, 5, 6, 7, 8, 9}}); err == nil ||
 			!strings.Contains(err.Error(), "SIM slots") {
 			t.Fatalf("hello with 9 SIM slots: %v, want a refusal naming the SIM slots", err)
@@ -187,6 +190,8 @@ func TestHostilePeer(t *testing.T) {
 	})
 	// Bob's phone reports on alice's message: failed, read, receipts into other chats.
 	t.Run("reports on another's message", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(ctx, time.Minute) // a failed step leaves time for the next
+		defer cancel()
 		var err error
 		evil, err = dialEvil(ctx, bobDir, wire.Hello{Proto: 1, Agent: "evil/1", Backend: "sim", Features: []string{wire.FeatureStatusAck}})
 		if err != nil {
@@ -245,6 +250,8 @@ func TestHostilePeer(t *testing.T) {
 	})
 	// Bob, invited into alice's portal, cannot use its commands.
 	t.Run("portal commands are the owner's", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(ctx, time.Minute) // a failed step leaves time for the next
+		defer cancel()
 		from := bob.Now()
 		if _, err := alice.InviteUser(ctx, portalA, &mautrix.ReqInviteUser{UserID: id.UserID(bobID)}); err != nil {
 			t.Fatal(err)
@@ -269,6 +276,8 @@ func TestHostilePeer(t *testing.T) {
 	})
 	// Bob's own chat with the same number has its own settings.
 	t.Run("chat settings are per user", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(ctx, time.Minute) // a failed step leaves time for the next
+		defer cancel()
 		mgmtB, err := bob.OpenDM(ctx, bot)
 		if err != nil {
 			t.Fatal(err)
@@ -303,8 +312,43 @@ func TestHostilePeer(t *testing.T) {
 			t.Fatal("bob's transport choice reached alice's phone")
 		}
 	})
+	// Bob's phone's address book does not rename alice's contact.
+	t.Run("contact names stay with their phone", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(ctx, time.Minute) // a failed step leaves time for the next
+		defer cancel()
+		if evil == nil {
+			t.Skip("bob's phone is not connected")
+		}
+		card := wire.Message{ID: "evil-5", Kind: wire.KindContact, Chat: contact, From: contact, TSMS: time.Now().UnixMilli(),
+			Contact: &wire.Contact{Name: "Bank Security"}}
+		if err := wire.WriteMsg(evil.str, card); err != nil {
+			t.Fatal(err)
+		}
+		if err := evil.waitAcks(ctx, []string{"evil-5"}, nil); err != nil {
+			t.Fatal(err)
+		}
+		from := alice.Now()
+		marker, err := alice.SendText(ctx, portalA, "marker "+nonce(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := alice.WaitEvent(ctx, from, statusOf(portalA, marker.EventID, event.MessageStatusSuccess)); err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range alice.Events() {
+			if e.Type != event.StateMember || e.GetStateKey() != string(ghostA) {
+				continue
+			}
+			_ = e.Content.ParseRaw(e.Type)
+			if name := e.Content.AsMember().Displayname; strings.Contains(name, "Bank") {
+				t.Fatalf("bob's phone renamed alice's contact to %q", name)
+			}
+		}
+	})
 	// Strangers are refused in the handshake while no pairing link is open.
 	t.Run("strangers refused in the handshake", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(ctx, time.Minute) // a failed step leaves time for the next
+		defer cancel()
 		for i := range 20 {
 			dctx, dcancel := context.WithTimeout(ctx, 5*time.Second)
 			_, err := quic.DialAddr(dctx, link.Addrs[0], &tls.Config{MinVersion: tls.VersionTLS13, InsecureSkipVerify: true,
@@ -318,6 +362,8 @@ func TestHostilePeer(t *testing.T) {
 	})
 	// Revoked, bob's phone is told, stops, and the server's log stays quiet.
 	t.Run("revoked phone stops", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(ctx, time.Minute) // a failed step leaves time for the next
+		defer cancel()
 		if out, err := st.Run(ctx, "rcsgate", "device", "revoke", "--config", st.ConfigPath, bobDev.String()); err != nil {
 			t.Fatalf("revoke: %v\n%s", err, out)
 		}
@@ -349,6 +395,8 @@ func TestHostilePeer(t *testing.T) {
 	})
 	// Alice's chat works on.
 	t.Run("alice's chat works on", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(ctx, time.Minute) // a failed step leaves time for the next
+		defer cancel()
 		last := "still here " + nonce(t)
 		if _, err := alice.SendText(ctx, portalA, last); err != nil {
 			t.Fatal(err)
