@@ -217,17 +217,26 @@ func useDNS(list string, always bool) (*agent.Resolver, error) {
 	return r, nil
 }
 
-func cmdID(args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("id", "id [--state DIR]\n\nPrints this device's id.", stderr)
+// stateOnly parses the arguments of a command that takes only --state.
+func stateOnly(name, usage string, args []string, stderr io.Writer) (string, error) {
+	fs := newFlagSet(name, usage, stderr)
 	state := fs.String("state", defaultStateDir(), "state directory (overrides $"+stateEnv+")")
 	pos, err := parse(fs, args)
 	if err != nil {
-		return err
+		return "", err
 	}
 	if len(pos) != 0 {
-		return usageError{"takes no arguments"}
+		return "", usageError{"takes no arguments"}
 	}
-	id, err := agent.LoadDeviceID(*state)
+	return *state, nil
+}
+
+func cmdID(args []string, stdout, stderr io.Writer) error {
+	state, err := stateOnly("id", "id [--state DIR]\n\nPrints this device's id.", args, stderr)
+	if err != nil {
+		return err
+	}
+	id, err := agent.LoadDeviceID(state)
 	if err != nil {
 		return err
 	}
@@ -239,23 +248,18 @@ func cmdID(args []string, stdout, stderr io.Writer) error {
 // paired (and with which server), unpaired (refused by the server), or
 // not paired yet.
 func cmdStatus(args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("status", "status [--state DIR]\n\nSays whether this device is paired, and with which server.\n"+
-		"Exit code 3: the server refused this device's certificate (unpaired — pair again).", stderr)
-	state := fs.String("state", defaultStateDir(), "state directory (overrides $"+stateEnv+")")
-	pos, err := parse(fs, args)
+	state, err := stateOnly("status", "status [--state DIR]\n\nSays whether this device is paired, and with which server.\n"+
+		"Exit code 3: the server refused this device's certificate (unpaired — pair again).", args, stderr)
 	if err != nil {
 		return err
 	}
-	if len(pos) != 0 {
-		return usageError{"takes no arguments"}
-	}
-	id, err := agent.LoadIdentity(*state)
+	id, err := agent.LoadIdentity(state)
 	if err != nil {
 		return err
 	}
-	if u, ok := agent.LoadUnpaired(*state); ok {
+	if u, ok := agent.LoadUnpaired(state); ok {
 		fmt.Fprintf(stdout, "unpaired — pair again\ndevice %s was refused by the server on %s: %s\nrun: rcsgate-agent pair --force --state %s LINK\n",
-			id.DeviceID, u.At.Format(time.RFC3339), u.Reason, *state)
+			id.DeviceID, u.At.Format(time.RFC3339), u.Reason, state)
 		return fmt.Errorf("%w: device %s", agent.ErrUnpaired, id.DeviceID.Short())
 	}
 	fmt.Fprintf(stdout, "paired\ndevice %s\nserver %s\n", id.DeviceID, strings.Join(id.Server.Addrs, ", "))

@@ -95,7 +95,7 @@ func newFixture(t *testing.T) *fixture {
 }
 
 // newFixtureWith lets set tune the server before it listens.
-func newFixtureWith(t *testing.T, set func(*Server)) *fixture {
+func newFixtureWith(t testing.TB, set func(*Server)) *fixture {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"net"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -12,10 +11,7 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
-	"github.com/rs/zerolog"
 
-	"github.com/rcsgate/rcsgate/internal/pki"
-	"github.com/rcsgate/rcsgate/internal/store"
 	"github.com/rcsgate/rcsgate/internal/wire"
 )
 
@@ -46,24 +42,8 @@ func BenchmarkIdlePairingFlood(b *testing.B) {
 }
 
 func pairingFlood(b *testing.B, n int, open bool) (held int, heapMB float64, goroutines int) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	dir := b.TempDir()
-	st, err := store.Open(ctx, filepath.Join(dir, "rcsgate.db"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer st.Close()
-	ca, _ := pki.LoadOrCreateCA(dir)
-	cert, _ := pki.LoadOrCreateChannelCert(dir)
-	srv := New(st, ca, cert, &recorder{up: map[string]bool{}}, zerolog.Nop())
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	if _, err := srv.Listen(ctx, pc); err != nil {
-		b.Fatal(err)
-	}
+	f := newFixtureWith(b, nil)
+	ctx, st := f.ctx, f.st
 	if open {
 		if err := st.AddPairToken(ctx, "some-other-token-hash", "@u:x", "p", time.Hour); err != nil {
 			b.Fatal(err)
@@ -96,7 +76,11 @@ func pairingFlood(b *testing.B, n int, open bool) (held int, heapMB float64, gor
 			defer func() { <-sem }()
 			dctx, dcancel := context.WithTimeout(ctx, 5*time.Second)
 			defer dcancel()
-			conn, err := tr.Dial(dctx, pc.LocalAddr(), &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13,
+			raddr, err := net.ResolveUDPAddr("udp", f.addr)
+			if err != nil {
+				return
+			}
+			conn, err := tr.Dial(dctx, raddr, &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13,
 				NextProtos: []string{wire.ALPNPair}}, &quic.Config{KeepAlivePeriod: time.Second, MaxIdleTimeout: time.Minute})
 			if err != nil {
 				return

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
-	"github.com/rs/zerolog"
 
 	"github.com/rcsgate/rcsgate/agent"
 	"github.com/rcsgate/rcsgate/internal/pki"
@@ -233,25 +232,8 @@ func (s *syncBuf) String() string {
 // a handful of lines, each naming the remote address in the message
 // (fail2ban matches "Refused device handshake from <ip>").
 func TestRefusalLogsRateLimited(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	dir := t.TempDir()
-	st, err := store.Open(ctx, filepath.Join(dir, "rcsgate.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	ca, _ := pki.LoadOrCreateCA(dir)
-	cert, _ := pki.LoadOrCreateChannelCert(dir)
-	var logs syncBuf
-	srv := New(st, ca, cert, &recorder{up: map[string]bool{}}, zerolog.New(&logs))
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := srv.Listen(ctx, pc); err != nil {
-		t.Fatal(err)
-	}
+	f := newFixture(t)
+	ctx, st, ca, logs := f.ctx, f.st, f.srv.ca, f.logs
 	key, _ := pki.NewDeviceKey()
 	csr, _ := pki.NewCSR(key)
 	der, rid, _ := ca.SignCSR(csr, "lost")
@@ -264,7 +246,7 @@ func TestRefusalLogsRateLimited(t *testing.T) {
 	revoked := tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 	for range 30 {
 		dctx, dcancel := context.WithTimeout(ctx, 5*time.Second)
-		conn, err := quic.DialAddr(dctx, pc.LocalAddr().String(), &tls.Config{InsecureSkipVerify: true,
+		conn, err := quic.DialAddr(dctx, f.addr, &tls.Config{InsecureSkipVerify: true,
 			NextProtos: []string{wire.ALPNChannel}, MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{revoked}}, nil)
 		if err == nil {
 			<-conn.Context().Done() // TLS 1.3: the refusal arrives after the client's side finished

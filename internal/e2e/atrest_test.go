@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"maunium.net/go/mautrix/id"
-
 	"github.com/rcsgate/rcsgate/agent/backend/sim"
 	"github.com/rcsgate/rcsgate/internal/harness"
 )
@@ -27,16 +25,7 @@ import (
 func TestNothingReadableAtRest(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	st := startStack(t, ctx, harness.Options{AgentArgs: []string{"--wipe-after", "1s"}})
-	cli, err := harness.Login(ctx, st.Info.Homeserver, st.Info.UserID, st.Info.Password)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-	mgmt, err := cli.OpenDM(ctx, id.UserID(st.Info.BotUserID))
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, cli, mgmt := upWith(t, ctx, harness.Options{AgentArgs: []string{"--wipe-after", "1s"}})
 	portal, ghost, err := cli.StartChat(ctx, mgmt, harness.EchoNumber)
 	if err != nil {
 		t.Fatal(err)

@@ -117,17 +117,8 @@ func TestHostilePeer(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	// Contact sync on: a phone's address book names ghosts.
-	st := startStack(t, ctx, harness.Options{Configure: func(c *gateway.Config) { c.Bridge.ContactSync = true }})
+	st, alice, mgmtA := upWith(t, ctx, harness.Options{Configure: func(c *gateway.Config) { c.Bridge.ContactSync = true }})
 	bot := id.UserID(st.Info.BotUserID)
-	alice, err := harness.Login(ctx, st.Info.Homeserver, st.Info.UserID, st.Info.Password)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer alice.Close()
-	mgmtA, err := alice.OpenDM(ctx, bot)
-	if err != nil {
-		t.Fatal(err)
-	}
 	const contact, stranger = "+12025550123", "+12025550177"
 	portalA, ghostA, err := alice.StartChat(ctx, mgmtA, contact)
 	if err != nil {
@@ -217,14 +208,7 @@ func TestHostilePeer(t *testing.T) {
 		}
 		// Statuses go out in order through one worker: once a later message's
 		// success shows, anything the lies had caused would have shown first.
-		from := alice.Now()
-		marker, err := alice.SendText(ctx, portalA, "marker "+nonce(t))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, _, err := alice.WaitEvent(ctx, from, statusOf(portalA, marker.EventID, event.MessageStatusSuccess)); err != nil {
-			t.Fatalf("no status for the marker: %v", err)
-		}
+		afterMarker(t, ctx, alice, portalA)
 		for _, e := range alice.Events() {
 			if e.RoomID != portalA {
 				continue
@@ -327,14 +311,7 @@ func TestHostilePeer(t *testing.T) {
 		if err := evil.waitAcks(ctx, []string{"evil-5"}, nil); err != nil {
 			t.Fatal(err)
 		}
-		from := alice.Now()
-		marker, err := alice.SendText(ctx, portalA, "marker "+nonce(t))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, _, err := alice.WaitEvent(ctx, from, statusOf(portalA, marker.EventID, event.MessageStatusSuccess)); err != nil {
-			t.Fatal(err)
-		}
+		afterMarker(t, ctx, alice, portalA)
 		for _, e := range alice.Events() {
 			if e.Type != event.StateMember || e.GetStateKey() != string(ghostA) {
 				continue
@@ -411,6 +388,20 @@ func TestHostilePeer(t *testing.T) {
 	}
 	if bytes.Contains(st.GatewayLog(), []byte(lie)) || bytes.Contains(st.GatewayLog(), []byte(cfg.Appservice.HSToken)) {
 		t.Fatal("the gateway log holds a phone's words verbatim or a token")
+	}
+}
+
+// afterMarker sends a message in room and waits until its status shows as
+// sent: everything the bridge did before it has reached the client's sync.
+func afterMarker(t *testing.T, ctx context.Context, c *harness.Client, room id.RoomID) {
+	t.Helper()
+	from := c.Now()
+	marker, err := c.SendText(ctx, room, "marker "+nonce(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.WaitEvent(ctx, from, statusOf(room, marker.EventID, event.MessageStatusSuccess)); err != nil {
+		t.Fatalf("no status for the marker: %v", err)
 	}
 }
 
