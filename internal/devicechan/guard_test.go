@@ -296,3 +296,23 @@ func dirContains(t *testing.T, dir string, needle []byte) bool {
 	}
 	return found
 }
+
+// TestResumptionSurvivesPerHandshakeConfig: each handshake gets its own TLS
+// config (configFor); a returning device still resumes its session and
+// sends its hello as 0-RTT.
+func TestResumptionSurvivesPerHandshakeConfig(t *testing.T) {
+	f := newFixture(t)
+	id, _, a, _ := runAgent(t, f)
+	first := f.srv.session(id.String())
+	if first == nil {
+		t.Fatal("no session")
+	}
+	f.srv.closeAll() // as a restart would, but the ticket keys stay
+	eventually(t, "a new session", func() bool {
+		s := f.srv.session(id.String())
+		return s != nil && s != first && a.Connected()
+	})
+	if !f.srv.session(id.String()).conn.ConnectionState().Used0RTT {
+		t.Fatal("the device did not resume with 0-RTT")
+	}
+}
