@@ -17,7 +17,8 @@ func (c *Connector) registerCommands() {
 		return
 	}
 	proc.AddHandlers(
-		c.guardedLogin(),
+		c.guardedLogin(commands.CommandLogin),
+		c.guardedLogin(commands.CommandRelogin),
 		&commands.FullHandler{
 			Func: ownerOnly(c.cmdTransport),
 			Name: "transport",

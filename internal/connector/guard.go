@@ -111,12 +111,13 @@ func (c *Connector) MayPair(ctx context.Context, owner string) error {
 // encrypted.
 const forceLoginFlag = "--unencrypted"
 
-// guardedLogin is bridgev2's login command, with a warning first when the
-// room is not encrypted: the pairing link is a one-time credential, and in
-// an unencrypted room the homeserver stores it readable (its admins, a
-// backup of its database), so whoever uses it first pairs a phone as you.
-func (c *Connector) guardedLogin() *commands.FullHandler {
-	h := *commands.CommandLogin
+// guardedLogin is bridgev2's login (or relogin) command, with a warning
+// first when the room is not encrypted: the pairing link is a one-time
+// credential, and in an unencrypted room the homeserver stores it readable
+// (its admins, a backup of its database), so whoever uses it first pairs a
+// phone as you.
+func (c *Connector) guardedLogin(stockHandler *commands.FullHandler) *commands.FullHandler {
+	h := *stockHandler
 	stock := h.Func
 	h.Func = func(ce *commands.Event) {
 		force := false
@@ -132,8 +133,8 @@ func (c *Connector) guardedLogin() *commands.FullHandler {
 		if !force && !c.roomEncrypted(ce.Ctx, ce.RoomID) {
 			ce.Reply("⚠️ This room is not encrypted. The pairing code is a one-time key to your account on this bridge: "+
 				"here the homeserver would store it readable, and whoever uses it first pairs their phone as you. "+
-				"Turn on encryption in this room and send `login` again, or ask your admin for `rcsgate pair --user %s` on the server. "+
-				"To show it here anyway, send `login %s`.", ce.User.MXID, forceLoginFlag)
+				"Turn on encryption in this room and send `%s` again, or ask your admin for `rcsgate pair --user %s` on the server. "+
+				"To show it here anyway, send the command again with `%s` (e.g. `login %s`).", ce.Command, ce.User.MXID, forceLoginFlag, forceLoginFlag)
 			return
 		}
 		stock(ce)
