@@ -106,7 +106,7 @@ func (s *Server) Unauthenticated() int { return s.adm.count() }
 // admit is the transport's ConnContext: it runs for the first packet of
 // every connection, before any state is kept for it.
 func (s *Server) admit(ctx context.Context, info *quic.ClientInfo) (context.Context, error) {
-	ip := ipOf(info.RemoteAddr)
+	ip := sourceOf(info.RemoteAddr)
 	sl, err := s.adm.acquire(ip, s.MaxUnauthenticated, s.MaxUnauthenticatedPerIP)
 	if err != nil {
 		reason := "busy"
@@ -141,6 +141,18 @@ func (s *Server) underLoad(net.Addr) bool {
 	return s.adm.count() >= s.MaxUnauthenticated/4
 }
 
+// sourceOf is what the per-source cap counts: the IPv4 address, or the
+// IPv6 /64 (one host commonly has a whole /64 to pick addresses from).
+func sourceOf(a net.Addr) netip.Addr {
+	ip := ipOf(a)
+	if ip.Is6() {
+		if p, err := ip.Prefix(64); err == nil {
+			return p.Addr()
+		}
+	}
+	return ip
+}
+
 func ipOf(a net.Addr) netip.Addr {
 	if ua, ok := a.(*net.UDPAddr); ok {
 		if ip, ok := netip.AddrFromSlice(ua.IP); ok {
@@ -160,7 +172,7 @@ func ipOf(a net.Addr) netip.Addr {
 // only in the remote field.
 func (s *Server) refused(remote net.Addr, verified bool, what, reason string, err error, device string) {
 	ip := ipOf(remote)
-	ok, suppressed := s.refusals.Allow(ip.String())
+	ok, suppressed := s.refusals.Allow(sourceOf(remote).String())
 	if !ok {
 		return
 	}

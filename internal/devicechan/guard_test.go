@@ -316,3 +316,22 @@ func TestResumptionSurvivesPerHandshakeConfig(t *testing.T) {
 		t.Fatal("the device did not resume with 0-RTT")
 	}
 }
+
+func TestSourceOf(t *testing.T) {
+	tests := []struct{ addr, want string }{
+		{"192.0.2.7:4443", "192.0.2.7"},
+		{"[::ffff:192.0.2.7]:4443", "192.0.2.7"},
+		{"[2001:db8:1:2:aaaa::1]:4443", "2001:db8:1:2::"},
+		{"[2001:db8:1:2:bbbb::9]:1", "2001:db8:1:2::"}, // same /64: one source
+		{"[2001:db8:1:3::1]:1", "2001:db8:1:3::"},
+	}
+	for _, tc := range tests {
+		a, err := net.ResolveUDPAddr("udp", tc.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := sourceOf(a).String(); got != tc.want {
+			t.Errorf("sourceOf(%s) = %s, want %s", tc.addr, got, tc.want)
+		}
+	}
+}
