@@ -12,12 +12,18 @@ PEBBLE_VERSION := v2.10.3
 SYNAPSE_VERSION := 1.163.2
 SYNAPSE_PIP_FLAGS ?= --only-binary :all:
 PYTHON    ?= python3
+# matrix-js-sdk (with its Rust crypto) and the Node it runs on, from the
+# committed lockfile (npm ci: exact versions and integrity hashes); an
+# independent client for the end-to-end tests, never part of rcsgate.
+JSCLIENT_SRC   := internal/e2e/testdata/jsclient
+JSCLIENT_STAMP := $(BIN)/jsclient/.installed
 export RCSGATE_BIN := $(BIN)
 
 .PHONY: demo test build tools bench fuzz android apk android-test lint clean
 
-## demo: a working deployment on loopback (Dendrite + rcsgate + simulated phone)
-demo: build tools
+## demo: a working deployment on loopback (Dendrite + rcsgate + simulated phone);
+## it installs only what it runs (Dendrite), not the test peers
+demo: build $(BIN)/dendrite
 	$(BIN)/rcsgate-demo --state demo-state --bin $(BIN)
 
 ## test: unit, fuzz-seed and integration tests; the end-to-end suite once per
@@ -40,8 +46,9 @@ build:
 	$(GO) build -tags $(TAGS) -o $(BIN)/rcsgate-demo ./cmd/rcsgate-demo
 	CGO_ENABLED=0 $(GO) build -o $(BIN)/rcsgate-agent ./cmd/rcsgate-agent
 
-## tools: pinned test peers (Dendrite; Synapse; Pebble, the ACME test CA) into bin/
-tools: $(BIN)/dendrite $(BIN)/pebble $(BIN)/synapse-venv
+## tools: pinned test peers (Dendrite; Synapse; Pebble, the ACME test CA; the
+## matrix-js-sdk E2EE test client) into bin/
+tools: $(BIN)/dendrite $(BIN)/pebble $(BIN)/synapse-venv $(JSCLIENT_STAMP)
 $(BIN)/dendrite:
 	@mkdir -p $(BIN)
 	GOBIN=$(BIN) $(GO) install $(DENDRITE)/dendrite@$(DENDRITE_VERSION) $(DENDRITE)/generate-keys@$(DENDRITE_VERSION) $(DENDRITE)/generate-config@$(DENDRITE_VERSION)
@@ -56,6 +63,12 @@ $(SYNAPSE_STAMP):
 	rm -rf $(BIN)/synapse-venv
 	$(PYTHON) -m venv $(BIN)/synapse-venv
 	$(BIN)/synapse-venv/bin/pip install --quiet --disable-pip-version-check $(SYNAPSE_PIP_FLAGS) matrix-synapse==$(SYNAPSE_VERSION)
+	touch $@
+
+$(JSCLIENT_STAMP): $(JSCLIENT_SRC)/package.json $(JSCLIENT_SRC)/package-lock.json
+	rm -rf $(BIN)/jsclient && mkdir -p $(BIN)/jsclient
+	cp $(JSCLIENT_SRC)/package.json $(JSCLIENT_SRC)/package-lock.json $(BIN)/jsclient/
+	cd $(BIN)/jsclient && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 ## android: the agent must always cross-build for phones without cgo

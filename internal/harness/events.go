@@ -70,10 +70,16 @@ func (st *Stack) OpenSentFile(ctx context.Context, id string) (io.ReadCloser, er
 // ends; the phone has no push channel for tests, so this is a condition
 // wait with a deadline, not a sleep.
 func (st *Stack) WaitSent(ctx context.Context, match func(sim.Sent) bool) (sim.Sent, error) {
+	return st.WaitSentOn(ctx, Phone{URL: st.ControlURL, Token: st.ControlToken}, match)
+}
+
+// WaitSentOn is WaitSent for another phone (see AddUser).
+func (st *Stack) WaitSentOn(ctx context.Context, ph Phone, match func(sim.Sent) bool) (sim.Sent, error) {
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
 	for {
-		sent, err := st.SentEvents(ctx)
+		var sent []sim.Sent
+		err := controlPhone(ctx, ph, http.MethodGet, "/v1/sent", nil, &sent)
 		if err == nil {
 			for _, s := range sent {
 				if match(s) {
@@ -95,6 +101,17 @@ func (st *Stack) control(ctx context.Context, method, path string, in, out any) 
 
 // controlAt calls the sim's control API at base; it answers 200 or 202.
 func (st *Stack) controlAt(ctx context.Context, base, method, path string, in, out any) error {
+	return controlPhone(ctx, Phone{URL: base, Token: st.ControlToken}, method, path, in, out)
+}
+
+// InjectOn makes a contact write to another phone (see AddUser).
+func (st *Stack) InjectOn(ctx context.Context, ph Phone, from, text string) error {
+	return controlPhone(ctx, ph, http.MethodPost, "/v1/inject", sim.InjectRequest{From: from, Text: text}, nil)
+}
+
+// controlPhone calls a phone's sim control API; it answers 200 or 202.
+func controlPhone(ctx context.Context, ph Phone, method, path string, in, out any) error {
+	base := ph.URL
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
@@ -107,7 +124,7 @@ func (st *Stack) controlAt(ctx context.Context, base, method, path string, in, o
 	if err != nil {
 		return err
 	}
-	sim.Authorize(req, st.ControlToken)
+	sim.Authorize(req, ph.Token)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return fmt.Errorf("sim %s: %w", path, err)

@@ -64,7 +64,7 @@ type Stack struct {
 
 	gw    *proc
 	agent *proc
-	extra []*proc // StartProcess
+	extra []*proc // StartProcess, AddUser's phones
 }
 
 // DemoInfo is what a person (or a test) needs to log in; written to demo.json.
@@ -228,28 +228,45 @@ func (st *Stack) StartGateway(ctx context.Context) error {
 
 // StartAgent starts `rcsgate-agent run` and waits until its channel is up.
 func (st *Stack) StartAgent(ctx context.Context) error {
-	addrFile := filepath.Join(st.AgentState, "control.addr")
-	_ = os.Remove(addrFile)
-	args := append([]string{"run", "--state", st.AgentState, "--backend", "sim", "--control", "127.0.0.1:0"}, st.Opts.AgentArgs...)
-	p, err := st.start("rcsgate-agent", filepath.Join(st.Opts.Dir, "agent.log"), args...)
+	p, ph, err := st.startAgent(ctx, st.AgentState, filepath.Join(st.Opts.Dir, "agent.log"), st.Opts.AgentArgs...)
 	if err != nil {
 		return err
 	}
-	st.agent = p
-	return p.waitFor(ctx, 30*time.Second, func() (bool, error) {
+	st.agent, st.ControlURL, st.ControlToken = p, ph.URL, ph.Token
+	return nil
+}
+
+// Phone is a simulator agent's control API: where it listens and the token
+// its state directory holds.
+type Phone struct {
+	URL, Token string
+}
+
+// startAgent runs the simulator agent paired in state and returns its
+// control API once its channel is up.
+func (st *Stack) startAgent(ctx context.Context, state, logPath string, extra ...string) (*proc, Phone, error) {
+	addrFile := filepath.Join(state, "control.addr")
+	_ = os.Remove(addrFile)
+	args := append([]string{"run", "--state", state, "--backend", "sim", "--control", "127.0.0.1:0"}, extra...)
+	p, err := st.start("rcsgate-agent", logPath, args...)
+	if err != nil {
+		return nil, Phone{}, err
+	}
+	var ph Phone
+	err = p.waitFor(ctx, 30*time.Second, func() (bool, error) {
 		raw, err := os.ReadFile(addrFile)
 		if err != nil {
 			return false, nil
 		}
-		st.ControlURL = "http://" + strings.TrimSpace(string(raw))
-		if st.ControlToken, err = sim.ReadControlToken(st.AgentState); err != nil {
+		ph.URL = "http://" + strings.TrimSpace(string(raw))
+		if ph.Token, err = sim.ReadControlToken(state); err != nil {
 			return false, nil
 		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, st.ControlURL+"/v1/healthz", nil)
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, ph.URL+"/v1/healthz", nil)
 		if err != nil {
 			return false, err
 		}
-		sim.Authorize(req, st.ControlToken)
+		sim.Authorize(req, ph.Token)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			return false, nil
@@ -259,6 +276,43 @@ func (st *Stack) StartAgent(ctx context.Context) error {
 		_ = json.NewDecoder(resp.Body).Decode(&h)
 		return h.Connected, nil
 	})
+	if err != nil {
+		_ = p.stop(syscall.SIGTERM)
+		return nil, Phone{}, err
+	}
+	return p, ph, nil
+}
+
+// User is another person on the stack's homeserver with a phone of their
+// own (a simulator agent paired to them).
+type User struct {
+	UserID, Password string
+	Phone            Phone
+}
+
+// AddUser registers localpart and pairs a phone for them, as a second
+// person sharing the appliance would.
+func (st *Stack) AddUser(ctx context.Context, localpart string) (User, error) {
+	u := User{Password: "pw-" + strconv.FormatInt(time.Now().UnixNano()%1e9, 36)}
+	var err error
+	if u.UserID, err = st.HS.RegisterUser(ctx, localpart, u.Password, false); err != nil {
+		return User{}, fmt.Errorf("harness: register %s: %w", localpart, err)
+	}
+	out, err := st.run(ctx, "rcsgate", "pair", "--config", st.ConfigPath, "--user", u.UserID, "--name", localpart+"-phone", "--no-qr")
+	if err != nil {
+		return User{}, fmt.Errorf("harness: rcsgate pair for %s: %w: %s", localpart, err, out)
+	}
+	state := filepath.Join(st.Opts.Dir, "agent-"+localpart)
+	if out, err := st.run(ctx, "rcsgate-agent", "pair", "--state", state, "--name", localpart+"-phone", strings.TrimSpace(lastLine(out))); err != nil {
+		return User{}, fmt.Errorf("harness: rcsgate-agent pair for %s: %w: %s", localpart, err, out)
+	}
+	p, ph, err := st.startAgent(ctx, state, filepath.Join(st.Opts.Dir, "agent-"+localpart+".log"))
+	if err != nil {
+		return User{}, err
+	}
+	st.extra = append(st.extra, p)
+	u.Phone = ph
+	return u, nil
 }
 
 // StartProcess runs another program (e.g. the phone app's test driver) with
