@@ -57,11 +57,9 @@ func (in *inbound) alreadyInRoom(ctx context.Context, since time.Time) (found bo
 			if evt.Sender != want {
 				continue
 			}
-			if evt.Type == event.EventEncrypted && c.status.Crypto != nil {
+			if evt.Type == event.EventEncrypted {
 				evt.RoomID = portal.MXID
-				if dec, err := c.status.Crypto.Decrypt(ctx, evt); err == nil {
-					evt = dec
-				}
+				evt = c.status.decryptOwn(ctx, evt)
 			}
 			if err := evt.Content.ParseRaw(evt.Type); err != nil && evt.Content.Raw == nil {
 				continue
@@ -86,4 +84,21 @@ func (in *inbound) alreadyInRoom(ctx context.Context, since time.Time) (found bo
 		from = resp.End
 	}
 	return false, nil
+}
+
+// decryptOwn decrypts an event the bridge sent: with the ghost's own device
+// if it has one, else with the bot's (which encrypts for ghosts without
+// one). It returns evt unchanged if neither can.
+func (s *StatusMatrix) decryptOwn(ctx context.Context, evt *event.Event) *event.Event {
+	if d := s.GhostDevices(); d != nil {
+		if dec, err := d.Decrypt(ctx, evt); err == nil {
+			return dec
+		}
+	}
+	if s.Crypto != nil {
+		if dec, err := s.Crypto.Decrypt(ctx, evt); err == nil {
+			return dec
+		}
+	}
+	return evt
 }

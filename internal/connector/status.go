@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -13,6 +14,7 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/rcsgate/rcsgate/internal/ghostcrypto"
 	"github.com/rcsgate/rcsgate/internal/store"
 	"github.com/rcsgate/rcsgate/internal/wire"
 )
@@ -30,6 +32,8 @@ type StatusMatrix struct {
 	// order makes "read state, queue status" atomic against "advance state,
 	// queue status", so the last status queued always reflects the last state.
 	order sync.Mutex
+	// ghosts: each ghost's own device, where the homeserver allows it.
+	ghosts atomic.Pointer[ghostcrypto.Devices]
 }
 
 type statusJob struct {

@@ -104,11 +104,25 @@ type EncryptionConfig struct {
 	// on Dendrite, which wants a password the bot does not have. The
 	// recovery key is kept in bridge.db (kv_store).
 	SelfSign *bool `yaml:"self_sign,omitempty"`
+	// GhostDevices gives each contact's Matrix user a device of its own, with
+	// its own cross-signing identity, that encrypts what the contact sends:
+	// clients show such messages without a warning, also with "only
+	// cross-signed devices" on. Unset: on wherever the bot self-signs
+	// (homeservers that take a first cross-signing upload without a
+	// password: Synapse, tuwunel; not Dendrite). Off, the bot's device
+	// encrypts for contacts and clients mark their messages.
+	GhostDevices *bool `yaml:"ghost_devices,omitempty"`
 }
 
 func (e EncryptionConfig) allow() bool     { return e.Allow == nil || *e.Allow }
 func (e EncryptionConfig) defaultOn() bool { return e.Default == nil || *e.Default }
 func (e EncryptionConfig) selfSign() bool  { return e.SelfSign == nil || *e.SelfSign }
+
+// ghostDevices: asked for (or not refused) and possible, which needs the
+// same password-less cross-signing upload as the bot's self-signing.
+func (e EncryptionConfig) ghostDevices() bool {
+	return e.allow() && e.selfSign() && (e.GhostDevices == nil || *e.GhostDevices)
+}
 
 // pickleKey encrypts the bridge's Olm/Megolm state at rest; it is derived
 // from id_key so it survives restarts without another secret to keep.
@@ -240,6 +254,9 @@ func (c *Config) Validate() error {
 		}
 	default:
 		bad("tls.mode %q: use acme, provided, selfsigned, or leave it empty for no HTTPS front", c.TLS.Mode)
+	}
+	if c.Encryption.GhostDevices != nil && *c.Encryption.GhostDevices && !(c.Encryption.allow() && c.Encryption.selfSign()) {
+		bad("encryption.ghost_devices needs encryption.allow and encryption.self_sign (the same password-less cross-signing upload)")
 	}
 	if !c.Encryption.allow() && ((c.Encryption.Default != nil && *c.Encryption.Default) || c.Encryption.Require) {
 		bad("encryption.default and encryption.require need encryption.allow")

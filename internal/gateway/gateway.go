@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"text/template"
 	"time"
 
@@ -33,6 +34,7 @@ import (
 	"github.com/rcsgate/rcsgate/internal/connector"
 	"github.com/rcsgate/rcsgate/internal/devicechan"
 	"github.com/rcsgate/rcsgate/internal/front"
+	"github.com/rcsgate/rcsgate/internal/ghostcrypto"
 	"github.com/rcsgate/rcsgate/internal/pki"
 	"github.com/rcsgate/rcsgate/internal/redact"
 	"github.com/rcsgate/rcsgate/internal/store"
@@ -232,10 +234,13 @@ func Run(ctx context.Context, cfg *Config, log zerolog.Logger, ls Listeners, rea
 		ShowNumbers: cfg.Privacy.ShowNumbers, Retention: cfg.Privacy.MessageRetention,
 		ConfirmAfter: cfg.Queue.ConfirmAfter, UnresponsiveAfter: cfg.Queue.UnresponsiveAfter,
 	}, st)
+	// mautrix logs what it does with the bot's cross-signing keys to the
+	// context's logger.
+	ctx = log.WithContext(ctx)
 	if cfg.Encryption.SelfSign == nil && cfg.Encryption.allow() && oldSpec(ctx, cfg.Homeserver.URL) {
 		// Dendrite wants a password (UIA) before it takes cross-signing
 		// keys, and the bot has none: self-signing would stop the bridge.
-		log.Warn().Msg("Homeserver older than Matrix v1.11: the bridge bot does not cross-sign itself (encryption.self_sign unset)")
+		log.Warn().Msg("Homeserver older than Matrix v1.11 (Dendrite wants a password for cross-signing keys): the bridge bot is not cross-signed and contacts get no devices of their own; clients mark messages in encrypted portals (encryption.self_sign unset)")
 		c := *cfg
 		off := false
 		c.Encryption.SelfSign = &off
@@ -256,7 +261,8 @@ func Run(ctx context.Context, cfg *Config, log zerolog.Logger, ls Listeners, rea
 	// Dendrite v0.13.8 advertises spec versions up to v1.2 only.
 	matrix.MinSpecVersion = mautrix.SpecV12
 	mx := matrix.NewConnector(bc)
-	br := bridgev2.NewBridge("", db, log, &bc.Bridge, connector.NewStatusMatrix(mx, conn), conn, commands.NewProcessor)
+	mxStatus := connector.NewStatusMatrix(mx, conn)
+	br := bridgev2.NewBridge("", db, log, &bc.Bridge, mxStatus, conn, commands.NewProcessor)
 	// bridgev2's own discard-megolm-session asserts that Bridge.Matrix is a
 	// *matrix.Connector, which our StatusMatrix wrapper is not: replace it.
 	br.Commands.(*commands.Processor).AddHandler(connector.DiscardMegolmSessionCommand(mx))
@@ -295,6 +301,21 @@ func Run(ctx context.Context, cfg *Config, log zerolog.Logger, ls Listeners, rea
 				"want a password to upload cross-signing keys; set encryption.self_sign: false there): %w", err)
 		}
 		return fmt.Errorf("start bridge: %w", err)
+	}
+	if mx.Crypto != nil {
+		logBotTrust(ctx, log, mx.Crypto.Client())
+		if cfg.Encryption.ghostDevices() {
+			gd := ghostcrypto.New(ghostcrypto.Config{
+				AS: mx.AS, DB: db, StateStore: mx.StateStore, BotMXID: mx.AS.BotMXID(),
+				GhostPattern: fmt.Sprintf("@%s:%s", strings.ReplaceAll(bc.AppService.FormatUsername("%"), "_", `\_`), bc.Homeserver.Domain),
+				PickleKey:    bc.Encryption.PickleKey, PlaintextMentions: bc.Encryption.PlaintextMentions, Log: log,
+			})
+			if err := gd.Upgrade(ctx); err != nil {
+				return err
+			}
+			mxStatus.SetGhostDevices(gd)
+			log.Info().Msg("Contacts get devices of their own, cross-signed by their own identities, in encrypted portals")
+		}
 	}
 	// After StartConnectors: the bot is registered with the homeserver by then.
 	if !cfg.Homeserver.PushEphemeral {
@@ -357,6 +378,23 @@ func PrivateStateDir(dir string) error {
 		return fmt.Errorf("state dir: %w", err)
 	}
 	return nil
+}
+
+// logBotTrust says whether the bridge bot's device ended up signed by the
+// bot's own cross-signing identity (the chain clients check).
+func logBotTrust(ctx context.Context, log zerolog.Logger, cli *mautrix.Client) {
+	if cli == nil {
+		return
+	}
+	ok, err := ghostcrypto.SignedByOwner(ctx, cli, cli.UserID, cli.DeviceID)
+	switch {
+	case err != nil:
+		log.Warn().Err(err).Msg("Could not check the bridge bot's cross-signing")
+	case ok:
+		log.Info().Stringer("device_id", cli.DeviceID).Msg("Bridge bot device is cross-signed by the bot's own identity")
+	default:
+		log.Warn().Stringer("device_id", cli.DeviceID).Msg("Bridge bot device is not cross-signed: clients mark its messages in encrypted rooms, and clients set to only cross-signed devices do not share keys with it")
+	}
 }
 
 // oldSpec: the homeserver advertises no Matrix spec version from v1.11 on

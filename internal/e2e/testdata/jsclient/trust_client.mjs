@@ -14,7 +14,8 @@
 //                                  DM, before the bot has joined (as Element
 //                                  does when a DM starts with a message)
 //   text                           what the user writes in the portal
-//   reply                          what the test makes the contact answer
+//   replies                        what the test makes the contact answer,
+//                                  one per go-ahead line on stdin
 //   timeout                        seconds for each wait
 //
 // and writes JSON lines on stdout (never a key; bodies only those it was given):
@@ -22,8 +23,9 @@
 //   {"stage": "dm", "room": ROOM}
 //   {"stage": "bot_reply", "verdict": V}        the bot's answer to start-chat
 //   {"stage": "portal", "room": ROOM}           joined; the user's text is sent
-//   {"stage": "ghost_message", "verdict": V}    the contact's answer, after the
-//                                               test injected it
+//   {"stage": "ghost_message", "index": I, "verdict": V}
+//                                               the contact's answer I, after
+//                                               the test injected it
 //   {"stage": "timeout", "waiting_for": WHAT}   a wait ran out (then exit 2)
 //   {"error": "..."}                            then exit 1
 //
@@ -246,10 +248,14 @@ async function main() {
 	});
 	await client.sendTextMessage(portalRoom, job.text);
 	emit({ stage: "portal", room: portalRoom, ghost, encrypted: client.isRoomEncrypted ? client.isRoomEncrypted(portalRoom) : undefined });
-	await nextLine(); // the test has injected the contact's answer
-	const ev = await waitFor(client, "the contact's answer", () => messageFrom(client.getRoom(portalRoom) ?? room, ghost, job.reply) ??
-		failedFrom(client.getRoom(portalRoom) ?? room, ghost));
-	emit({ stage: "ghost_message", verdict: await verdict(client, ev) });
+	// One answer per go-ahead line from the test (which may restart the
+	// bridge in between).
+	for (const [i, reply] of job.replies.entries()) {
+		await nextLine();
+		const ev = await waitFor(client, `the contact's answer ${i + 1}`, () =>
+			messageFrom(client.getRoom(portalRoom) ?? room, ghost, reply) ?? failedFrom(client.getRoom(portalRoom) ?? room, ghost));
+		emit({ stage: "ghost_message", index: i, verdict: await verdict(client, ev) });
+	}
 	await stop(client);
 }
 
@@ -257,13 +263,17 @@ async function main() {
 // seconds (no key, or a sender it refuses), so the verdict can say so; keys
 // that arrive a little after their event are not a failure.
 const failingSince = new Map();
+const reported = new Set();
 function failedFrom(room, sender) {
 	if (!room) return undefined;
 	for (const ev of room.getLiveTimeline().getEvents()) {
-		if (ev.getSender() !== sender || !ev.isDecryptionFailure()) continue;
+		if (ev.getSender() !== sender || !ev.isDecryptionFailure() || reported.has(ev.getId())) continue;
 		const since = failingSince.get(ev.getId()) ?? Date.now();
 		failingSince.set(ev.getId(), since);
-		if (Date.now() - since >= 20000) return ev;
+		if (Date.now() - since >= 20000) {
+			reported.add(ev.getId());
+			return ev;
+		}
 	}
 	return undefined;
 }
