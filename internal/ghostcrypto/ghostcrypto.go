@@ -188,7 +188,7 @@ func (d *Devices) Encrypt(ctx context.Context, ghostID id.UserID, roomID id.Room
 	content.Raw = nil
 	if time.Since(g.lastDrain) > drainEvery {
 		g.lastDrain = time.Now()
-		go d.drain(context.WithoutCancel(ctx), ghostID)
+		go func() { _ = d.drain(context.WithoutCancel(ctx), ghostID) }()
 	}
 	return nil
 }
@@ -539,19 +539,21 @@ func (d *Devices) recipients(ctx context.Context, g *ghost, users []id.UserID) (
 // to every device in a room, and a ghost never needs them. A /sync that
 // shows nothing else (no rooms, presence or account data; the ghost stays
 // offline) returns them; the next one with its token deletes them.
-func (d *Devices) drain(ctx context.Context, ghostID id.UserID) {
+// It returns how many messages it found.
+func (d *Devices) drain(ctx context.Context, ghostID id.UserID) int {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	g, release, err := d.acquire(ctx, ghostID, false)
 	if err != nil {
-		return
+		d.log.Debug().Err(err).Stringer("ghost", ghostID).Msg("No device to empty the inbox of")
+		return 0
 	}
 	defer release()
 	log := d.log.With().Stringer("ghost", ghostID).Logger()
 	since, err := g.store.GetNextBatch(ctx)
 	if err != nil {
 		log.Warn().Err(err).Msg("Reading the ghost's sync token failed")
-		return
+		return 0
 	}
 	const filter = `{"presence":{"not_types":["*"]},"account_data":{"not_types":["*"]},"room":{"rooms":[]}}`
 	total := 0
@@ -564,12 +566,12 @@ func (d *Devices) drain(ctx context.Context, ghostID id.UserID) {
 		})
 		if err != nil {
 			log.Warn().Err(err).Msg("Emptying the ghost's to-device inbox failed")
-			return
+			return total
 		}
 		since = resp.NextBatch
 		if err := g.store.PutNextBatch(ctx, since); err != nil {
 			log.Warn().Err(err).Msg("Saving the ghost's sync token failed")
-			return
+			return total
 		}
 		total += len(resp.ToDevice.Events)
 		if len(resp.ToDevice.Events) == 0 {
@@ -577,6 +579,7 @@ func (d *Devices) drain(ctx context.Context, ghostID id.UserID) {
 		}
 	}
 	log.Debug().Int("to_device_messages", total).Msg("Emptied the ghost's to-device inbox")
+	return total
 }
 
 // SignedByOwner asks the homeserver whether user's device is signed by the
