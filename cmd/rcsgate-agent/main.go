@@ -25,6 +25,7 @@ import (
 	"github.com/rcsgate/rcsgate/agent"
 	"github.com/rcsgate/rcsgate/agent/backend/sim"
 	"github.com/rcsgate/rcsgate/internal/atomicfile"
+	"github.com/rcsgate/rcsgate/internal/cliflag"
 	"github.com/rcsgate/rcsgate/internal/redact"
 	"github.com/rcsgate/rcsgate/internal/wire"
 )
@@ -142,20 +143,13 @@ func newFlagSet(name, usage string, stderr io.Writer) *flag.FlagSet {
 
 // parse parses flags that may come before or after positional arguments.
 func parse(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return nil, err
-			}
-			return nil, errUsagePrinted
-		}
-		if fs.NArg() == 0 {
-			return pos, nil
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
+	pos, err := cliflag.Parse(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil, err
+	} else if err != nil {
+		return nil, errUsagePrinted
 	}
+	return pos, nil
 }
 
 func newLogger(stderr io.Writer, level string) (zerolog.Logger, error) {

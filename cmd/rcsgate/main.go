@@ -15,6 +15,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/rcsgate/rcsgate/internal/cliflag"
 	"github.com/rcsgate/rcsgate/internal/connector"
 	"github.com/rcsgate/rcsgate/internal/gateway"
 	"github.com/rcsgate/rcsgate/internal/pki"
@@ -100,12 +101,14 @@ func defaultConfigPath() string {
 	return filepath.Join("rcsgate-state", "config.yaml")
 }
 
+// parse parses a command that takes flags only (in any order).
 func parse(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
+	pos, err := cliflag.Parse(fs, args)
+	if err != nil {
 		return errUsage
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(fs.Output(), "unexpected argument %q\n", fs.Arg(0))
+	if len(pos) > 0 {
+		fmt.Fprintf(fs.Output(), "unexpected argument %q\n", pos[0])
 		fs.Usage()
 		return errUsage
 	}
@@ -340,19 +343,20 @@ func ago(t time.Time) string {
 
 func cmdDevice(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	const help = "Usage: rcsgate device list|revoke ID|rename ID NAME [--config FILE]"
-	if len(args) == 0 {
-		fmt.Fprintln(stderr, help)
-		return errUsage
-	}
-	sub, rest := args[0], args[1:]
-	fs := newFlags("device "+sub, stderr, help)
+	fs := newFlags("device", stderr, "Manage paired devices: list them, revoke one (at once), or rename one.\n"+
+		"ID is a device's full id or its first 7+ characters, as `rcsgate status` shows it.\n"+help)
 	cfgPath := fs.String("config", defaultConfigPath(), "config file")
-	if err := fs.Parse(rest); err != nil {
+	pos, err := cliflag.Parse(fs, args)
+	if err != nil {
 		return errUsage
 	}
 	want := map[string]int{"list": 0, "revoke": 1, "rename": 2}
-	n, ok := want[sub]
-	if !ok || fs.NArg() != n {
+	if len(pos) == 0 {
+		fmt.Fprintln(stderr, help)
+		return errUsage
+	}
+	sub, rest := pos[0], pos[1:]
+	if n, ok := want[sub]; !ok || len(rest) != n {
 		fmt.Fprintln(stderr, help)
 		return errUsage
 	}
@@ -364,7 +368,7 @@ func cmdDevice(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if sub == "list" {
 		return cmdStatus(ctx, []string{"--config", *cfgPath}, stdout, stderr)
 	}
-	id, err := resolveDevice(ctx, st, fs.Arg(0))
+	id, err := resolveDevice(ctx, st, rest[0])
 	if err != nil {
 		return err
 	}
@@ -375,7 +379,7 @@ func cmdDevice(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		fmt.Fprintf(stdout, "Revoked %s. A running rcsgate closes its connection within a second and refuses it from now on.\n", id)
 	case "rename":
-		name := strings.TrimSpace(fs.Arg(1))
+		name := strings.TrimSpace(rest[1])
 		if name == "" || len(name) > 64 {
 			fmt.Fprintln(stderr, "the new name must be 1 to 64 characters")
 			return errUsage
