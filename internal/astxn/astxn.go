@@ -41,6 +41,10 @@ type Handler struct {
 	EP    *appservice.EventProcessor
 	Store TxnStore
 	Log   zerolog.Logger
+	// Claim, if set, is asked about each pushed event: false means it was
+	// already handled another way (e.g. read from a room's history) and is
+	// not dispatched.
+	Claim func(ctx context.Context, evt *event.Event) bool
 
 	redMu   sync.Mutex
 	redSeen map[id.EventID]struct{}
@@ -119,6 +123,7 @@ func (h *Handler) handle(ctx context.Context, evts []*event.Event, class event.T
 		if class == event.UnknownEventType && evt.Type == event.EventRedaction && !h.firstRedaction(evt.ID) {
 			continue
 		}
+
 		evt.Mautrix.ReceivedAt = time.Now()
 		if class == event.EphemeralEventType {
 			evt.Mautrix.EventSource = event.SourceEphemeral
@@ -135,6 +140,10 @@ func (h *Handler) handle(ctx context.Context, evts []*event.Event, class event.T
 		}
 		if evt.Type.IsState() {
 			mautrix.UpdateStateStore(ctx, h.AS.StateStore, evt)
+		}
+		if class == event.UnknownEventType && h.Claim != nil && !h.Claim(ctx, evt) {
+			log.Debug().Stringer("event_id", evt.ID).Msg("Event already handled; not dispatched again")
+			continue
 		}
 		h.EP.Dispatch(ctx, evt)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -100,6 +101,8 @@ func (d *deviceClient) GetChatInfo(ctx context.Context, portal *bridgev2.Portal)
 	}
 	ghost := networkid.UserID(portal.ID)
 	roomType := database.RoomTypeDM
+	// The invite says it is a direct chat, so clients list it with DMs.
+	me.MemberEventExtra = map[string]any{"is_direct": true}
 	info, err := d.c.userInfo(ctx, string(ghost), chat)
 	if err != nil {
 		return nil, err
@@ -120,6 +123,7 @@ func (d *deviceClient) GetChatInfo(ctx context.Context, portal *bridgev2.Portal)
 func (c *Connector) groupInfo(ctx context.Context, g wire.Group, me bridgev2.ChatMember) (*bridgev2.ChatInfo, error) {
 	roomType := database.RoomTypeDefault
 	members := bridgev2.ChatMemberMap{}.Set(me)
+	var names []string
 	for _, mem := range g.Members {
 		number, err := c.party(mem.Number)
 		if err != nil || wire.IsGroupChat(number) {
@@ -148,12 +152,13 @@ func (c *Connector) groupInfo(ctx context.Context, g wire.Group, me bridgev2.Cha
 		if err != nil {
 			return nil, err
 		}
+		names = append(names, *info.Name)
 		members.Set(bridgev2.ChatMember{EventSender: bridgev2.EventSender{Sender: uid}, UserInfo: info, Membership: event.MembershipJoin})
 	}
 	ci := &bridgev2.ChatInfo{Type: &roomType, Members: &bridgev2.ChatMemberList{IsFull: true, MemberMap: members}}
 	name := g.Name
 	if name == "" {
-		name = "Group chat"
+		name = groupName(names)
 	}
 	ci.Name = &name
 	if g.Topic != "" {
@@ -162,8 +167,22 @@ func (c *Connector) groupInfo(ctx context.Context, g wire.Group, me bridgev2.Cha
 	return ci, nil
 }
 
+// groupName names a group that has no name by its members, so groups can
+// be told apart in a room list.
+func groupName(members []string) string {
+	switch n := len(members); {
+	case n == 0:
+		return "Group chat"
+	case n <= 3:
+		return "Group with " + strings.Join(members, ", ")
+	default:
+		return fmt.Sprintf("Group with %s and %d more", strings.Join(members[:2], ", "), n-2)
+	}
+}
+
 // userInfo is a ghost's profile: the phone's name for the contact when
-// contact sync is on, else the number.
+// contact sync is on, else the number — masked unless numbers are shown,
+// with a stable "(2)", "(3)" for contacts whose masked numbers look alike.
 func (c *Connector) userInfo(ctx context.Context, opaqueID, number string) (*bridgev2.UserInfo, error) {
 	name := redact.Number(number)
 	var ids []string
@@ -174,6 +193,13 @@ func (c *Connector) userInfo(ctx context.Context, opaqueID, number string) (*bri
 		name = "Phone contact " + number[len(number)-min(4, len(number)-len(wire.ConversationPrefix)):]
 	case c.cfg.ShowNumbers:
 		name, ids = phone.Format(number), []string{"tel:" + number}
+	default:
+		// Masked numbers that look alike get a stable (2), (3).
+		if seq, err := c.store.ContactSeq(ctx, opaqueID); err != nil {
+			return nil, err
+		} else if seq > 1 {
+			name = fmt.Sprintf("%s (%d)", name, seq)
+		}
 	}
 	if c.cfg.ContactSync {
 		n, err := c.store.ContactName(ctx, opaqueID)

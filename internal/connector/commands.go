@@ -1,9 +1,14 @@
 package connector
 
 import (
+	"fmt"
+	"regexp"
+	"strconv"
 	"strings"
 
+	"maunium.net/go/mautrix/bridgev2"
 	"maunium.net/go/mautrix/bridgev2/commands"
+	"maunium.net/go/mautrix/bridgev2/provisionutil"
 
 	"github.com/rcsgate/rcsgate/internal/phone"
 	"github.com/rcsgate/rcsgate/internal/wire"
@@ -19,6 +24,26 @@ func (c *Connector) registerCommands() {
 	proc.AddHandlers(
 		c.guardedLogin(commands.CommandLogin),
 		c.guardedLogin(commands.CommandRelogin),
+		// bridgev2's own start-chat and resolve-identifier answer with
+		// internal ids; these answer with the number the person typed.
+		&commands.FullHandler{
+			Func:    c.cmdStartChat,
+			Name:    "start-chat",
+			Aliases: []string{"pm"},
+			Help: commands.HelpMeta{Section: commands.HelpSectionChats,
+				Description: "Open a chat with a phone number (with its country code, like +12025550100). " +
+					"With a dual-SIM phone, `sim2` first sends from the second SIM.",
+				Args: "[sim2] <number>"},
+			RequiresLogin: true,
+		},
+		&commands.FullHandler{
+			Func: c.cmdCheckNumber,
+			Name: "resolve-identifier",
+			Help: commands.HelpMeta{Section: commands.HelpSectionChats,
+				Description: "Check that a phone number is one the bridge can open a chat with.",
+				Args:        "<number>"},
+			RequiresLogin: true,
+		},
 		&commands.FullHandler{
 			Func: ownerOnly(c.cmdTransport),
 			Name: "transport",
@@ -105,4 +130,93 @@ func (c *Connector) cmdWhois(ce *commands.Event) {
 		return
 	}
 	ce.Reply("This chat is with %s.", phone.Format(chat))
+}
+
+var simArg = regexp.MustCompile(`^(?i)sim([1-9])$`)
+
+// loginForCommand picks the login a chat command uses: the default phone,
+// or its SIM n with a leading "simN".
+func loginForCommand(ce *commands.Event) (*bridgev2.UserLogin, []string) {
+	args := ce.Args
+	login := ce.User.GetDefaultLogin()
+	if login == nil || len(args) < 2 {
+		return login, args
+	}
+	m := simArg.FindStringSubmatch(args[0])
+	if m == nil {
+		return login, args
+	}
+	sim, _ := strconv.Atoi(m[1])
+	devID, _ := parseLoginID(login.ID)
+	if other := ce.Bridge.GetCachedUserLoginByID(simLoginID(devID, sim)); other != nil && other.UserMXID == ce.User.MXID {
+		login = other
+	}
+	return login, args[1:]
+}
+
+func (c *Connector) cmdStartChat(ce *commands.Event) {
+	login, args := loginForCommand(ce)
+	if len(args) == 0 {
+		ce.Reply("Usage: `start-chat +12025550100` (a phone number with its country code).")
+		return
+	}
+	if login == nil {
+		ce.Reply("You have no paired phone yet: send `login` to pair one.")
+		return
+	}
+	number, err := phone.NormalizeIn(strings.Join(args, ""), c.cfg.DefaultRegion)
+	if err != nil {
+		ce.Reply("That is not a number I can use: %v.", trimNotANumber(err))
+		return
+	}
+	resp, err := provisionutil.ResolveIdentifier(ce.Ctx, login, number, true)
+	if err != nil || resp == nil || resp.Portal == nil || resp.Portal.MXID == "" {
+		ce.Log.Err(err).Msg("start-chat failed")
+		ce.Reply("I could not open a chat with %s: %v. Please try again.", phone.Format(number), errOrUnknown(err))
+		return
+	}
+	room := fmt.Sprintf("[%s](%s)", roomLabel(resp), resp.Portal.MXID.URI().MatrixToURL())
+	if resp.JustCreated {
+		ce.Reply("Opened a chat with %s: %s. Accept the invitation to it and write there.", phone.Format(number), room)
+	} else {
+		ce.Reply("You already have a chat with %s: %s.", phone.Format(number), room)
+	}
+}
+
+func (c *Connector) cmdCheckNumber(ce *commands.Event) {
+	if len(ce.Args) == 0 {
+		ce.Reply("Usage: `resolve-identifier +12025550100`")
+		return
+	}
+	number, err := phone.NormalizeIn(strings.Join(ce.Args, ""), c.cfg.DefaultRegion)
+	if err != nil {
+		ce.Reply("That is not a number I can use: %v.", trimNotANumber(err))
+		return
+	}
+	ce.Reply("%s is a number I can open a chat with: `start-chat %s`.", phone.Format(number), number)
+}
+
+// roomLabel is what the chat's room is called for a person: its name, else
+// the contact's name as the ghost shows it.
+func roomLabel(resp *provisionutil.RespResolveIdentifier) string {
+	if resp.Portal.Name != "" {
+		return resp.Portal.Name
+	}
+	if resp.Name != "" {
+		return resp.Name
+	}
+	return "the chat"
+}
+
+// trimNotANumber drops the sentinel's "not a phone number: " prefix, which
+// the sentence around it already says.
+func trimNotANumber(err error) string {
+	return strings.TrimPrefix(err.Error(), phone.ErrNotANumber.Error()+": ")
+}
+
+func errOrUnknown(err error) error {
+	if err == nil {
+		return fmt.Errorf("the bridge did not create the room")
+	}
+	return err
 }

@@ -90,6 +90,8 @@ type Connector struct {
 	waiters map[string]chan *bridgev2.UserLogin // pairing token hash → login flow
 	// unresponsive: devices reported as connected but not sending.
 	unresponsive map[string]bool
+	// early: rooms the bot was just invited to (see dm.go).
+	early earlyRooms
 }
 
 var _ bridgev2.NetworkConnector = (*Connector)(nil)
@@ -124,6 +126,7 @@ func (c *Connector) SetChannel(ch Channel) { c.ch = ch }
 func (c *Connector) Init(br *bridgev2.Bridge) {
 	c.br = br
 	c.registerCommands()
+	c.hookDMs()
 }
 func (c *Connector) Start(ctx context.Context) error {
 	c.started = time.Now()

@@ -49,10 +49,16 @@ func NewStatusMatrix(mx *matrix.Connector, c *Connector) *StatusMatrix {
 	return s
 }
 
-// SendMessageStatus intercepts bridgev2's statuses for messages we queued.
+// SendMessageStatus intercepts bridgev2's statuses for messages we queued,
+// and makes every failure a person must act on a visible notice.
 func (s *StatusMatrix) SendMessageStatus(ctx context.Context, ms *bridgev2.MessageStatus, info *bridgev2.MessageStatusEventInfo) {
 	s.order.Lock()
 	defer s.order.Unlock()
+	if !ms.SendNotice && mustAct(ms) {
+		shown := *ms
+		shown.SendNotice = true
+		ms = &shown
+	}
 	if info.EventType == event.EventMessage && ms.Status == event.MessageStatusSuccess {
 		if sent, err := s.c.store.GetSent(ctx, string(info.SourceEventID)); err == nil && sent.State == store.SentQueued {
 			pending := *ms
@@ -65,6 +71,26 @@ func (s *StatusMatrix) SendMessageStatus(ctx context.Context, ms *bridgev2.Messa
 		}
 	}
 	s.enqueue(*ms, *info)
+}
+
+// actOn: failures bridgev2 reports only as status events (which few clients
+// show) although the person has something to do about them.
+var actOn = []error{
+	bridgev2.ErrNoPermissionToInteract.InternalError,  // ask the admin
+	bridgev2.ErrNoPermissionForCommands.InternalError, // likewise
+	bridgev2.WrapErrorInStatus(bridgev2.ErrTargetMessageNotFound).InternalError, // the edit or reply did not go
+}
+
+func mustAct(ms *bridgev2.MessageStatus) bool {
+	if ms.Status != event.MessageStatusFail && ms.Status != event.MessageStatusRetriable {
+		return false
+	}
+	for _, e := range actOn {
+		if errors.Is(ms.InternalError, e) {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *StatusMatrix) enqueue(ms bridgev2.MessageStatus, info bridgev2.MessageStatusEventInfo) {
@@ -93,7 +119,15 @@ func (s *StatusMatrix) send(job statusJob) {
 	}
 	if job.ms.SendNotice && s.Config.Matrix.MessageErrorNotices && job.info.MessageType != event.MsgNotice &&
 		(job.ms.Status == event.MessageStatusFail || job.ms.Status == event.MessageStatusRetriable) {
-		if _, err := s.Bot.SendMessageEvent(ctx, job.info.RoomID, event.EventMessage, job.ms.ToNoticeEvent(&job.info)); err != nil {
+		notice := job.ms.ToNoticeEvent(&job.info)
+		if job.info.EventType.IsState() {
+			// Not "your message was not bridged": it was a room change.
+			notice.Body = "\u26a0\ufe0f " + job.ms.Message
+			if job.ms.ErrorAsMessage || job.ms.Message == "" {
+				notice.Body = "\u26a0\ufe0f " + job.ms.InternalError.Error()
+			}
+		}
+		if _, err := s.Bot.SendMessageEvent(ctx, job.info.RoomID, event.EventMessage, notice); err != nil {
 			log.Err(err).Msg("Sending failure notice failed")
 		}
 	}

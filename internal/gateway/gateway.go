@@ -272,7 +272,7 @@ func Run(ctx context.Context, cfg *Config, log zerolog.Logger, ls Listeners, rea
 	if err := ls.setUp(cfg, log); err != nil {
 		return err
 	}
-	txns := &astxn.Handler{AS: mx.AS, EP: mx.EventProcessor, Store: st, Log: log.With().Str("component", "astxn").Logger()}
+	txns := &astxn.Handler{AS: mx.AS, EP: mx.EventProcessor, Store: st, Log: log.With().Str("component", "astxn").Logger(), Claim: conn.ClaimPushed}
 	httpSrv, asLn := newAppserviceServer(ls.Appservice, astxn.Wrap(exhttp.ApplyMiddleware(mx.AS.Router, mx.AS.Middleware...), txns),
 		cfg.Appservice.HSToken, defaultAppserviceLimits)
 	errc := make(chan error, 4)

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	_ "github.com/mattn/go-sqlite3" // SQLite driver "sqlite3"
+
+	"github.com/rcsgate/rcsgate/internal/redact"
 )
 
 // Store is rcsgate's own database.
@@ -109,6 +111,15 @@ var migrations = []string{
 		SELECT '', opaque_id, transport, prefer, sim, group_json FROM chat;
 	DROP TABLE chat;
 	ALTER TABLE chat_v6 RENAME TO chat;`,
+	`-- v7: contacts whose masked numbers look alike are told apart: masked is
+	-- the number as names show it (redact.Number), seq counts contacts with
+	-- the same masked form in the order they were met
+	ALTER TABLE contact ADD COLUMN masked TEXT NOT NULL DEFAULT '';
+	ALTER TABLE contact ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
+	UPDATE contact SET masked = CASE WHEN length(number) <= 4 THEN '…'
+		ELSE substr(number, 1, 2) || '…' || substr(number, -2) END;
+	UPDATE contact SET seq = (SELECT COUNT(*) FROM contact c2 WHERE c2.masked = contact.masked AND c2.rowid <= contact.rowid);
+	CREATE INDEX contact_masked ON contact (masked);`,
 }
 
 // Open opens (and migrates) the database at path. The file and its WAL are
@@ -407,13 +418,30 @@ func (s *Store) QueueDepth(ctx context.Context, deviceID string) (int, error) {
 	return n, nil
 }
 
-// PutContact remembers which number an opaque id stands for.
+// PutContact remembers which number an opaque id stands for; a new contact
+// whose masked number looks like others' gets the next seq.
 func (s *Store) PutContact(ctx context.Context, opaqueID, number string) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO contact (opaque_id, number) VALUES (?, ?) ON CONFLICT DO NOTHING`, opaqueID, number)
+	masked := redact.Number(number)
+	_, err := s.db.ExecContext(ctx, `INSERT INTO contact (opaque_id, number, masked, seq)
+		SELECT ?, ?, ?, 1 + (SELECT COUNT(*) FROM contact WHERE masked = ?)
+		WHERE NOT EXISTS (SELECT 1 FROM contact WHERE opaque_id = ?)`, opaqueID, number, masked, masked, opaqueID)
 	if err != nil {
 		return fmt.Errorf("store: put contact: %w", err)
 	}
 	return nil
+}
+
+// ContactSeq is a contact's place among those whose masked numbers look
+// the same (1 for the first; 0 if unknown).
+func (s *Store) ContactSeq(ctx context.Context, opaqueID string) (int, error) {
+	var n int
+	err := s.db.QueryRowContext(ctx, `SELECT seq FROM contact WHERE opaque_id = ?`, opaqueID).Scan(&n)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	} else if err != nil {
+		return 0, fmt.Errorf("store: contact seq: %w", err)
+	}
+	return n, nil
 }
 
 // ErrNoContact means the opaque id was never seen.

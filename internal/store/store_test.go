@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"path/filepath"
 	"testing"
@@ -139,5 +140,59 @@ func TestForgetBefore(t *testing.T) {
 	}
 	if _, err := s.GetMediaOut(ctx, "$old-queued"); err != nil {
 		t.Fatal("file of a queued message forgotten")
+	}
+}
+
+// Contacts whose masked numbers look alike get a stable place among them,
+// in the order they were met; other contacts stay 1.
+func TestContactSeq(t *testing.T) {
+	ctx := context.Background()
+	s := open(t)
+	for _, c := range []struct{ id, number string }{
+		{"a", "+12025550100"}, {"b", "+13105550100"}, {"c", "+12025550199"}, {"a", "+12025550100"}, {"d", "+14155550100"},
+	} {
+		if err := s.PutContact(ctx, c.id, c.number); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for id, want := range map[string]int{"a": 1, "b": 2, "c": 1, "d": 3, "unknown": 0} {
+		if got, err := s.ContactSeq(ctx, id); err != nil || got != want {
+			t.Errorf("ContactSeq(%s) = %d, %v; want %d", id, got, err, want)
+		}
+	}
+}
+
+// The v7 migration numbers contacts met before it the same way.
+func TestContactSeqMigration(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "old.db")
+	db, err := sql.Open("sqlite3", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range migrations[:6] {
+		if _, err := db.Exec(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := db.Exec(`PRAGMA user_version = 6; INSERT INTO contact (opaque_id, number) VALUES ('a', '+12025550100'), ('b', '+12025550199'), ('c', '+13105550100')`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for id, want := range map[string]int{"a": 1, "b": 1, "c": 2} {
+		if got, err := s.ContactSeq(ctx, id); err != nil || got != want {
+			t.Errorf("after migration ContactSeq(%s) = %d, %v; want %d", id, got, err, want)
+		}
+	}
+	if err := s.PutContact(ctx, "d", "+14155550100"); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.ContactSeq(ctx, "d"); got != 3 {
+		t.Errorf("a contact met after the migration: seq %d, want 3", got)
 	}
 }

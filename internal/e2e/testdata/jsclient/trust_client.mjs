@@ -212,7 +212,10 @@ async function main() {
 	});
 	const dmRoom = dm.room_id;
 	emit({ stage: "dm", room: dmRoom });
-	await waitFor(client, "the DM in the client's state", () => (client.getRoom(dmRoom) ? true : undefined));
+	// As Element, write only once the client knows the room is encrypted
+	// (before, js-sdk would send in the clear).
+	await waitFor(client, "the DM's encryption in the client's state", async () =>
+		client.getRoom(dmRoom) && (await client.getCrypto().isEncryptionEnabledInRoom(dmRoom)) ? true : undefined);
 	if (!job.early) {
 		await waitFor(client, "the bot joining the DM", () => {
 			const m = client.getRoom(dmRoom)?.getMember(job.bot);
