@@ -76,8 +76,8 @@ func (s *StatusMatrix) SendMessageStatus(ctx context.Context, ms *bridgev2.Messa
 // actOn: failures bridgev2 reports only as status events (which few clients
 // show) although the person has something to do about them.
 var actOn = []error{
-	bridgev2.ErrNoPermissionToInteract.InternalError,  // ask the admin
-	bridgev2.ErrNoPermissionForCommands.InternalError, // likewise
+	bridgev2.ErrNoPermissionToInteract.InternalError,                            // ask the admin
+	bridgev2.ErrNoPermissionForCommands.InternalError,                           // likewise
 	bridgev2.WrapErrorInStatus(bridgev2.ErrTargetMessageNotFound).InternalError, // the edit or reply did not go
 }
 

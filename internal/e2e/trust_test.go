@@ -82,7 +82,7 @@ type trustRun struct {
 	Ghosts     []*verdict // the contact's answers, in order
 	Portal     string
 	Ghost      string
-	TextLost   bool // the user's text in the portal never reached the phone
+	TextLost   bool     // the user's text in the portal never reached the phone
 	TimedOutAt string   // what it was waiting for when a wait ran out
 	BotSaid    []string // then: the bot's last messages anywhere
 }
@@ -225,7 +225,7 @@ func TestClientTrust(t *testing.T) {
 			// The second person writes as Element does when a DM starts
 			// with a message: before the bot has joined.
 			Early: i == 1,
-			Text: "trust " + n + " to the contact", Replies: []string{"trust " + n + " from the contact"},
+			Text:  "trust " + n + " to the contact", Replies: []string{"trust " + n + " from the contact"},
 		}
 		var between func(int)
 		if i == 0 {
