@@ -24,6 +24,20 @@ func (c *Connector) registerCommands() {
 	proc.AddHandlers(
 		c.guardedLogin(commands.CommandLogin),
 		c.guardedLogin(commands.CommandRelogin),
+		&commands.FullHandler{
+			Func: c.cmdHelp,
+			Name: "help",
+			Help: commands.HelpMeta{Section: commands.HelpSectionGeneral, Description: "Show what I can do."},
+		},
+		// bridgev2's "id" shows the portal's internal id; the number is
+		// what a person wants to know (and, like whois, only its owner).
+		&commands.FullHandler{
+			Func: ownerOnly(c.cmdWhois),
+			Name: "id",
+			Help: commands.HelpMeta{Section: commands.HelpSectionChats,
+				Description: "Show the phone number of this chat (same as whois)."},
+			RequiresPortal: true, RequiresLogin: true,
+		},
 		// bridgev2's own start-chat and resolve-identifier answer with
 		// internal ids; these answer with the number the person typed.
 		&commands.FullHandler{
