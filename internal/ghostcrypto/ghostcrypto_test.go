@@ -27,7 +27,7 @@ import (
 // env is a homeserver with an appservice whose ghosts are @ghost_*, and a
 // bridge database as rcsgate's: mautrix's crypto and state tables.
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	hs     testpeer.Homeserver
 	as     *appservice.AppService
 	db     *dbutil.Database
@@ -36,7 +36,7 @@ type env struct {
 
 const pickleKey = "ghostcrypto test pickle key"
 
-func newEnv(t *testing.T, kind string) *env {
+func newEnv(t testing.TB, kind string) *env {
 	t.Helper()
 	dir := t.TempDir()
 	reg := appservice.CreateRegistration()
@@ -396,4 +396,53 @@ func TestGhostDeviceRefusedOnDendrite(t *testing.T) {
 	if err := d.Encrypt(ctx, other, room, event.EventMessage, &event.Content{Parsed: &event.MessageEventContent{Body: "y"}}); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("another ghost after the refusal: %v, want ErrUnavailable at once", err)
 	}
+}
+
+// BenchmarkEncrypt: what encrypting one message costs with the contact's own
+// device (the recipients check included) against mautrix's one machine for
+// everyone (what the bot's device does for every contact without this), both
+// with a session already shared. Needs Synapse (make tools).
+//
+//	go test -tags goolm -run '^$' -bench Encrypt ./internal/ghostcrypto
+func BenchmarkEncrypt(b *testing.B) {
+	ctx := context.Background()
+	e := newEnv(b, "synapse")
+	if _, err := e.hs.RegisterUser(ctx, "alice", "alice-password", false); err != nil {
+		b.Fatal(err)
+	}
+	alice := e.user(ctx, "alice", "alice-password", false)
+	ghost := id.UserID("@ghost_bench:localhost")
+	room := e.room(ctx, alice, ghost)
+	d := e.devices(nil, nil)
+	msg := func() *event.Content {
+		return &event.Content{Parsed: &event.MessageEventContent{MsgType: event.MsgText, Body: "a message of ordinary length, about sixty characters"}}
+	}
+	if err := d.Encrypt(ctx, ghost, room, event.EventMessage, msg()); err != nil {
+		b.Fatal(err)
+	}
+	b.Run("contact's own device", func(b *testing.B) {
+		for b.Loop() {
+			if err := d.Encrypt(ctx, ghost, room, event.EventMessage, msg()); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	// The same machine, used as mautrix's CryptoHelper.Encrypt uses the
+	// bot's: encrypt, and share a new session when the old one is used up
+	// (both rotate every 100 messages by default).
+	g := d.ghosts[ghost]
+	users := []id.UserID{alice.cli.UserID}
+	b.Run("one machine for everyone", func(b *testing.B) {
+		for b.Loop() {
+			_, err := g.mach.EncryptMegolmEvent(ctx, room, event.EventMessage, msg())
+			if crypto.IsShareError(err) {
+				if err = g.mach.ShareGroupSession(ctx, room, users); err == nil {
+					_, err = g.mach.EncryptMegolmEvent(ctx, room, event.EventMessage, msg())
+				}
+			}
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
