@@ -48,6 +48,22 @@ func e2eePython(t *testing.T) string {
 	return ""
 }
 
+// startLines starts a client program with its stderr kept (for failure
+// messages) and returns its stdout line by line.
+func startLines(t *testing.T, cmd *exec.Cmd) (*bufio.Scanner, *bytes.Buffer) {
+	t.Helper()
+	stderr := &bytes.Buffer{}
+	cmd.Stderr = stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return bufio.NewScanner(stdout), stderr
+}
+
 // e2eeResult is one JSON line from testdata/e2ee_client.py.
 type e2eeResult struct {
 	Stage          string `json:"stage"`
@@ -109,17 +125,8 @@ func TestEncryptedPortal(t *testing.T) {
 	defer pcancel()
 	cmd := exec.CommandContext(pctx, py, "-I", filepath.Join("testdata", "e2ee_client.py"))
 	cmd.Stdin = bytes.NewReader(job)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	lines, stderr := startLines(t, cmd)
 	defer func() { _ = cmd.Wait() }()
-	lines := bufio.NewScanner(stdout)
 	next := func(want string) e2eeResult {
 		t.Helper()
 		for lines.Scan() {

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"database/sql"
@@ -116,15 +115,7 @@ func runTrustClient(t *testing.T, ctx context.Context, st *harness.Stack, phone 
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	lines, stderr := startLines(t, cmd)
 	if _, err := stdin.Write(append(raw, '\n')); err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +125,6 @@ func runTrustClient(t *testing.T, ctx context.Context, st *harness.Stack, phone 
 		}
 		_, _ = io.WriteString(stdin, "go\n")
 	}
-	lines := bufio.NewScanner(stdout)
 	for lines.Scan() {
 		var r struct {
 			Stage      string   `json:"stage"`

@@ -233,16 +233,23 @@ func fromGhostDevice(t *testing.T, evt *event.Event, ghost id.UserID, device id.
 	}
 }
 
+// setUp: an env on kind, alice with her client, a ghost and their room,
+// and the devices.
+func setUp(t *testing.T, ctx context.Context, kind string) (*env, *user, id.UserID, id.RoomID, *Devices) {
+	t.Helper()
+	e := newEnv(t, kind)
+	alice := e.user(ctx, "alice", "alice-password", true)
+	ghost := id.UserID("@ghost_contact:localhost")
+	room := e.room(ctx, alice, ghost)
+	return e, alice, ghost, room, e.devices(nil, nil)
+}
+
 // TestGhostDeviceOnSynapse runs one ghost through its life on Synapse,
 // which takes a first cross-signing upload without a password (MSC3967).
 func TestGhostDeviceOnSynapse(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	e := newEnv(t, "synapse")
-	alice := e.user(ctx, "alice", "alice-password", true)
-	ghost := id.UserID("@ghost_contact:localhost")
-	room := e.room(ctx, alice, ghost)
-	d := e.devices(nil, nil)
+	e, alice, ghost, room, d := setUp(t, ctx, "synapse")
 
 	var device id.DeviceID
 	t.Run("first message from the ghost's own signed device", func(t *testing.T) {
@@ -377,11 +384,7 @@ func TestGhostDeviceOnSynapse(t *testing.T) {
 func TestGhostDeviceRefusedOnDendrite(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	e := newEnv(t, "dendrite")
-	alice := e.user(ctx, "alice", "alice-password", true)
-	ghost := id.UserID("@ghost_contact:localhost")
-	room := e.room(ctx, alice, ghost)
-	d := e.devices(nil, nil)
+	_, alice, ghost, room, d := setUp(t, ctx, "dendrite")
 	err := d.Encrypt(ctx, ghost, room, event.EventMessage, &event.Content{Parsed: &event.MessageEventContent{Body: "x"}})
 	if !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("Encrypt on Dendrite: %v, want ErrUnavailable", err)
