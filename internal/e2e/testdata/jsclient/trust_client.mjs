@@ -205,6 +205,9 @@ async function main() {
 		},
 	});
 
+	// Element looks up the bot's devices before it makes an encrypted DM
+	// (to know whether it can encrypt for it); so does this client.
+	await client.getCrypto().getUserDeviceInfo([job.bot], true);
 	// A direct chat as Element makes one: encrypted from the start.
 	const dm = await client.createRoom({
 		preset: "trusted_private_chat", is_direct: true, invite: [job.bot],
@@ -212,10 +215,14 @@ async function main() {
 	});
 	const dmRoom = dm.room_id;
 	emit({ stage: "dm", room: dmRoom });
-	// As Element, write only once the client knows the room is encrypted
-	// (before, js-sdk would send in the clear).
-	await waitFor(client, "the DM's encryption in the client's state", async () =>
-		client.getRoom(dmRoom) && (await client.getCrypto().isEncryptionEnabledInRoom(dmRoom)) ? true : undefined);
+	// As Element, write only once the room is ready: the client knows it is
+	// encrypted (before, js-sdk would send in the clear) and sees the bot's
+	// invite (before, it would share the key with nobody but itself).
+	await waitFor(client, "the DM's encryption and the bot's invite in the client's state", async () => {
+		const m = client.getRoom(dmRoom)?.getMember(job.bot);
+		return m && (m.membership === "invite" || m.membership === "join") &&
+			(await client.getCrypto().isEncryptionEnabledInRoom(dmRoom)) ? true : undefined;
+	});
 	if (!job.early) {
 		await waitFor(client, "the bot joining the DM", () => {
 			const m = client.getRoom(dmRoom)?.getMember(job.bot);
