@@ -260,6 +260,14 @@ func TestClientTrust(t *testing.T) {
 	for _, r := range runs {
 		t.Logf("| %s | %s | %s | %s |", hs, r.Isolation, r.BotReply, r.Ghosts)
 	}
+	// The bot's cross-signing outcome is in rcsgate's log either way.
+	outcome := "Bridge bot device is not cross-signed"
+	if trusted {
+		outcome = "Bridge bot device is cross-signed by the bot's own identity"
+	}
+	if !bytes.Contains(st.GatewayLog(), []byte(outcome)) {
+		t.Errorf("rcsgate's log does not say %q", outcome)
+	}
 	if !trusted {
 		return
 	}
