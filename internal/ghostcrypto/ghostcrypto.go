@@ -182,7 +182,7 @@ func (d *Devices) Encrypt(ctx context.Context, ghostID id.UserID, roomID id.Room
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("encrypt as %s: %w", ghostID, err)
+		return fmt.Errorf("encrypt as %s: %w", ghostID, refusal(err))
 	}
 	content.Parsed = enc
 	content.Raw = nil
@@ -231,9 +231,24 @@ func (d *Devices) acquire(ctx context.Context, ghostID id.UserID, create bool) (
 	g.lock.Lock()
 	if err := d.setUp(ctx, g, create); err != nil {
 		release()
-		return nil, nil, err
+		return nil, nil, refusal(err)
 	}
 	return g, release, nil
+}
+
+// refusal marks an error the homeserver will give again (a 4xx other than
+// rate limiting) as ErrUnavailable, so the message goes out encrypted by the
+// bot instead of being retried forever; the rest (5xx, network) is worth a
+// retry.
+func refusal(err error) error {
+	var herr mautrix.HTTPError
+	if errors.Is(err, ErrUnavailable) || !errors.As(err, &herr) || herr.Response == nil {
+		return err
+	}
+	if code := herr.Response.StatusCode; code >= 400 && code < 500 && code != http.StatusTooManyRequests {
+		return fmt.Errorf("%w: the homeserver refused: %w", ErrUnavailable, err)
+	}
+	return err
 }
 
 // evictLocked drops the least recently used idle ghosts past MaxLoaded;
@@ -334,6 +349,16 @@ func (d *Devices) load(ctx context.Context, g *ghost, create bool) error {
 		token, err := store.GetSecret(ctx, secretToken)
 		if err != nil {
 			return fmt.Errorf("read ghost token: %w", err)
+		}
+		if token == "" { // lost: open the same device again
+			cli, err := d.login(ctx, g.userID, deviceID)
+			if err != nil {
+				return err
+			}
+			if err := store.PutSecret(ctx, secretToken, cli.AccessToken); err != nil {
+				return fmt.Errorf("save ghost token: %w", err)
+			}
+			token = cli.AccessToken
 		}
 		if g.cli, err = d.cfg.AS.NewExternalMautrixClient(g.userID, token, ""); err != nil {
 			return err
