@@ -142,7 +142,7 @@ func (c *Connector) hookDMs() {
 	})
 	c.status.EventProcessor.On(event.StateMember, func(ctx context.Context, evt *event.Event) {
 		if c.isBotInvite(ctx, evt) {
-			go c.answerEarlyCommands(context.WithoutCancel(ctx), evt.RoomID, evt.Sender)
+			go c.answerEarlyCommands(context.WithoutCancel(ctx), evt.RoomID, evt.Sender, evt.Timestamp)
 		}
 	})
 }
@@ -234,9 +234,11 @@ func (c *Connector) botDM(ctx context.Context, room id.RoomID, userID id.UserID)
 	return user, n == 2
 }
 
-// answerEarlyCommands reads what the inviter wrote in room just before the
-// bot came and answers the commands among it (the last few, recent ones).
-func (c *Connector) answerEarlyCommands(ctx context.Context, room id.RoomID, inviter id.UserID) {
+// answerEarlyCommands reads what the inviter wrote in room since inviting the
+// bot (invitedAt, ms) and answers the commands among it (the last few,
+// recent ones). What was said before the invite was not meant for the bot
+// (a bot invited back into an old room must not replay old commands).
+func (c *Connector) answerEarlyCommands(ctx context.Context, room id.RoomID, inviter id.UserID, invitedAt int64) {
 	log := c.br.Log.With().Str("action", "answer early commands").Stringer("room_id", room).Logger()
 	ctx = log.WithContext(ctx)
 	ctx, cancel := context.WithTimeout(ctx, keyWait+30*time.Second)
@@ -251,7 +253,7 @@ func (c *Connector) answerEarlyCommands(ctx context.Context, room id.RoomID, inv
 		log.Warn().Err(err).Msg("Reading what was said before the bot joined failed")
 		return
 	}
-	oldest := time.Now().Add(-earlyMaxAge).UnixMilli()
+	oldest := max(time.Now().Add(-earlyMaxAge).UnixMilli(), invitedAt)
 	var evts []*event.Event // oldest first
 	for _, evt := range resp.Chunk {
 		if evt.Sender != inviter || evt.Timestamp < oldest {
