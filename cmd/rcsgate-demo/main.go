@@ -52,9 +52,11 @@ rcsgate demo is running (state and logs in %s).
   Echo phone:  %s
 
 Log in with any Matrix client (Element: "Sign in", edit the homeserver), then
-  1. start a direct chat with %s
-  2. send:  start-chat %s
+  1. start a direct chat with %s (your first message may already be the command)
+  2. send:  start-chat %s   (the bot answers with a link; "help" lists the rest)
   3. accept the invite to the new room and write something: the echo contact answers.
+This demo runs Dendrite, which cannot cross-sign the bridge's devices: your client marks the
+bridge's encrypted messages as unverified here (on Synapse or tuwunel it does not).
 Other numbers are quiet contacts; make one write to you with
   bin/rcsgate-agent sim inject --state %s --from +12025550123 --text "hi there"
 The same facts are in %s. Press Ctrl-C to stop.
