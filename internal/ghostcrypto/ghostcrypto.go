@@ -208,25 +208,13 @@ func (d *Devices) Decrypt(ctx context.Context, evt *event.Event) (*event.Event, 
 // acquire returns ghostID's device, set up and locked, or ErrUnavailable.
 // Without create, a ghost that has no device yet does not get one.
 func (d *Devices) acquire(ctx context.Context, ghostID id.UserID, create bool) (*ghost, func(), error) {
-	d.mu.Lock()
-	if d.disabled != "" {
-		d.mu.Unlock()
-		return nil, nil, fmt.Errorf("%w: %s", ErrUnavailable, d.disabled)
+	g, err := d.take(ghostID)
+	if err != nil {
+		return nil, nil, err
 	}
-	g := d.ghosts[ghostID]
-	if g == nil {
-		g = &ghost{userID: ghostID}
-		d.ghosts[ghostID] = g
-		d.evictLocked()
-	}
-	g.refs++
-	g.used = time.Now()
-	d.mu.Unlock()
 	release := func() {
 		g.lock.Unlock()
-		d.mu.Lock()
-		g.refs--
-		d.mu.Unlock()
+		d.drop(g)
 	}
 	g.lock.Lock()
 	if err := d.setUp(ctx, g, create); err != nil {
@@ -249,6 +237,33 @@ func refusal(err error) error {
 		return fmt.Errorf("%w: the homeserver refused: %w", ErrUnavailable, err)
 	}
 	return err
+}
+
+// take finds or makes ghostID's entry and marks it in use (so it is not
+// evicted, and no second entry, with a second machine for the same
+// account, can appear while it is used).
+func (d *Devices) take(ghostID id.UserID) (*ghost, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.disabled != "" {
+		return nil, fmt.Errorf("%w: %s", ErrUnavailable, d.disabled)
+	}
+	g := d.ghosts[ghostID]
+	if g == nil {
+		g = &ghost{userID: ghostID}
+		d.ghosts[ghostID] = g
+	}
+	g.refs++
+	g.used = time.Now()
+	d.evictLocked()
+	return g, nil
+}
+
+// drop ends a use of g.
+func (d *Devices) drop(g *ghost) {
+	d.mu.Lock()
+	g.refs--
+	d.mu.Unlock()
 }
 
 // evictLocked drops the least recently used idle ghosts past MaxLoaded;
