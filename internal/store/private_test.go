@@ -3,7 +3,6 @@ package store
 import (
 	"bytes"
 	"context"
-	"database/sql"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -55,20 +54,7 @@ func TestChatsArePerLogin(t *testing.T) {
 // login that has the chat, then is gone.
 func TestLegacyChatsSplit(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "rcsgate.db")
-	db, err := sql.Open("sqlite3", "file:"+path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, m := range migrations[:5] {
-		if _, err := db.Exec(m); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := db.Exec(`PRAGMA user_version = 5; INSERT INTO chat (opaque_id, transport, prefer, sim) VALUES ('c1', 'sms', 'sms', 2), ('orphan', 'rcs', '', 0)`); err != nil {
-		t.Fatal(err)
-	}
-	db.Close()
+	path := oldSchema(t, 5, `INSERT INTO chat (opaque_id, transport, prefer, sim) VALUES ('c1', 'sms', 'sms', 2), ('orphan', 'rcs', '', 0)`)
 	s, err := Open(ctx, path)
 	if err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -165,20 +166,7 @@ func TestContactSeq(t *testing.T) {
 // The v7 migration numbers contacts met before it the same way.
 func TestContactSeqMigration(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "old.db")
-	db, err := sql.Open("sqlite3", "file:"+path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, m := range migrations[:6] {
-		if _, err := db.Exec(m); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := db.Exec(`PRAGMA user_version = 6; INSERT INTO contact (opaque_id, number) VALUES ('a', '+12025550100'), ('b', '+12025550199'), ('c', '+13105550100')`); err != nil {
-		t.Fatal(err)
-	}
-	db.Close()
+	path := oldSchema(t, 6, `INSERT INTO contact (opaque_id, number) VALUES ('a', '+12025550100'), ('b', '+12025550199'), ('c', '+13105550100')`)
 	s, err := Open(ctx, path)
 	if err != nil {
 		t.Fatal(err)
@@ -195,4 +183,25 @@ func TestContactSeqMigration(t *testing.T) {
 	if got, _ := s.ContactSeq(ctx, "d"); got != 3 {
 		t.Errorf("a contact met after the migration: seq %d, want 3", got)
 	}
+}
+
+// oldSchema makes a database at schema version (migrations up to it) with
+// seed's rows, as an older rcsgate left it, and returns its path.
+func oldSchema(t *testing.T, version int, seed string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "old.db")
+	db, err := sql.Open("sqlite3", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for _, m := range migrations[:version] {
+		if _, err := db.Exec(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := db.Exec(fmt.Sprintf("PRAGMA user_version = %d; %s", version, seed)); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
