@@ -37,6 +37,7 @@ import (
 
 	"github.com/rcsgate/rcsgate/agent/backend"
 	"github.com/rcsgate/rcsgate/agent/journal"
+	"github.com/rcsgate/rcsgate/internal/hoptrace"
 	"github.com/rcsgate/rcsgate/internal/redact"
 	"github.com/rcsgate/rcsgate/internal/wire"
 )
@@ -297,6 +298,7 @@ func (a *Agent) Deliver(ctx context.Context, in backend.Inbound) error {
 		return fmt.Errorf("agent: inbound event not stored (the phone keeps it): %w", err)
 	}
 	if added {
+		hoptrace.Mark(hoptrace.Delivered, m.ID)
 		a.log.Debug().Str("id", m.ID).Str("kind", m.Kind).Str("chat", redact.Number(m.Chat)).Int("len", len(m.Text)).Msg("queued inbound event")
 	} else {
 		a.log.Info().Str("id", m.ID).Msg("phone handed an event again; already queued or delivered")
@@ -663,6 +665,7 @@ func (s *session) persistLoop(ctx context.Context) error {
 			switch r {
 			case journal.InNew:
 				ack = append(ack, m.ID)
+				hoptrace.Mark(hoptrace.AgentStored, m.ID)
 				s.log.Debug().Str("id", m.ID).Str("chat", redact.Number(m.Chat)).Msg("stored message from server")
 			case journal.InPending, journal.InHanded:
 				ack = append(ack, m.ID)
@@ -757,6 +760,7 @@ func (a *Agent) handoverLoop(ctx context.Context) {
 		if !ok {
 			return // not handed; it is handed again (same id) after a restart
 		}
+		hoptrace.Mark(hoptrace.Handed, e.Msg.ID)
 		if !a.recordHanded(ctx, log, st) {
 			return
 		}

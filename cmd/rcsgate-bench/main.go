@@ -1,7 +1,8 @@
 // Command rcsgate-bench measures rcsgate on loopback in one run: the round
-// trip through the bridge to the simulator's echo contact, the same round
-// trip between two plain Matrix users on the same homeserver as a baseline,
-// and the sustained rate through the bridge. `make bench` runs it.
+// trip through the bridge to the simulator's echo contact and where its time
+// goes hop by hop, the same round trip between two plain Matrix users on the
+// same homeserver as a baseline, and the sustained rate both ways. Every
+// phase is printed with the machine's load. `make bench` runs it.
 package main
 
 import (
@@ -22,6 +23,8 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/rcsgate/rcsgate/internal/harness"
+	"github.com/rcsgate/rcsgate/internal/hoptrace"
+	"github.com/rcsgate/rcsgate/internal/loadmeter"
 	"github.com/rcsgate/rcsgate/internal/wire"
 )
 
@@ -187,7 +190,9 @@ func prepareState(dir string) (string, error) {
 	return abs, os.MkdirAll(abs, 0o700)
 }
 
-// bench brings up the deployment and runs the three phases.
+// bench brings up the deployment and runs the four phases: round trips
+// through the bridge and between two plain users, then sustained traffic
+// the same two ways. Each phase is measured with the machine's load.
 func bench(ctx context.Context, cfg Config, dir string) (*Report, error) {
 	// The throughput phase sends from many goroutines over one client: keep
 	// their connections alive instead of redialling on every request.
@@ -201,19 +206,28 @@ func bench(ctx context.Context, cfg Config, dir string) (*Report, error) {
 	rep := newReport(cfg)
 	started := time.Now()
 
-	progress("starting Dendrite, rcsgate and the simulated phone in %s", dir)
+	// rcsgate and the agent mark each hop of a message into this directory
+	// (they inherit the variable); the breakdown reads it at the end.
+	traceDir := filepath.Join(dir, "hoptrace")
+	if err := os.MkdirAll(traceDir, 0o700); err != nil {
+		return nil, err
+	}
+	if err := os.Setenv(hoptrace.EnvVar, traceDir); err != nil {
+		return nil, err
+	}
+	progress("starting the homeserver, rcsgate and the simulated phone in %s", dir)
 	st, err := harness.Up(ctx, harness.Options{Dir: dir, BinDir: binDir})
 	if err != nil {
 		return nil, err
 	}
 	defer st.Down()
+	rep.Homeserver = st.HS.Kind()
 	a, err := harness.Login(ctx, st.Info.Homeserver, st.Info.UserID, st.Info.Password)
 	if err != nil {
 		return nil, err
 	}
 	defer a.Close()
 
-	// 1. Through the bridge.
 	setup, cancel := context.WithTimeout(ctx, time.Minute)
 	mgmt, err := a.OpenDM(setup, id.UserID(st.Info.BotUserID))
 	if err != nil {
@@ -225,34 +239,70 @@ func bench(ctx context.Context, cfg Config, dir string) (*Report, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bridge: start-chat: %w", err)
 	}
-	progress("bridge: portal %s, ghost %s; %d warm-up + %d round trips", portal, ghost, cfg.Warmup, cfg.N)
-	bridgeRTT, err := roundTrips(ctx, a, portal, ghost, "bridge", cfg.Warmup, cfg.N)
+	peer, err := startEchoPeer(ctx, st, a)
 	if err != nil {
 		return nil, err
 	}
+	defer peer.stop()
+	progress("bridge: portal %s, ghost %s; baseline: room %s with %s", portal, ghost, peer.room, peer.id)
 
-	// 2. Baseline: a second plain user echoes in a room shared with the first.
-	baseRTT, err := baseline(ctx, st, a, cfg)
+	// 1. Round trips through the bridge, 2. between the two plain users.
+	load := loadmeter.Take()
+	progress("bridge: %d warm-up + %d round trips (%s)", cfg.Warmup, cfg.N, loadNow())
+	bridgeTrips, err := roundTrips(ctx, a, portal, ghost, "bridge", cfg.Warmup, cfg.N)
 	if err != nil {
 		return nil, err
 	}
+	rep.Load.BridgeRTT = loadmeter.Since(load)
 
-	// 3. Sustained throughput through the bridge.
-	progress("throughput: window %d for %s (cap %d messages)", cfg.Window, cfg.Duration, cfg.Limit)
+	load = loadmeter.Take()
+	progress("baseline: %d warm-up + %d round trips (%s)", cfg.Warmup, cfg.N, loadNow())
+	baseTrips, err := roundTrips(peer.ctx, a, peer.room, peer.id, "baseline", cfg.Warmup, cfg.N)
+	if err := peer.failed(err); err != nil {
+		return nil, err
+	}
+	rep.Load.BaselineRTT = loadmeter.Since(load)
+
+	// 3. Sustained traffic through the bridge, 4. between the plain users.
+	load = loadmeter.Take()
+	progress("throughput, bridge: window %d for %s (cap %d messages; %s)", cfg.Window, cfg.Duration, cfg.Limit, loadNow())
 	fr, err := flood(ctx, a, portal, ghost, cfg.Duration, cfg.Window, cfg.Limit)
 	if err != nil {
 		return nil, err
 	}
-	progress("throughput: %d sent, %d echoed in %s", fr.Sent, fr.Echoed, fr.Elapsed.Round(time.Millisecond))
+	rep.Load.BridgeFlood = loadmeter.Since(load)
+	progress("throughput, bridge: %d sent, %d echoed in %s", fr.Sent, fr.Echoed, fr.Elapsed.Round(time.Millisecond))
 
-	if err := rep.fill(bridgeRTT, baseRTT, fr); err != nil {
+	load = loadmeter.Take()
+	progress("throughput, baseline: window %d for %s (%s)", cfg.Window, cfg.Duration, loadNow())
+	bfr, err := flood(peer.ctx, a, peer.room, peer.id, cfg.Duration, cfg.Window, cfg.Limit)
+	if err := peer.failed(err); err != nil {
+		return nil, err
+	}
+	rep.Load.BaselineFlood = loadmeter.Since(load)
+	progress("throughput, baseline: %d sent, %d echoed in %s", bfr.Sent, bfr.Echoed, bfr.Elapsed.Round(time.Millisecond))
+
+	trace, err := hoptrace.Read(traceDir)
+	if err != nil {
+		return nil, fmt.Errorf("reading the hop trace: %w", err)
+	}
+	if err := rep.fill(bridgeTrips, baseTrips, fr, bfr, trace); err != nil {
 		return nil, err
 	}
 	rep.TotalSeconds = time.Since(started).Seconds()
 	return rep, nil
 }
 
-func baseline(ctx context.Context, st *harness.Stack, a *harness.Client, cfg Config) ([]time.Duration, error) {
+// echoPeer is the baseline's second plain user: it answers every message
+// of the first in their shared room with the same body, in order.
+type echoPeer struct {
+	id   id.UserID
+	room id.RoomID
+	ctx  context.Context // ends when the echo loop fails
+	stop func()
+}
+
+func startEchoPeer(ctx context.Context, st *harness.Stack, a *harness.Client) (*echoPeer, error) {
 	pw := "echo-" + nonce()
 	bID, err := st.HS.RegisterUser(ctx, "bench-echo", pw, false)
 	if err != nil {
@@ -262,14 +312,13 @@ func baseline(ctx context.Context, st *harness.Stack, a *harness.Client, cfg Con
 	if err != nil {
 		return nil, fmt.Errorf("baseline: %w", err)
 	}
-	defer b.Close()
 	setup, cancel := context.WithTimeout(ctx, time.Minute)
 	room, err := a.OpenDM(setup, id.UserID(bID))
 	cancel()
 	if err != nil {
+		b.Close()
 		return nil, fmt.Errorf("baseline: %w", err)
 	}
-
 	ectx, stopEcho := context.WithCancelCause(ctx)
 	echoDone := make(chan struct{})
 	go func() {
@@ -278,10 +327,23 @@ func baseline(ctx context.Context, st *harness.Stack, a *harness.Client, cfg Con
 			stopEcho(err) // fails the waiting sender at once
 		}
 	}()
-	defer func() { stopEcho(nil); <-echoDone }()
-	progress("baseline: room %s with %s; %d warm-up + %d round trips", room, bID, cfg.Warmup, cfg.N)
-	return roundTrips(ectx, a, room, id.UserID(bID), "baseline", cfg.Warmup, cfg.N)
+	return &echoPeer{id: id.UserID(bID), room: room, ctx: ectx, stop: func() {
+		stopEcho(nil)
+		<-echoDone
+		b.Close()
+	}}, nil
 }
+
+// failed prefers the echo loop's own error to the sender's.
+func (p *echoPeer) failed(err error) error {
+	if cause := context.Cause(p.ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+		return fmt.Errorf("baseline echo user: %w", cause)
+	}
+	return err
+}
+
+// loadNow is the load average, for progress lines.
+func loadNow() string { return fmt.Sprintf("load %.2f", loadmeter.Take().Load1) }
 
 var progressStart = time.Now()
 

@@ -21,6 +21,8 @@ import (
 	"maunium.net/go/mautrix/appservice"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
+
+	"github.com/rcsgate/rcsgate/internal/hoptrace"
 )
 
 // TxnStore remembers handled transaction ids.
@@ -95,6 +97,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		mautrix.MBadJSON.WithMessage("malformed transaction").Write(w)
 		return
 	}
+	if hoptrace.On() {
+		for _, evt := range txn.Events {
+			if evt != nil {
+				hoptrace.Mark(hoptrace.Pushed, string(evt.ID))
+			}
+		}
+	}
 	h.handle(ctx, txn.Events, event.UnknownEventType)
 	// Typing and receipts (MSC2409): stable field first, then the unstable one.
 	if txn.EphemeralEvents != nil {
@@ -110,6 +119,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	exhttp.WriteEmptyJSONResponse(w, http.StatusOK)
+	if hoptrace.On() {
+		for _, evt := range txn.Events {
+			if evt != nil {
+				hoptrace.Mark(hoptrace.Answered, string(evt.ID))
+			}
+		}
+	}
 }
 
 // handle dispatches events one by one and waits for each (the event

@@ -16,6 +16,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/rcsgate/rcsgate/internal/ghostcrypto"
+	"github.com/rcsgate/rcsgate/internal/hoptrace"
 )
 
 // GhostIntent hands bridgev2 ghost intents whose sends are idempotent and,
@@ -55,10 +56,17 @@ func (i *idempotentIntent) SendMessage(ctx context.Context, roomID id.RoomID, ev
 		e.TransactionID = txnIDFor(string(extra.MessageMeta.ID), string(extra.MessageMeta.PartID), eventType.Type, body)
 		extra = &e
 	}
-	if sent, err, ok := i.sendAsGhostDevice(ctx, roomID, eventType, content, extra); ok {
-		return sent, err
+	if extra != nil && extra.MessageMeta != nil {
+		hoptrace.Mark(hoptrace.InSend, string(extra.MessageMeta.ID))
 	}
-	return i.ASIntent.SendMessage(ctx, roomID, eventType, content, extra)
+	sent, err, ok := i.sendAsGhostDevice(ctx, roomID, eventType, content, extra)
+	if !ok {
+		sent, err = i.ASIntent.SendMessage(ctx, roomID, eventType, content, extra)
+	}
+	if err == nil && extra != nil && extra.MessageMeta != nil {
+		hoptrace.Mark(hoptrace.InMatrix, string(extra.MessageMeta.ID))
+	}
+	return sent, err
 }
 
 // sendAsGhostDevice does what ASIntent.SendMessage does in an encrypted

@@ -13,6 +13,7 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/rcsgate/rcsgate/internal/hoptrace"
 	"github.com/rcsgate/rcsgate/internal/store"
 	"github.com/rcsgate/rcsgate/internal/wire"
 )
@@ -85,6 +86,7 @@ func (d *deviceClient) queue(ctx context.Context, m wire.Message, evt *event.Eve
 	} else if err != nil {
 		return fmt.Errorf("queue for phone: %w", err)
 	}
+	hoptrace.Mark(hoptrace.Queued, m.ID)
 	d.c.ch.Notify(d.deviceID)
 	return nil
 }

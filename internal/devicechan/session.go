@@ -11,6 +11,7 @@ import (
 	"github.com/quic-go/quic-go"
 	"github.com/rs/zerolog"
 
+	"github.com/rcsgate/rcsgate/internal/hoptrace"
 	"github.com/rcsgate/rcsgate/internal/pki"
 	"github.com/rcsgate/rcsgate/internal/wire"
 )
@@ -180,6 +181,7 @@ func (s *session) readLoop(ctx context.Context) error {
 		s.mu.Unlock()
 		switch m := m.(type) {
 		case wire.Message:
+			hoptrace.Mark(hoptrace.InRecv, m.ID)
 			// Handled by the inbound worker, in order, so a file being pulled
 			// never holds up pings and acks on this stream.
 			select {
@@ -202,6 +204,7 @@ func (s *session) readLoop(ctx context.Context) error {
 			s.mu.Unlock()
 			s.wake()
 		case wire.Status:
+			hoptrace.Mark(hoptrace.StatusIn, m.ID)
 			// HandleStatus commits the state change before it returns; the
 			// ack lets the agent forget the status (resends are dropped by
 			// the store's state order).
@@ -258,6 +261,7 @@ func (s *session) inboundLoop(ctx context.Context) {
 		if err := s.write(wire.Ack{IDs: []string{m.ID}}); err != nil {
 			return
 		}
+		hoptrace.Mark(hoptrace.InAcked, m.ID)
 	}
 }
 
@@ -303,6 +307,7 @@ func (s *session) sendLoop(ctx context.Context) {
 				if err := s.writeRaw(it.Payload); err != nil {
 					return
 				}
+				hoptrace.Mark(hoptrace.OnStream, it.MsgID)
 				cursor = it.Seq
 			}
 			s.mu.Lock()
