@@ -15,26 +15,57 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/rcsgate/rcsgate/internal/ghostcrypto"
+	"github.com/rcsgate/rcsgate/internal/hoptrace"
 	"github.com/rcsgate/rcsgate/internal/store"
 	"github.com/rcsgate/rcsgate/internal/wire"
 )
 
 // StatusMatrix wraps bridgev2's Matrix connector so that the send status a
-// Matrix user sees tells the truth about the phone: bridgev2 reports
-// "success" once our connector has queued a message; we turn that into
-// "pending" until the phone has taken it, then "success" or "failed" with the
-// phone's reason. All statuses go out in order through one worker, so a late
-// "pending" never overwrites an early "success".
+// Matrix user sees tells the truth about the phone. bridgev2 reports
+// "success" once our connector has queued a message; we never pass that on.
+// Instead:
+//
+//   - the phone takes the message within pendingGrace (the usual case): no
+//     status event at all — the homeserver already shows it as sent, and
+//     every status event is a write into the room on the message's path;
+//   - the phone is offline, or has not taken it after pendingGrace:
+//     "pending" with why, then "success" or "failed" once the phone reports;
+//   - the phone fails it: "failed" with the phone's reason and a notice,
+//     always;
+//   - the contact's phone reports it delivered (or read): "success" naming
+//     the contact in delivered_to_users.
+//
+// So a sender never sees "success" before the phone has the message, every
+// "pending" is followed by the outcome, and failures are always visible.
+// Statuses go out in order through one worker, coalesced: a newer status for
+// an event whose last one has not gone out yet replaces it, so a late
+// "pending" never overwrites an early "success", and a burst of state
+// changes costs one write.
 type StatusMatrix struct {
 	*matrix.Connector
-	c    *Connector
-	jobs chan statusJob
+	c *Connector
+	q *statusQueue
 	// order makes "read state, queue status" atomic against "advance state,
 	// queue status", so the last status queued always reflects the last state.
 	order sync.Mutex
+	// shown holds messages whose sender was shown "pending" (guarded by
+	// order): they get "success" when the phone takes them. Messages queued
+	// before this process started are treated as shown (see wasShown).
+	shown map[string]bool
+	// grace is pendingGrace; tests shorten it.
+	grace time.Duration
+	// sendMSS sends one status to the homeserver; tests replace it.
+	sendMSS func(statusJob)
 	// ghosts: each ghost's own device, where the homeserver allows it.
 	ghosts atomic.Pointer[ghostcrypto.Devices]
 }
+
+// pendingGrace is how long a connected phone has to take a message before
+// its sender is shown "pending". A phone on a working connection takes a
+// message in milliseconds; a second is short enough that a stuck one is
+// noticed at once by a person, and long enough to keep status events off
+// the path of nearly every message.
+const pendingGrace = time.Second
 
 type statusJob struct {
 	ms   bridgev2.MessageStatus
@@ -43,14 +74,22 @@ type statusJob struct {
 
 // NewStatusMatrix wraps mx; pass the result to bridgev2.NewBridge.
 func NewStatusMatrix(mx *matrix.Connector, c *Connector) *StatusMatrix {
-	s := &StatusMatrix{Connector: mx, c: c, jobs: make(chan statusJob, 1024)}
-	c.status = s
-	go s.worker()
+	s := newStatusMatrix(c, pendingGrace)
+	s.Connector = mx
+	s.sendMSS = s.send
+	go s.worker(nil)
 	return s
 }
 
-// SendMessageStatus intercepts bridgev2's statuses for messages we queued,
-// and makes every failure a person must act on a visible notice.
+func newStatusMatrix(c *Connector, grace time.Duration) *StatusMatrix {
+	s := &StatusMatrix{c: c, q: newStatusQueue(), shown: map[string]bool{}, grace: grace}
+	c.status = s
+	return s
+}
+
+// SendMessageStatus intercepts bridgev2's statuses. Its "success" for a
+// message we queued only means "queued": the phone's own report decides.
+// Every failure a person must act on becomes a visible notice.
 func (s *StatusMatrix) SendMessageStatus(ctx context.Context, ms *bridgev2.MessageStatus, info *bridgev2.MessageStatusEventInfo) {
 	s.order.Lock()
 	defer s.order.Unlock()
@@ -60,14 +99,16 @@ func (s *StatusMatrix) SendMessageStatus(ctx context.Context, ms *bridgev2.Messa
 		ms = &shown
 	}
 	if info.EventType == event.EventMessage && ms.Status == event.MessageStatusSuccess {
-		if sent, err := s.c.store.GetSent(ctx, string(info.SourceEventID)); err == nil && sent.State == store.SentQueued {
-			pending := *ms
-			pending.Status = event.MessageStatusPending
-			pending.Message = "Waiting for the phone to take it"
-			if !s.c.ch.Connected(sent.DeviceID) {
-				pending.Message = "The phone is offline; the message is queued and goes out when it reconnects"
+		if sent, err := s.c.store.GetSent(ctx, string(info.SourceEventID)); err == nil {
+			if sent.State == store.SentQueued {
+				if !s.c.ch.Connected(sent.DeviceID) {
+					s.showPending(sent.MsgID, "The phone is offline; the message is queued and goes out when it reconnects", *info)
+				} else {
+					infoCopy := *info
+					time.AfterFunc(s.grace, func() { s.pendingDue(sent.MsgID, infoCopy) })
+				}
 			}
-			ms = &pending
+			return // the phone's report (see report) is what the sender sees
 		}
 	}
 	s.enqueue(*ms, *info)
@@ -93,13 +134,53 @@ func mustAct(ms *bridgev2.MessageStatus) bool {
 	return false
 }
 
-func (s *StatusMatrix) enqueue(ms bridgev2.MessageStatus, info bridgev2.MessageStatusEventInfo) {
-	s.jobs <- statusJob{ms: ms, info: info}
+// pendingDue shows "pending" for a message the connected phone has not
+// taken within the grace period.
+func (s *StatusMatrix) pendingDue(msgID string, info bridgev2.MessageStatusEventInfo) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s.order.Lock()
+	defer s.order.Unlock()
+	sent, err := s.c.store.GetSent(ctx, msgID)
+	if err != nil || sent.State != store.SentQueued || s.shown[msgID] {
+		return
+	}
+	msg := "Waiting for the phone to take it"
+	if !s.c.ch.Connected(sent.DeviceID) {
+		msg = "The phone is offline; the message is queued and goes out when it reconnects"
+	}
+	s.showPending(msgID, msg, info)
 }
 
-func (s *StatusMatrix) worker() {
-	for job := range s.jobs {
-		s.send(job)
+// showPending queues a "pending" status and remembers that the sender saw
+// it. The caller holds order.
+func (s *StatusMatrix) showPending(msgID, why string, info bridgev2.MessageStatusEventInfo) {
+	s.shown[msgID] = true
+	s.enqueue(bridgev2.MessageStatus{Status: event.MessageStatusPending, Message: why}, info)
+}
+
+// wasShown reports whether the sender of m may have seen "pending" (and so
+// must see the outcome). The caller holds order.
+func (s *StatusMatrix) wasShown(m store.SentMsg) bool {
+	return s.shown[m.MsgID] || m.Created.Before(s.c.started.Truncate(time.Millisecond))
+}
+
+func (s *StatusMatrix) enqueue(ms bridgev2.MessageStatus, info bridgev2.MessageStatusEventInfo) {
+	if info.EventType.IsEphemeral() || info.SourceEventID == "" {
+		return
+	}
+	s.q.push(statusJob{ms: ms, info: info})
+}
+
+// worker sends statuses one at a time, in order, until done is closed
+// (never, in the daemon).
+func (s *StatusMatrix) worker(done <-chan struct{}) {
+	for {
+		job, ok := s.q.pop(done)
+		if !ok {
+			return
+		}
+		s.sendMSS(job)
 	}
 }
 
@@ -109,12 +190,11 @@ func (s *StatusMatrix) send(job statusJob) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	log := s.Log.With().Stringer("event_id", job.info.SourceEventID).Logger()
-	if job.info.EventType.IsEphemeral() || job.info.SourceEventID == "" {
-		return
-	}
 	if !job.ms.DisableMSS && s.Config.Matrix.MessageStatusEvents {
 		if _, err := s.Bot.SendMessageEvent(ctx, job.info.RoomID, event.BeeperMessageStatus, job.ms.ToMSSEvent(&job.info)); err != nil {
 			log.Err(err).Msg("Sending message status failed")
+		} else {
+			hoptrace.Mark(hoptrace.StatusPrefix+string(job.ms.Status), string(job.info.SourceEventID))
 		}
 	}
 	if job.ms.SendNotice && s.Config.Matrix.MessageErrorNotices && job.info.MessageType != event.MsgNotice &&
@@ -133,7 +213,69 @@ func (s *StatusMatrix) send(job statusJob) {
 	}
 }
 
-// report sends the status for a state change of a message we queued.
+// statusQueue is the worker's FIFO with at most one status per event: a
+// status pushed for an event whose last one still waits replaces it in
+// place (statuses of one event only ever move forward, see report).
+type statusQueue struct {
+	mu    sync.Mutex
+	order []id.EventID
+	jobs  map[id.EventID]statusJob
+	ready chan struct{} // capacity 1: something was pushed
+}
+
+func newStatusQueue() *statusQueue {
+	return &statusQueue{jobs: map[id.EventID]statusJob{}, ready: make(chan struct{}, 1)}
+}
+
+func (q *statusQueue) push(job statusJob) {
+	q.mu.Lock()
+	evt := job.info.SourceEventID
+	if _, waiting := q.jobs[evt]; !waiting {
+		q.order = append(q.order, evt)
+	}
+	q.jobs[evt] = job
+	q.mu.Unlock()
+	select {
+	case q.ready <- struct{}{}:
+	default:
+	}
+}
+
+// pop waits for the oldest waiting status; ok is false once done is closed.
+func (q *statusQueue) pop(done <-chan struct{}) (job statusJob, ok bool) {
+	for {
+		q.mu.Lock()
+		if len(q.order) > 0 {
+			evt := q.order[0]
+			q.order[0] = ""
+			q.order = q.order[1:]
+			job := q.jobs[evt]
+			delete(q.jobs, evt)
+			q.mu.Unlock()
+			return job, true
+		}
+		q.mu.Unlock()
+		select {
+		case <-q.ready:
+		case <-done:
+			return statusJob{}, false
+		}
+	}
+}
+
+// waiting lists the statuses not yet sent, oldest first.
+func (q *statusQueue) waiting() []statusJob {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	out := make([]statusJob, 0, len(q.order))
+	for _, evt := range q.order {
+		out = append(out, q.jobs[evt])
+	}
+	return out
+}
+
+// report sends the status for a state change of a message we queued (see
+// StatusMatrix for what the sender sees when).
 func (c *Connector) report(ctx context.Context, msgID, state, reason string) {
 	if c.status != nil {
 		c.status.order.Lock()
@@ -144,17 +286,25 @@ func (c *Connector) report(ctx context.Context, msgID, state, reason string) {
 		return // a resent status, or a message we no longer track
 	}
 	sent, err := c.store.GetSent(ctx, msgID)
-	if err != nil {
+	if err != nil || c.status == nil {
 		return
 	}
 	info := bridgev2.MessageStatusEventInfo{
 		RoomID: id.RoomID(sent.RoomID), SourceEventID: id.EventID(msgID), EventType: event.EventMessage,
 		MessageType: event.MessageType(sent.MsgType), Sender: id.UserID(sent.Sender),
 	}
+	log := zerolog.Ctx(ctx).Debug().Str("msg_id", msgID).Str("state", state)
 	var ms bridgev2.MessageStatus
 	switch state {
-	case wire.StateSent, wire.StateDelivered, wire.StateRead:
+	case wire.StateSent:
+		if !c.status.wasShown(sent) {
+			delete(c.status.shown, msgID)
+			log.Msg("Phone took the message at once; no status event needed")
+			return
+		}
 		ms = bridgev2.MessageStatus{Status: event.MessageStatusSuccess, IsCertain: true}
+	case wire.StateDelivered, wire.StateRead:
+		ms = bridgev2.MessageStatus{Status: event.MessageStatusSuccess, IsCertain: true, DeliveredTo: c.deliveredTo(ctx, sent)}
 	case wire.StateFailed:
 		if reason == "" {
 			reason = "the phone could not send it"
@@ -166,10 +316,22 @@ func (c *Connector) report(ctx context.Context, msgID, state, reason string) {
 	default:
 		return
 	}
-	if c.status != nil {
-		c.status.enqueue(ms, info)
+	delete(c.status.shown, msgID)
+	c.status.enqueue(ms, info)
+	log.Msg("Message status reported to Matrix")
+}
+
+// deliveredTo names the contact of a direct chat as the one the message
+// reached; empty (delivered, to whom unknown) for groups.
+func (c *Connector) deliveredTo(ctx context.Context, sent store.SentMsg) []id.UserID {
+	if c.br == nil || c.br.Matrix == nil {
+		return []id.UserID{}
 	}
-	zerolog.Ctx(ctx).Debug().Str("msg_id", msgID).Str("state", state).Msg("Message status reported to Matrix")
+	portal, err := c.br.GetPortalByMXID(ctx, id.RoomID(sent.RoomID))
+	if err != nil || portal == nil || portal.OtherUserID == "" {
+		return []id.UserID{}
+	}
+	return []id.UserID{c.br.Matrix.FormatGhostMXID(portal.OtherUserID)}
 }
 
 // expireLoop fails messages that waited in a device queue longer than the TTL.

@@ -80,6 +80,7 @@ func (c *Connector) notifyUnconfirmed(ctx context.Context, msgID, roomID, sender
 	defer c.status.order.Unlock()
 	ms := bridgev2.MessageStatus{Status: event.MessageStatusPending, ErrorReason: event.MessageStatusNetworkError,
 		Message: "The phone has not confirmed this message yet: it is connected but has not sent it"}
+	c.status.shown[msgID] = true // its outcome must follow
 	c.status.enqueue(ms, bridgev2.MessageStatusEventInfo{RoomID: id.RoomID(roomID), SourceEventID: id.EventID(msgID),
 		EventType: event.EventMessage, MessageType: event.MessageType(msgType), Sender: id.UserID(sender)})
 }
