@@ -467,7 +467,7 @@ func (a *Agent) connectOnce(ctx context.Context, pr *prober) (welcomedAt time.Ti
 
 	caps, sims := a.cfg.Backend.Caps()
 	hello := wire.Hello{Proto: wire.ProtocolVersion, Agent: "rcsgate-agent/" + a.cfg.Version,
-		Backend: a.cfg.Backend.Name(), Features: []string{wire.FeatureStatusAck}, Caps: caps, SIMs: sims}
+		Backend: a.cfg.Backend.Name(), Features: []string{wire.FeatureStatusAck, wire.FeatureMediaTrailer}, Caps: caps, SIMs: sims}
 	var cc *chanConn
 	var stream *quic.Stream
 	for redials := 0; ; redials++ {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/rcsgate/rcsgate/agent/backend"
+	"github.com/rcsgate/rcsgate/internal/hoptrace"
 	"github.com/rcsgate/rcsgate/internal/wire"
 )
 
@@ -80,13 +81,22 @@ func (a *Agent) writeMedia(path string, r io.Reader) (int64, error) {
 	return n, nil
 }
 
-// openPhoneMedia serves the server's MediaGet for a phone message.
+// openPhoneMedia serves the server's MediaGet for a phone message. A file's
+// size and hash were recorded in its journaled message when it was stored,
+// so it is not read twice; a contact photo (no hash recorded) is hashed
+// here.
 func (a *Agent) openPhoneMedia(id string) (wire.MediaFile, error) {
 	f, err := os.Open(a.mediaPath("out-", id))
 	if errors.Is(err, os.ErrNotExist) {
 		return wire.MediaFile{}, wire.ErrMediaUnavailable
 	} else if err != nil {
 		return wire.MediaFile{}, err
+	}
+	if m, ok := a.j.PendingOut(id); ok && m.Media != nil && m.Media.SHA256 != "" {
+		if fi, err := f.Stat(); err == nil && fi.Size() == m.Media.Size {
+			// The server checks the bytes against this hash as they arrive.
+			return wire.MediaFile{R: f, Total: m.Media.Size, SHA256: m.Media.SHA256, Close: f.Close}, nil
+		}
 	}
 	n, sum, err := wire.HashFile(f)
 	if err != nil {
@@ -141,8 +151,10 @@ func (a *Agent) fetchServerMedia(ctx context.Context, m wire.Message) (string, e
 				continue
 			}
 		}
+		hoptrace.Mark(hoptrace.MediaDownStart, m.ID)
 		err := a.fetchOnce(ctx, cc, m, path)
 		if err == nil {
+			hoptrace.Mark(hoptrace.MediaDownDone, m.ID)
 			return path, nil
 		}
 		if errors.Is(err, wire.ErrMediaUnavailable) || errors.Is(err, wire.ErrMalformed) {

@@ -485,6 +485,16 @@ func (j *Journal) LookupOut(id string) (pending, done, known bool) {
 	return false, false, false
 }
 
+// PendingOut returns a phone message still waiting for the server's ack.
+func (j *Journal) PendingOut(id string) (wire.Message, bool) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if it, ok := j.outPend[id]; ok {
+		return it.msg, true
+	}
+	return wire.Message{}, false
+}
+
 // LookupIn returns the status of a server message that was handed to the
 // phone (pending or finished), if the journal still knows it.
 func (j *Journal) LookupIn(id string) (wire.Status, InResult, bool) {

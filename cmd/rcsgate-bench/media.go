@@ -30,6 +30,8 @@ import (
 
 	"github.com/rcsgate/rcsgate/agent/backend/sim"
 	"github.com/rcsgate/rcsgate/internal/harness"
+	"github.com/rcsgate/rcsgate/internal/hoptrace"
+	"github.com/rcsgate/rcsgate/internal/loadmeter"
 	"github.com/rcsgate/rcsgate/internal/wire"
 )
 
@@ -56,13 +58,19 @@ type MediaLeg struct {
 	Name    string  `json:"name"`
 	Bytes   int64   `json:"bytes"`
 	Seconds float64 `json:"total_s"` // sender starts until the receiver checked every byte
-	// Steps: what Seconds is made of, in order.
-	Steps   []MediaStep `json:"steps"`
-	MBps    float64     `json:"mb_per_s"` // Bytes / Seconds, in MB (10^6) per second
-	Ratio   float64     `json:"ratio_over_direct,omitempty"`
-	Rcsgate RSS         `json:"rcsgate_rss"`
-	Agent   RSS         `json:"agent_rss"`
-	Self    RSS         `json:"bench_rss"` // this process: the Go client streams too
+	// Steps: what Seconds is made of, in order; Hops: the bridge's part of
+	// it, from rcsgate's and the agent's marks (internal/hoptrace).
+	Steps   []MediaStep    `json:"steps"`
+	Hops    []MediaStep    `json:"hops,omitempty"`
+	Load    loadmeter.Span `json:"load"`
+	t0      time.Time      // when the leg started
+	key     string         // the id the hops are marked with
+	marks   []mediaMark    // which marks make its hops
+	MBps    float64        `json:"mb_per_s"` // Bytes / Seconds, in MB (10^6) per second
+	Ratio   float64        `json:"ratio_over_direct,omitempty"`
+	Rcsgate RSS            `json:"rcsgate_rss"`
+	Agent   RSS            `json:"agent_rss"`
+	Self    RSS            `json:"bench_rss"` // this process: the Go client streams too
 }
 
 // MediaStep is a timed part of a leg.
@@ -94,6 +102,41 @@ type MediaReport struct {
 	OK           bool     `json:"ok"`
 }
 
+// mediaMark is one point of a leg's hop breakdown.
+type mediaMark struct{ hop, what string }
+
+var (
+	upMarks = []mediaMark{
+		{hoptrace.Delivered, "phone: file stored by the agent (copy, hash, fsync)"},
+		{hoptrace.InRecv, "agent -> rcsgate: the message"},
+		{hoptrace.MediaUpStart, "rcsgate: portal event handling starts"},
+		{hoptrace.MediaUpDone, "agent -> QUIC -> rcsgate -> homeserver upload (streamed)"},
+		{hoptrace.InMatrix, "rcsgate: event sent by the ghost"},
+	}
+	downMarks = []mediaMark{
+		{hoptrace.Pushed, "homeserver -> rcsgate: the event"},
+		{hoptrace.OnStream, "rcsgate: handled, outbox, on the QUIC stream"},
+		{hoptrace.AgentStored, "agent: message journaled"},
+		{hoptrace.MediaDownStart, "agent: starts pulling the file"},
+		{hoptrace.MediaDownDone, "homeserver -> rcsgate -> QUIC -> agent disk (streamed, fsync)"},
+		{hoptrace.Handed, "phone: took the file"},
+	}
+)
+
+// hops fills l.Hops from the trace: the time from the leg's start (or the
+// previous mark seen) to each mark.
+func (l *MediaLeg) hops(tr hoptrace.Trace) {
+	prev := l.t0
+	for _, m := range l.marks {
+		at, ok := tr.At(m.hop, l.key)
+		if !ok {
+			continue
+		}
+		l.Hops = append(l.Hops, MediaStep{What: m.what, Seconds: at.Sub(prev).Seconds()})
+		prev = at
+	}
+}
+
 // runMedia is `rcsgate-bench --media`.
 func runMedia(ctx context.Context, cfg Config, dir string) (*MediaReport, error) {
 	binDir, err := filepath.Abs(cfg.Bin)
@@ -108,6 +151,13 @@ func runMedia(ctx context.Context, cfg Config, dir string) (*MediaReport, error)
 		return nil, err
 	}
 
+	traceDir := filepath.Join(dir, "hoptrace")
+	if err := os.MkdirAll(traceDir, 0o700); err != nil {
+		return nil, err
+	}
+	if err := os.Setenv(hoptrace.EnvVar, traceDir); err != nil {
+		return nil, err
+	}
 	progress("media: starting the homeserver, rcsgate and the simulated phone in %s", dir)
 	st, err := harness.Up(ctx, harness.Options{Dir: dir, BinDir: binDir})
 	if err != nil {
@@ -132,12 +182,16 @@ func runMedia(ctx context.Context, cfg Config, dir string) (*MediaReport, error)
 	defer a.Close()
 	pids := [3]int{gwPID, agentPID, os.Getpid()}
 
-	// 1. Phone → Matrix (this also creates the portal used by leg 2).
-	var room id.RoomID
+	// The portal exists before the clock starts: creating a room is not
+	// moving a file.
+	room, err := openQuietPortal(ctx, st, a)
+	if err != nil {
+		return nil, err
+	}
+
+	// 1. Phone → Matrix.
 	up, err := measure(ctx, pids, func(ctx context.Context, leg *MediaLeg) error {
-		var err error
-		room, err = phoneToMatrix(ctx, st, a, cfg.MediaSize, rep.SHA256, leg)
-		return err
+		return phoneToMatrix(ctx, st, a, cfg.MediaSize, rep.SHA256, leg)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("phone -> Matrix: %w", err)
@@ -169,6 +223,13 @@ func runMedia(ctx context.Context, cfg Config, dir string) (*MediaReport, error)
 		up.Ratio, down.Ratio = up.Seconds/direct.Seconds, down.Seconds/direct.Seconds
 	}
 	rep.Legs = []MediaLeg{up, down, direct}
+	trace, err := hoptrace.Read(traceDir)
+	if err != nil {
+		return nil, fmt.Errorf("reading the hop trace: %w", err)
+	}
+	for i := range rep.Legs[:2] {
+		rep.Legs[i].hops(trace)
+	}
 
 	var hwm [3]int64
 	for i, pid := range pids {
@@ -200,10 +261,11 @@ func measure(ctx context.Context, pids [3]int, run func(context.Context, *MediaL
 	ctx, cancel := context.WithTimeout(ctx, mediaWait)
 	defer cancel()
 	s := startSampler(pids)
-	leg := MediaLeg{}
-	t0 := time.Now()
+	load := loadmeter.Take()
+	leg := MediaLeg{t0: time.Now()}
 	err := run(ctx, &leg)
-	leg.Seconds = time.Since(t0).Seconds()
+	leg.Seconds = time.Since(leg.t0).Seconds()
+	leg.Load = loadmeter.Since(load)
 	rss := s.stop()
 	leg.Rcsgate, leg.Agent, leg.Self = rss[0], rss[1], rss[2]
 	if leg.Seconds > 0 {
@@ -216,16 +278,33 @@ func (l *MediaLeg) step(what string, since time.Time) {
 	l.Steps = append(l.Steps, MediaStep{What: what, Seconds: time.Since(since).Seconds()})
 }
 
+// openQuietPortal has the quiet contact write a text and returns the
+// portal it lands in.
+func openQuietPortal(ctx context.Context, st *harness.Stack, a *harness.Client) (id.RoomID, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	text := "bench media portal " + nonce()
+	from := a.Now()
+	if err := st.InjectEvent(ctx, sim.InjectRequest{From: mediaNumber, Text: text}); err != nil {
+		return "", fmt.Errorf("media: open the portal: %w", err)
+	}
+	evt, _, err := a.WaitEvent(ctx, from, a.Message("", "", text))
+	if err != nil {
+		return "", fmt.Errorf("media: the portal's first message did not arrive: %w", err)
+	}
+	return evt.RoomID, nil
+}
+
 // phoneToMatrix makes the quiet contact send a generated file and waits for
 // it in Matrix, then downloads it from the media repository.
-func phoneToMatrix(ctx context.Context, st *harness.Stack, a *harness.Client, size int64, sum string, leg *MediaLeg) (id.RoomID, error) {
+func phoneToMatrix(ctx context.Context, st *harness.Stack, a *harness.Client, size int64, sum string, leg *MediaLeg) error {
 	name := "bench-up-" + nonce() + ".bin"
 	from := a.Now()
 	t := time.Now()
 	err := st.InjectEvent(ctx, sim.InjectRequest{ID: "bench-media-" + nonce(), From: mediaNumber, Kind: wire.KindMedia,
 		Media: &wire.Media{Name: name, Mime: "application/octet-stream"}, Generate: size})
 	if err != nil {
-		return "", fmt.Errorf("inject: %w", err)
+		return fmt.Errorf("inject: %w", err)
 	}
 	leg.step("phone: file generated, agent stored it", t)
 	t = time.Now()
@@ -237,24 +316,22 @@ func phoneToMatrix(ctx context.Context, st *harness.Stack, a *harness.Client, si
 		return e.Content.AsMessage().FileName == name
 	})
 	if err != nil {
-		return "", fmt.Errorf("the file did not reach Matrix within %s: %w", mediaWait, err)
+		return fmt.Errorf("the file did not reach Matrix within %s: %w", mediaWait, err)
 	}
 	leg.step("bridge: agent -> rcsgate -> media repo, event in Matrix", t)
+	leg.key, leg.marks = phoneID(evt), upMarks
 	c := evt.Content.AsMessage()
 	if c.MsgType == event.MsgNotice {
-		return "", fmt.Errorf("the bridge sent a notice instead of the file: %q", c.Body)
+		return fmt.Errorf("the bridge sent a notice instead of the file: %q", c.Body)
 	}
 	if c.Info == nil || int64(c.Info.Size) != size {
-		return "", fmt.Errorf("the event announces %+v, want size %d", c.Info, size)
+		return fmt.Errorf("the event announces %+v, want size %d", c.Info, size)
 	}
 	mxc, err := c.URL.Parse()
 	if err != nil {
-		return "", fmt.Errorf("media URL %q: %w", c.URL, err)
+		return fmt.Errorf("media URL %q: %w", c.URL, err)
 	}
-	if err := download(ctx, a, mxc, size, sum, leg); err != nil {
-		return "", err
-	}
-	return evt.RoomID, nil
+	return download(ctx, a, mxc, size, sum, leg)
 }
 
 // matrixToPhone uploads a file, sends it to the portal and waits until the
@@ -271,6 +348,7 @@ func matrixToPhone(ctx context.Context, st *harness.Stack, a *harness.Client, ro
 	if err != nil {
 		return fmt.Errorf("send m.file: %w", err)
 	}
+	leg.key, leg.marks = string(resp.EventID), downMarks
 	s, err := st.WaitSent(ctx, func(s sim.Sent) bool { return s.ID == string(resp.EventID) })
 	if err != nil {
 		return fmt.Errorf("the phone did not send the file within %s: %w", mediaWait, err)
@@ -499,11 +577,20 @@ func (r *MediaReport) print(w io.Writer) {
 	}
 	_ = tw.Flush()
 
+	for _, l := range r.Legs {
+		loadNote(w, l.Name, l.Load)
+	}
 	fmt.Fprintf(w, "\nSteps (s):\n")
 	for _, l := range r.Legs {
 		fmt.Fprintf(w, "  %s\n", l.Name)
 		for _, s := range l.Steps {
 			fmt.Fprintf(w, "    %7.2f  %s\n", s.Seconds, s.What)
+		}
+		if len(l.Hops) > 0 {
+			fmt.Fprintf(w, "    hops, from the leg's start (rcsgate's and the agent's marks):\n")
+			for _, s := range l.Hops {
+				fmt.Fprintf(w, "      %7.3f  %s\n", s.Seconds, s.What)
+			}
 		}
 	}
 	fmt.Fprintf(w, "\nRSS sampled every %s (VmRSS); VmHWM at the end (whole life): rcsgate %s MiB, agent %s MiB, bench %s MiB\n",

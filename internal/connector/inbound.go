@@ -17,9 +17,11 @@ import (
 	"maunium.net/go/mautrix/bridgev2/database"
 	"maunium.net/go/mautrix/bridgev2/networkid"
 	"maunium.net/go/mautrix/bridgev2/simplevent"
+	"maunium.net/go/mautrix/crypto/attachment"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/rcsgate/rcsgate/internal/hoptrace"
 	"github.com/rcsgate/rcsgate/internal/phone"
 	"github.com/rcsgate/rcsgate/internal/redact"
 	"github.com/rcsgate/rcsgate/internal/wire"
@@ -285,28 +287,26 @@ func (in *inbound) convert(ctx context.Context, portal *bridgev2.Portal, intent 
 }
 
 // uploadMedia streams a phone file from the device into the homeserver's
-// media repository (via a temporary file, never whole in memory). A file
-// the device no longer has, or the homeserver refuses as too large, becomes
-// a notice saying so: resending could never succeed.
+// media repository (see streamUpload: never whole in memory or on disk). A
+// file the device no longer has, or the homeserver refuses as too large,
+// becomes a notice saying so: resending could never succeed.
 func (in *inbound) uploadMedia(ctx context.Context, portal *bridgev2.Portal, intent bridgev2.MatrixAPI, msg wire.Message) (*event.MessageEventContent, error) {
 	md := *msg.Media
 	name := md.Name
 	if name == "" {
 		name = "file" + extFor(md.Mime)
 	}
-	url, file, err := intent.UploadMediaStream(ctx, portal.MXID, md.Size, false, func(w io.Writer) (*bridgev2.FileStreamResult, error) {
-		_, err := in.c.ch.FetchMedia(ctx, in.devID, msg.ID, md.SHA256, w, nil)
-		if err != nil {
-			return nil, err
-		}
-		return &bridgev2.FileStreamResult{FileName: name, MimeType: md.Mime}, nil
-	})
+	hoptrace.Mark(hoptrace.MediaUpStart, msg.ID)
+	url, file, err := in.streamUpload(ctx, portal, intent, msg.ID, md, name)
+	if err == nil {
+		hoptrace.Mark(hoptrace.MediaUpDone, msg.ID)
+	}
 	if err != nil {
 		var lost bool
 		switch {
 		case errors.Is(err, wire.ErrMediaUnavailable), errors.Is(err, wire.ErrMalformed):
 			lost = true
-		case errors.Is(err, mautrix.MTooLarge):
+		case errors.Is(err, mautrix.MTooLarge), errors.Is(err, bridgev2.ErrMediaTooLarge):
 			return &event.MessageEventContent{MsgType: event.MsgNotice,
 				Body: fmt.Sprintf("The contact sent a file (%s, %s) larger than this homeserver accepts.", name, humanBytes(md.Size))}, nil
 		}
@@ -327,6 +327,115 @@ func (in *inbound) uploadMedia(ctx context.Context, portal *bridgev2.Portal, int
 		content.MSC1767Audio = &event.MSC1767Audio{Duration: md.DurationMS}
 	}
 	return content, nil
+}
+
+// uploadHoldback is how many bytes of a phone file wait until the whole
+// file checked out against its hash: the homeserver cannot complete an
+// upload of bytes that turn out wrong, because it never gets the last ones.
+const uploadHoldback = 64 << 10
+
+// streamUpload pipes the phone's file from the device into the
+// homeserver's media repository as it arrives: the phone's message carries
+// the size, so the upload goes out with a Content-Length and nothing is
+// spooled (bridgev2's UploadMediaStream writes a temporary file first). In
+// an encrypted room the bytes are encrypted on the way (AES-CTR keeps the
+// size; the ciphertext's hash is known once the last byte went out). The
+// fallback, for an unknown size or an intent that is not ours, is
+// bridgev2's way.
+func (in *inbound) streamUpload(ctx context.Context, portal *bridgev2.Portal, intent bridgev2.MatrixAPI, msgID string, md wire.Media, name string) (id.ContentURIString, *event.EncryptedFileInfo, error) {
+	ghost, ok := intent.(*idempotentIntent)
+	mx := in.c.status
+	if !ok || md.Size <= 0 || mx == nil || mx.Connector == nil {
+		return intent.UploadMediaStream(ctx, portal.MXID, md.Size, false, func(w io.Writer) (*bridgev2.FileStreamResult, error) {
+			if _, err := in.c.ch.FetchMedia(ctx, in.devID, msgID, md.SHA256, w, nil); err != nil {
+				return nil, err
+			}
+			return &bridgev2.FileStreamResult{FileName: name, MimeType: md.Mime}, nil
+		})
+	}
+	if limit := mx.MediaConfig.UploadSize; limit > 0 && md.Size > limit {
+		return "", nil, fmt.Errorf("%w (%d bytes, the homeserver takes %d)", bridgev2.ErrMediaTooLarge, md.Size, limit)
+	}
+	encrypted := mx.Config.Encryption.Require
+	if !encrypted {
+		var err error
+		if encrypted, err = mx.StateStore.IsEncrypted(ctx, portal.MXID); err != nil {
+			return "", nil, fmt.Errorf("is the room encrypted: %w", err)
+		}
+	}
+	pr, pw := io.Pipe()
+	hold := &holdbackWriter{w: pw, keep: uploadHoldback}
+	fetched := make(chan error, 1)
+	go func() {
+		_, err := in.c.ch.FetchMedia(ctx, in.devID, msgID, md.SHA256, hold, func(h wire.MediaHeader) error {
+			if h.Total != md.Size {
+				return fmt.Errorf("%w: the phone announced %d bytes and serves %d", wire.ErrMalformed, md.Size, h.Total)
+			}
+			return nil
+		})
+		if err == nil {
+			err = hold.flush()
+		}
+		pw.CloseWithError(err) // nil: the upload reads EOF after the last byte
+		fetched <- err
+	}()
+	req := mautrix.ReqUploadMedia{Content: pr, ContentLength: md.Size, ContentType: md.Mime, FileName: name}
+	var file *event.EncryptedFileInfo
+	var enc io.ReadCloser
+	if encrypted {
+		file = &event.EncryptedFileInfo{EncryptedFile: *attachment.NewEncryptedFile()}
+		enc = file.EncryptStream(pr)
+		req.Content, req.ContentType, req.FileName = enc, "application/octet-stream", ""
+	}
+	resp, uerr := ghost.ASIntent.Matrix.UploadMedia(ctx, req)
+	if uerr != nil {
+		pr.CloseWithError(uerr) // stops the fetch if the homeserver gave up early
+	}
+	if ferr := <-fetched; ferr != nil {
+		return "", nil, ferr
+	}
+	if uerr != nil {
+		return "", nil, uerr
+	}
+	if file != nil {
+		_ = enc.Close() // fills in the ciphertext's hash
+		file.URL = resp.ContentURI.CUString()
+		return "", file, nil
+	}
+	return resp.ContentURI.CUString(), nil, nil
+}
+
+// holdbackWriter passes bytes on except the last keep, which it releases
+// only on flush.
+type holdbackWriter struct {
+	w    io.Writer
+	keep int
+	tail []byte
+}
+
+func (h *holdbackWriter) Write(p []byte) (int, error) {
+	n := len(p)
+	if over := len(h.tail) + len(p) - h.keep; over > 0 { // the oldest bytes may go
+		fromTail := min(over, len(h.tail))
+		if _, err := h.w.Write(h.tail[:fromTail]); err != nil {
+			return 0, err
+		}
+		h.tail = append(h.tail[:0], h.tail[fromTail:]...)
+		if fromP := over - fromTail; fromP > 0 {
+			if _, err := h.w.Write(p[:fromP]); err != nil {
+				return 0, err
+			}
+			p = p[fromP:]
+		}
+	}
+	h.tail = append(h.tail, p...)
+	return n, nil
+}
+
+func (h *holdbackWriter) flush() error {
+	_, err := h.w.Write(h.tail)
+	h.tail = h.tail[:0]
+	return err
 }
 
 func msgTypeFor(md wire.Media) event.MessageType {
@@ -488,8 +597,10 @@ func (c *Connector) HandleTyping(ctx context.Context, devID string, t wire.Typin
 	ul.QueueRemoteEvent(&simplevent.Typing{EventMeta: meta, Timeout: timeout, Type: bridgev2.TypingTypeText})
 }
 
-// OpenMedia serves a Matrix file to the device: downloaded (and decrypted
-// for encrypted rooms) into a temporary file, streamed from there.
+// OpenMedia serves a Matrix file to the device: streamed from the
+// homeserver as it downloads (see streamDownload), or, for an agent that
+// wants the hash before the bytes, downloaded (and decrypted for encrypted
+// rooms) into a temporary file first and streamed from there.
 func (c *Connector) OpenMedia(ctx context.Context, devID, msgID string) (wire.MediaFile, error) {
 	mo, err := c.store.GetMediaOut(ctx, msgID)
 	if err != nil {
@@ -506,7 +617,13 @@ func (c *Connector) OpenMedia(ctx context.Context, devID, msgID string) (wire.Me
 			return wire.MediaFile{}, fmt.Errorf("stored file info: %w", err)
 		}
 	}
-	// mautrix downloads (and decrypts) into a temporary file and hands it to
+	if wire.PeerHas(ctx, wire.FeatureMediaTrailer) && c.status != nil && c.status.Bot != nil {
+		mf, err := c.streamDownload(ctx, mo.URL, file)
+		if !errors.Is(err, errSizeUnknown) {
+			return mf, err
+		}
+	}
+	// An agent that needs the hash before the bytes: mautrix downloads (and decrypts) into a temporary file and hands it to
 	// a callback; keep the callback open while the device reads, so the
 	// bytes are on disk once and never in memory.
 	files := make(chan *os.File, 1)
@@ -542,4 +659,49 @@ func (c *Connector) OpenMedia(ctx context.Context, devID, msgID string) (wire.Me
 		return wire.MediaFile{}, err
 	}
 	return wire.MediaFile{R: f, Total: n, SHA256: sum, Close: done}, nil
+}
+
+// errSizeUnknown: the homeserver did not say how large the file is, so it
+// cannot be streamed to the phone with its size up front.
+var errSizeUnknown = errors.New("the homeserver sent no Content-Length")
+
+// streamDownload serves a Matrix file to the device straight from the
+// homeserver's download, decrypted on the way in an encrypted room: no copy
+// on disk, the transfer to the phone runs while the download does. The size
+// is the homeserver's Content-Length (AES-CTR keeps it); the hash follows
+// the bytes (wire.FeatureMediaTrailer), and an encrypted file's own hash is
+// checked before it is sent.
+func (c *Connector) streamDownload(ctx context.Context, url string, file *event.EncryptedFileInfo) (wire.MediaFile, error) {
+	if file != nil {
+		url = string(file.URL)
+		if err := file.PrepareForDecryption(); err != nil {
+			return wire.MediaFile{}, fmt.Errorf("%w: encrypted file: %w", wire.ErrMediaUnavailable, err)
+		}
+	}
+	mxc, err := id.ContentURIString(url).Parse()
+	if err != nil {
+		return wire.MediaFile{}, fmt.Errorf("%w: media URL: %w", wire.ErrMediaUnavailable, err)
+	}
+	resp, err := c.status.Bot.Download(ctx, mxc)
+	if errors.Is(err, mautrix.MNotFound) {
+		return wire.MediaFile{}, fmt.Errorf("%w: %w", wire.ErrMediaUnavailable, err)
+	} else if err != nil {
+		return wire.MediaFile{}, fmt.Errorf("download from homeserver: %w", err)
+	}
+	size := resp.ContentLength
+	switch {
+	case size < 0:
+		resp.Body.Close()
+		return wire.MediaFile{}, errSizeUnknown
+	case size > wire.MaxMediaSize:
+		resp.Body.Close()
+		return wire.MediaFile{}, fmt.Errorf("%w: the homeserver serves %d bytes, over the phone's limit", wire.ErrMediaUnavailable, size)
+	}
+	mf := wire.MediaFile{R: resp.Body, Total: size, Close: resp.Body.Close}
+	if file != nil {
+		dec := file.DecryptStream(resp.Body)
+		mf.R = dec
+		mf.Verify = dec.Close // checks the ciphertext's hash
+	}
+	return mf, nil
 }

@@ -275,7 +275,7 @@ func (s *session) serveMedia(ctx context.Context) {
 		}
 		go func() {
 			id, err := wire.ServeMedia(str, func(id string) (wire.MediaFile, error) {
-				return s.srv.handler.OpenMedia(ctx, s.devID, id)
+				return s.srv.handler.OpenMedia(wire.WithPeerFeatures(ctx, s.hello.Features), s.devID, id)
 			})
 			if err != nil {
 				s.log.Warn().Err(err).Str("msg_id", id).Msg("Media request from device failed")

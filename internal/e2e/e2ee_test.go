@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io/fs"
@@ -115,11 +116,18 @@ func TestEncryptedPortal(t *testing.T) {
 		t.Fatal(err)
 	}
 	copy(img, []byte{0xff, 0xd8, 0xff, 0xe0}) // JPEG SOI
+	// A file the client encrypts for the contact: larger than mautrix's
+	// in-memory threshold, so the bridge streams it (decrypting on the way).
+	doc := make([]byte, 3<<20)
+	if _, err := rand.Read(doc); err != nil {
+		t.Fatal(err)
+	}
 
 	job, _ := json.Marshal(map[string]any{
 		"homeserver": st.Info.Homeserver, "user_id": st.Info.UserID, "password": st.Info.Password,
 		"room_id": portal, "ghost": ghost, "store": t.TempDir(), "messages": msgs,
 		"inbound_text": inbound, "image_sha256": sum(img), "timeout": 90, "bot": st.Info.BotUserID,
+		"file_b64": base64.StdEncoding.EncodeToString(doc),
 	})
 	pctx, pcancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer pcancel()
@@ -168,6 +176,15 @@ func TestEncryptedPortal(t *testing.T) {
 	if !r.Text || !r.ImageEncrypted || r.ImageSHA256 != sum(img) {
 		t.Fatalf("client got text=%v encrypted image=%v sha256 %s, want %s", r.Text, r.ImageEncrypted, r.ImageSHA256, sum(img))
 	}
+	// Matrix → phone: an encrypted file reaches the phone as its plaintext.
+	next("file_sent")
+	got, err := st.WaitSent(ctx, func(s sim.Sent) bool { return s.Media != nil && s.Media.Name == "doc.pdf" })
+	if err != nil {
+		t.Fatalf("the contact did not get the encrypted file: %v", err)
+	}
+	if got.Media.Size != int64(len(doc)) || got.Media.SHA256 != sum(doc) {
+		t.Fatalf("the phone sent %d bytes with sha256 %s, want %d bytes with %s", got.Media.Size, got.Media.SHA256, len(doc), sum(doc))
+	}
 	// The admin command that resets the portal's Megolm session works
 	// behind StatusMatrix (bridgev2's own would panic on the wrapper).
 	next("reset")
@@ -186,6 +203,9 @@ func TestEncryptedPortal(t *testing.T) {
 	}
 	for off := 4096; off+48 <= len(img); off += len(img) / 4 {
 		secrets[fmt.Sprintf("image bytes at %d", off)] = img[off : off+48]
+	}
+	for off := 4096; off+48 <= len(doc); off += len(doc) / 4 {
+		secrets[fmt.Sprintf("file bytes at %d", off)] = doc[off : off+48]
 	}
 	// The management room is not encrypted: its "start-chat" command must
 	// be found, or the scan could not see plaintext at all.

@@ -37,6 +37,12 @@ const (
 	InSend      = "in.send"         // the bridge starts sending the ghost's event
 	InMatrix    = "in.matrix"       // the homeserver accepted the ghost's event
 	InAcked     = "in.acked"        // the bridge acked the phone message
+	// Files: phone → Matrix keyed by the phone's id, Matrix → phone by the
+	// event id.
+	MediaUpStart   = "media.up.start"   // the bridge starts pulling a phone file
+	MediaUpDone    = "media.up.done"    // the homeserver has the whole file
+	MediaDownStart = "media.down.start" // the agent starts pulling a Matrix file
+	MediaDownDone  = "media.down.done"  // the agent has it on disk (fsync'd)
 	// StatusPrefix + a Matrix send status ("pending", "success", "fail"):
 	// the bridge's status event was accepted by the homeserver.
 	StatusPrefix = "mss."

@@ -96,10 +96,19 @@ type MediaGet struct {
 
 // MediaHeader precedes the raw bytes of a MediaGet answer.
 type MediaHeader struct {
-	ID     string `json:"id"`
-	Size   int64  `json:"size"`   // bytes that follow (total - offset)
-	Total  int64  `json:"total"`  // the whole file
-	SHA256 string `json:"sha256"` // of the whole file, hex
+	ID    string `json:"id"`
+	Size  int64  `json:"size"`  // bytes that follow (total - offset)
+	Total int64  `json:"total"` // the whole file
+	// SHA256 of the whole file, hex; empty when the sender streams bytes it
+	// has not seen yet (see FeatureMediaTrailer): a MediaTrailer follows.
+	SHA256 string `json:"sha256"`
+}
+
+// MediaTrailer follows the raw bytes of a media stream whose header carried
+// no hash: the hash of the whole file, which the sender computed while
+// sending and checked against its own source.
+type MediaTrailer struct {
+	SHA256 string `json:"sha256"`
 }
 
 // Typing is ephemeral: never journaled, never acked, dropped when offline.
@@ -303,9 +312,10 @@ func (g Group) Validate() error {
 	return nil
 }
 
-func (MediaGet) FrameType() Type    { return TypeMediaGet }
-func (MediaHeader) FrameType() Type { return TypeMediaHeader }
-func (Typing) FrameType() Type      { return TypeTyping }
+func (MediaGet) FrameType() Type     { return TypeMediaGet }
+func (MediaHeader) FrameType() Type  { return TypeMediaHeader }
+func (MediaTrailer) FrameType() Type { return TypeMediaTrailer }
+func (Typing) FrameType() Type       { return TypeTyping }
 
 func (g MediaGet) Validate() error {
 	if g.ID == "" || len(g.ID) > MaxIDLen || g.Offset < 0 || g.Offset > MaxMediaSize {
@@ -319,8 +329,14 @@ func (h MediaHeader) Validate() error {
 		return fmt.Errorf("%w: media header id", ErrMalformed)
 	case h.Total < 0 || h.Total > MaxMediaSize || h.Size < 0 || h.Size > h.Total:
 		return fmt.Errorf("%w: media header sizes %d/%d", ErrMalformed, h.Size, h.Total)
-	case !hexSHA256.MatchString(h.SHA256):
+	case h.SHA256 != "" && !hexSHA256.MatchString(h.SHA256):
 		return fmt.Errorf("%w: media header hash", ErrMalformed)
+	}
+	return nil
+}
+func (t MediaTrailer) Validate() error {
+	if !hexSHA256.MatchString(t.SHA256) {
+		return fmt.Errorf("%w: media trailer hash", ErrMalformed)
 	}
 	return nil
 }

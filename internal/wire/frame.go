@@ -53,13 +53,14 @@ const (
 	TypeMediaGet     Type = 11 // first frame of a media stream: send me these bytes
 	TypeMediaHeader  Type = 12 // answer on a media stream; raw bytes follow
 	TypeTyping       Type = 13 // ephemeral typing notice, either direction
+	TypeMediaTrailer Type = 14 // after the raw bytes of a media stream whose header had no hash
 )
 
 var typeNames = map[Type]string{
 	TypeHello: "hello", TypeWelcome: "welcome", TypeMessage: "message", TypeAck: "ack",
 	TypeStatus: "status", TypePing: "ping", TypePong: "pong", TypePairRequest: "pair_request",
 	TypePairResponse: "pair_response", TypeError: "error", TypeMediaGet: "media_get",
-	TypeMediaHeader: "media_header", TypeTyping: "typing",
+	TypeMediaHeader: "media_header", TypeTyping: "typing", TypeMediaTrailer: "media_trailer",
 }
 
 func (t Type) String() string {

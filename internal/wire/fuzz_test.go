@@ -28,6 +28,8 @@ func FuzzReadMsg(f *testing.F) {
 		Message{ID: "x", Kind: KindReceipt, Chat: "+1", Target: "$e", State: StateDelivered, Transport: TransportSMS, SIM: 2},
 		MediaGet{ID: "m", Offset: 5},
 		MediaHeader{ID: "m", Size: 1, Total: 1, SHA256: strings.Repeat("a", 64)},
+		MediaHeader{ID: "m", Size: 1, Total: 1},
+		MediaTrailer{SHA256: strings.Repeat("b", 64)},
 		Typing{Chat: "+1", Active: true},
 		Hello{Proto: 1, Caps: map[string]Caps{TransportRCS: {MaxFileSize: 1, Reactions: true}}, SIMs: []int{1, 2}},
 		// At the bounds and just past them (the latter encode, and must decode
@@ -107,6 +109,15 @@ func FuzzFetchMedia(f *testing.F) {
 	}
 	f.Add(good([]byte("hello")))
 	f.Add(good(nil))
+	streamed := func(body []byte) []byte {
+		var b bytes.Buffer
+		_ = WriteMsg(&b, MediaHeader{ID: "m", Size: int64(len(body)), Total: int64(len(body))})
+		b.Write(body)
+		_ = WriteMsg(&b, MediaTrailer{SHA256: sha(body)})
+		return b.Bytes()
+	}
+	f.Add(streamed([]byte("hello")))
+	f.Add(streamed(nil))
 	e, _ := Encode(Error{Code: "media_unavailable", Message: "gone"})
 	f.Add(e)
 	f.Fuzz(func(t *testing.T, answer []byte) {

@@ -80,6 +80,75 @@ func TestMediaStream(t *testing.T) {
 	}
 }
 
+// A streamed file (no hash known up front) goes out with a hash-less header
+// and a trailer; the receiver checks the bytes against the trailer, and a
+// source that fails its own check after the bytes ends the transfer.
+func TestMediaStreamWithTrailer(t *testing.T) {
+	data := bytes.Repeat([]byte("abcdefghij"), 7_000)
+	errSource := errors.New("source hash mismatch")
+	tests := []struct {
+		name      string
+		offset    int64
+		want      string
+		verify    error
+		wantErr   error
+		wantBytes []byte
+	}{
+		{name: "whole file", wantBytes: data},
+		{name: "announced hash matches the trailer", want: sha(data), wantBytes: data},
+		{name: "announced hash differs", want: sha([]byte("x")), wantErr: ErrMalformed},
+		{name: "source check fails after the bytes", verify: errSource, wantErr: io.EOF},
+		{name: "resume needs the hash up front", offset: 10, wantErr: ErrMalformed},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := net.Pipe()
+			served := make(chan error, 1)
+			go func() {
+				defer a.Close()
+				_, err := ServeMedia(a, func(id string) (MediaFile, error) {
+					return MediaFile{R: io.MultiReader(bytes.NewReader(data)), Total: int64(len(data)),
+						Verify: func() error { return tc.verify }}, nil
+				})
+				served <- err
+			}()
+			var got bytes.Buffer
+			hdr, err := FetchMedia(b, "m", tc.offset, tc.want, 1<<20, &got, nil)
+			b.Close()
+			serr := <-served
+			if tc.wantErr != nil {
+				if !errors.Is(err, tc.wantErr) {
+					t.Fatalf("err = %v, want %v", err, tc.wantErr)
+				}
+				if tc.verify != nil && !errors.Is(serr, tc.verify) {
+					t.Fatalf("server err = %v, want the source's", serr)
+				}
+				return
+			}
+			if err != nil || !bytes.Equal(got.Bytes(), tc.wantBytes) || hdr.SHA256 != sha(data) {
+				t.Fatalf("got %d bytes, hash %q, err %v", got.Len(), hdr.SHA256, err)
+			}
+		})
+	}
+}
+
+func TestFetchMediaRejectsBadTrailer(t *testing.T) {
+	body := []byte("hello")
+	for name, after := range map[string]Msg{
+		"wrong hash":    MediaTrailer{SHA256: sha([]byte("other"))},
+		"not a trailer": Ack{IDs: []string{"m"}},
+		"an error":      Error{Code: "media_error", Message: "x"},
+	} {
+		var b bytes.Buffer
+		_ = WriteMsg(&b, MediaHeader{ID: "m", Size: 5, Total: 5})
+		b.Write(body)
+		_ = WriteMsg(&b, after)
+		if _, err := FetchMedia(&fakeStream{r: &b}, "m", 0, "", 100, io.Discard, nil); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
 func TestFetchMediaRejectsTamperedBytes(t *testing.T) {
 	body := []byte("hello")
 	var b bytes.Buffer

@@ -78,6 +78,13 @@ type Welcome struct {
 // protocol 1 without the feature).
 const FeatureStatusAck = "status_ack"
 
+// FeatureMediaTrailer, in Hello.Features, says the agent accepts a media
+// stream whose MediaHeader has no hash, with a MediaTrailer carrying it
+// after the bytes. The server then streams a Matrix file to the phone as it
+// downloads it, instead of spooling it to disk first to hash it; it must
+// not send such a stream to an agent that did not announce this.
+const FeatureMediaTrailer = "media_trailer"
+
 // HasFeature reports whether list names f.
 func HasFeature(list []string, f string) bool {
 	for _, x := range list {
@@ -451,6 +458,8 @@ func Decode(t Type, payload []byte) (Msg, error) {
 		m, err = decodeAs[MediaHeader](payload)
 	case TypeTyping:
 		m, err = decodeAs[Typing](payload)
+	case TypeMediaTrailer:
+		m, err = decodeAs[MediaTrailer](payload)
 	default:
 		return nil, fmt.Errorf("%w: %d", ErrUnknownType, uint8(t))
 	}

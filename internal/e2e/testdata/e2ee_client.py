@@ -12,6 +12,8 @@ the devices it meets. It reads its job as one JSON object on stdin:
                                           answers each with the same text
   inbound_text                            a text the contact will send
   image_sha256                            SHA-256 of an image the contact will send
+  file_b64                                a file to send encrypted to the contact
+                                          (the bridge decrypts it for the phone)
   bot                                     the bridge bot; if set, the client
                                           also runs discard-megolm-session
   timeout                                 seconds for the whole run
@@ -22,6 +24,7 @@ and writes JSON lines on stdout:
                                                  now the test injects the
                                                  contact's text and image
   {"stage": "done", "text": true, "image_sha256": "...", "image_encrypted": true}
+  {"stage": "file_sent"}                         the encrypted file is in the room
   {"stage": "reset"}                             the bot confirmed the command
   {"error": "..."}                               then exit 1
 
@@ -29,6 +32,7 @@ It never prints a message body or a key.
 """
 
 import asyncio
+import base64
 import hashlib
 import json
 import sys
@@ -43,6 +47,7 @@ from nio import (
     RoomMessageText,
     RoomSendResponse,
     SyncError,
+    UploadResponse,
 )
 from nio.crypto import decrypt_attachment
 
@@ -161,6 +166,20 @@ class Run:
         data = decrypt_attachment(await self.download(img.url), img.key["k"], img.hashes["sha256"], img.iv)
         emit({"stage": "done", "text": self.text_seen, "image_sha256": hashlib.sha256(data).hexdigest(),
               "image_encrypted": True})
+        if self.job.get("file_b64"):
+            data = base64.b64decode(self.job["file_b64"])
+            up, keys = await c.upload(lambda *_: data, content_type="application/pdf", filename="doc.pdf",
+                                      encrypt=True, filesize=len(data))
+            if not isinstance(up, UploadResponse):
+                raise RuntimeError("upload failed: %s" % getattr(up, "message", up))
+            content = {"msgtype": "m.file", "body": "doc.pdf",
+                       "info": {"size": len(data), "mimetype": "application/pdf"},
+                       "file": {"url": up.content_uri, "key": keys["key"], "iv": keys["iv"],
+                                "hashes": keys["hashes"], "v": keys["v"]}}
+            r = await c.room_send(self.room, "m.room.message", content, ignore_unverified_devices=True)
+            if not isinstance(r, RoomSendResponse):
+                raise RuntimeError("send failed: %s" % getattr(r, "message", r))
+            emit({"stage": "file_sent"})
         if self.job.get("bot"):
             # The admin command answers in the encrypted portal, which proves
             # it runs (and the bot can still encrypt) behind our wrapper.
