@@ -66,6 +66,10 @@ const (
 	persistDepth = 256 // server messages read but not yet stored
 	maxRedials   = 3   // fresh dials per attempt when probes say the server is back
 	sendBatch    = 64  // journal entries read per pass of the sender
+	// earlyBatch and earlyBytes bound the phone messages sent with the Hello
+	// in 0-RTT: a burst the first flight carries without waiting.
+	earlyBatch = 8
+	earlyBytes = 16 << 10
 )
 
 // ErrOutboxFull is returned by Deliver when too many phone messages wait
@@ -468,15 +472,29 @@ func (a *Agent) connectOnce(ctx context.Context, pr *prober) (welcomedAt time.Ti
 	caps, sims := a.cfg.Backend.Caps()
 	hello := wire.Hello{Proto: wire.ProtocolVersion, Agent: "rcsgate-agent/" + a.cfg.Version,
 		Backend: a.cfg.Backend.Name(), Features: []string{wire.FeatureStatusAck, wire.FeatureMediaTrailer}, Caps: caps, SIMs: sims}
+	// The oldest phone messages ride with the Hello in 0-RTT when the
+	// session resumes (see chanConn.hello).
+	first := a.j.OutAfter(0, earlyBatch)
+	for size, i := 0, 0; i < len(first); i++ {
+		if size += len(first[i].Msg.Text) + 512; size > earlyBytes {
+			first = first[:i]
+			break
+		}
+	}
+	firstMsgs := make([]wire.Message, len(first))
+	for i, e := range first {
+		firstMsgs[i] = e.Msg
+	}
 	var cc *chanConn
 	var stream *quic.Stream
+	var sentEarly int
 	for redials := 0; ; redials++ {
 		cc, err = dialChannel(ctx, addrs, tlsConf, &mismatch, a.cfg.HandshakeTimeout, pr)
 		if err != nil {
 			return time.Time{}, addrs, err
 		}
 		hctx, cancel := context.WithTimeout(ctx, a.cfg.HandshakeTimeout)
-		stream, err = cc.hello(hctx, hello, &mismatch, pr)
+		stream, sentEarly, err = cc.hello(hctx, hello, firstMsgs, &mismatch, pr)
 		cancel()
 		if err == nil {
 			break
@@ -511,13 +529,17 @@ func (a *Agent) connectOnce(ctx context.Context, pr *prober) (welcomedAt time.Ti
 	pr.stop()
 	d := a.j.Depth()
 	log.Info().Int("out", d.Out).Int("in", d.In).Int("status", d.Status).
-		Bool("resumed_0rtt", cc.conn.ConnectionState().Used0RTT).Bool("status_acks", statusAcks).Msg("connected")
+		Bool("resumed_0rtt", cc.conn.ConnectionState().Used0RTT).Int("sent_in_0rtt", sentEarly).
+		Bool("status_acks", statusAcks).Msg("connected")
 
 	a.curConn.Store(cc)
 	a.setConnected(true)
 	defer a.setConnected(false)
 	s := &session{a: a, cc: cc, conn: cc.conn, stream: stream, log: log, statusAcks: statusAcks,
 		persist: make(chan wire.Message, persistDepth), live: newLiveness(welcomedAt)}
+	if sentEarly > 0 {
+		s.outStart = first[sentEarly-1].Seq // already on this connection
+	}
 	a.curSession.Store(s)
 	defer a.curSession.CompareAndSwap(s, nil)
 	return welcomedAt, addrs, s.run(ctx)
@@ -536,6 +558,7 @@ type session struct {
 	statusAcks bool // the server acks statuses; keep them until it does
 	persist    chan wire.Message
 	live       *liveness // silence of the server, for watchLiveness
+	outStart   uint64    // journal seq of the last phone message sent with the Hello
 
 	wmu sync.Mutex
 }
@@ -705,7 +728,7 @@ func (s *session) persistLoop(ctx context.Context) error {
 // sent again with the same ids.
 func (s *session) sendLoop(ctx context.Context) error {
 	j := s.a.j
-	var outSeq, stSeq uint64
+	outSeq, stSeq := s.outStart, uint64(0)
 	for {
 		changed := j.Changed()
 		outs := j.OutAfter(outSeq, sendBatch)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 
+	"github.com/rcsgate/rcsgate/internal/chanquic"
 	"github.com/rcsgate/rcsgate/internal/pki"
 	"github.com/rcsgate/rcsgate/internal/wire"
 )
@@ -23,17 +24,9 @@ import (
 // the pairing link pinned.
 var ErrPinMismatch = errors.New("server certificate does not match the pairing link's pin")
 
-// Connection tuning shared by pairing and the channel. Keep-alives every
-// 20 s hold mobile NAT and conntrack state (Linux drops unreplied UDP after
-// 30 s; RFC 9000 suggests under 30 s).
-const (
-	keepAlivePeriod = 20 * time.Second
-	maxIdleTimeout  = 60 * time.Second
-)
-
-func quicConfig() *quic.Config {
-	return &quic.Config{KeepAlivePeriod: keepAlivePeriod, MaxIdleTimeout: maxIdleTimeout}
-}
+// quicConfig is the connection tuning shared by pairing and the channel
+// (and by the server and the channel benchmark, see internal/chanquic).
+func quicConfig() *quic.Config { return chanquic.ClientConfig() }
 
 // pinnedTLS returns a TLS 1.3 client config that trusts exactly the server
 // certificate whose SPKI hashes to pin, and sets *mismatch when a server
@@ -274,15 +267,19 @@ func dialEarly(ctx context.Context, raddr *net.UDPAddr, tlsConf *tls.Config, per
 	}
 }
 
-// hello opens the control stream and sends Hello, possibly as 0-RTT data,
-// then waits for the handshake to complete: nothing but the (idempotent)
-// Hello is ever sent before that. If the server rejected 0-RTT, the Hello
-// never arrived, so it is sent again on the now complete connection.
+// hello opens the control stream and sends Hello, possibly as 0-RTT data
+// followed by first (phone messages: the server acks them a round trip after
+// the dial instead of three, see devicechan's serveEarly), then waits for the
+// handshake to complete. Only what is safe to replay goes early: the Hello,
+// and messages keyed by their ids, which the server bridges once however
+// often they arrive. If the server rejected 0-RTT, none of it arrived, so the
+// Hello is sent again on the now complete connection and sentEarly is 0;
+// otherwise sentEarly is how many of first went out.
 //
 // With 0-RTT, DialEarly returns before any packet came back, so a network
 // outage shows up here: when pr reports the server answering again while
 // the handshake still waits, hello returns errRedial.
-func (c *chanConn) hello(ctx context.Context, h wire.Hello, mismatch *atomic.Bool, pr *prober) (*quic.Stream, error) {
+func (c *chanConn) hello(ctx context.Context, h wire.Hello, first []wire.Message, mismatch *atomic.Bool, pr *prober) (st *quic.Stream, sentEarly int, err error) {
 	early := false
 	select {
 	case <-c.conn.HandshakeComplete():
@@ -290,7 +287,7 @@ func (c *chanConn) hello(ctx context.Context, h wire.Hello, mismatch *atomic.Boo
 		early = true
 	}
 	deadline, _ := ctx.Deadline()
-	send := func() (*quic.Stream, error) {
+	send := func(msgs []wire.Message) (*quic.Stream, error) {
 		st, err := c.conn.OpenStream()
 		if err != nil {
 			return nil, fmt.Errorf("open control stream: %w", err)
@@ -299,12 +296,20 @@ func (c *chanConn) hello(ctx context.Context, h wire.Hello, mismatch *atomic.Boo
 		if err := wire.WriteMsg(st, h); err != nil {
 			return nil, fmt.Errorf("send hello: %w", err)
 		}
+		for _, m := range msgs {
+			if err := wire.WriteMsg(st, m); err != nil {
+				return nil, fmt.Errorf("send message: %w", err)
+			}
+		}
 		return st, nil
 	}
+	if !early {
+		first = nil // a full handshake: the session sends them
+	}
 	w := newRedialWatch(pr)
-	st, err := send()
+	st, err = send(first)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 handshake:
 	for {
@@ -313,28 +318,29 @@ handshake:
 			break handshake
 		case <-c.conn.Context().Done(): // the handshake failed
 			if mismatch.Load() {
-				return nil, ErrPinMismatch
+				return nil, 0, ErrPinMismatch
 			}
-			return nil, fmt.Errorf("handshake: %w", context.Cause(c.conn.Context()))
+			return nil, 0, fmt.Errorf("handshake: %w", context.Cause(c.conn.Context()))
 		case <-ctx.Done():
-			return nil, fmt.Errorf("handshake: %w", context.Cause(ctx))
+			return nil, 0, fmt.Errorf("handshake: %w", context.Cause(ctx))
 		case <-w.answered():
 			if w.onAnswer() {
-				return nil, errRedial
+				return nil, 0, errRedial
 			}
 		case <-w.graceOver():
-			return nil, errRedial
+			return nil, 0, errRedial
 		}
 	}
 	if early && !c.conn.ConnectionState().Used0RTT {
 		conn, err := c.conn.NextConnection(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("after 0-RTT rejection: %w", err)
+			return nil, 0, fmt.Errorf("after 0-RTT rejection: %w", err)
 		}
 		c.conn = conn
-		if st, err = send(); err != nil {
-			return nil, err
+		if st, err = send(nil); err != nil {
+			return nil, 0, err
 		}
+		return st, 0, nil
 	}
-	return st, nil
+	return st, len(first), nil
 }

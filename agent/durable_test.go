@@ -259,11 +259,21 @@ func TestZeroRTTResumption(t *testing.T) {
 		t.Fatal("first connection cannot be 0-RTT")
 	}
 	roundTrip(p1, "a") // the session ticket has arrived by now
+	// A phone message the server does not ack before the drop goes out
+	// again with the next Hello, in the first flight.
+	if err := ra.sim.Inject(quietNumber, "unacked before the drop"); err != nil {
+		t.Fatal(err)
+	}
+	unacked := nextMessage(t, p1)
 	_ = p1.conn.CloseWithError(0x10, "test drop")
 	p2 := srv.nextChannel(t)
 	if !p2.conn.ConnectionState().Used0RTT {
 		t.Fatal("reconnect did not use 0-RTT")
 	}
+	if again := nextMessage(t, p2); again.ID != unacked.ID {
+		t.Fatalf("after the reconnect the server got %q, want the unacked %q again", again.ID, unacked.ID)
+	}
+	p2.send(t, wire.Ack{IDs: []string{unacked.ID}})
 	roundTrip(p2, "b")
 	srv.rejectTickets.Store(true)
 	_ = p2.conn.CloseWithError(0x10, "test drop")
@@ -273,8 +283,8 @@ func TestZeroRTTResumption(t *testing.T) {
 	}
 	roundTrip(p3, "c")
 	ra.stop()
-	if !containsAll(ra.logs.String(), `"resumed_0rtt":true`, `"resumed_0rtt":false`) {
-		t.Fatal("connected log lines do not say whether 0-RTT was used")
+	if !containsAll(ra.logs.String(), `"resumed_0rtt":true`, `"resumed_0rtt":false`, `"sent_in_0rtt":1`) {
+		t.Fatal("connected log lines do not say whether 0-RTT was used and that the unacked message went with the Hello")
 	}
 }
 

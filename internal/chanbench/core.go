@@ -39,9 +39,11 @@ func loopback() place {
 // client that dials it.
 type transport interface {
 	name() string
-	// dial connects and completes Hello/Welcome, resuming TLS when the
-	// session cache holds a ticket.
-	dial(ctx context.Context) (clientConn, error)
+	// dial connects and sends Hello and first as soon as the transport
+	// allows (QUIC: in 0-RTT when the session cache holds a ticket, as the
+	// agent does; WebSocket: together, right after the upgrade), and returns
+	// once the Welcome came; first's ack follows.
+	dial(ctx context.Context, first wire.Message) (clientConn, error)
 	// forget empties the client's session cache (the next dial is cold).
 	forget()
 	stats() *serverStats
@@ -57,6 +59,9 @@ type clientConn interface {
 	media(ctx context.Context, size int64, chunk int) (int64, error)
 	// resumed reports TLS resumption and, for QUIC, accepted 0-RTT data.
 	resumed() (resumed, zeroRTT bool)
+	// settle waits until the connection has given the client the session
+	// ticket for its next resumption (not timed).
+	settle(ctx context.Context)
 	close()
 }
 
@@ -204,12 +209,15 @@ func (s *session) read() {
 }
 
 func (s *session) send() (string, error) {
-	id := s.led.newID()
-	err := s.c.send(wire.Message{ID: id, Chat: "+12025550100", Text: sampleText, TSMS: time.Now().UnixMilli()})
-	if err != nil {
-		return id, fmt.Errorf("send %s: %w", id, err)
+	m := newMessage(s.led)
+	if err := s.c.send(m); err != nil {
+		return m.ID, fmt.Errorf("send %s: %w", m.ID, err)
 	}
-	return id, nil
+	return m.ID, nil
+}
+
+func newMessage(led *ledger) wire.Message {
+	return wire.Message{ID: led.newID(), Chat: "+12025550100", Text: sampleText, TSMS: time.Now().UnixMilli()}
 }
 
 var errReaderGone = errors.New("connection reader ended")
@@ -257,20 +265,26 @@ func (s *session) close() {
 	})
 }
 
-// firstMessage dials and returns the time from the dial's start to the ack
-// of the first message, with the live session.
+// firstMessage dials with a first message and returns the time from the
+// dial's start to that message's ack, with the live session.
 func firstMessage(ctx context.Context, tr transport, led *ledger) (time.Duration, *session, error) {
 	t0 := time.Now()
-	c, err := tr.dial(ctx)
+	first := newMessage(led)
+	c, err := tr.dial(ctx, first)
 	if err != nil {
 		return 0, nil, fmt.Errorf("dial: %w", err)
 	}
 	s := newSession(c, led)
-	if _, err := s.roundTrip(ctx); err != nil {
-		s.close()
-		return 0, nil, fmt.Errorf("first message: %w", err)
+	for {
+		got, err := s.nextAck(ctx)
+		if err != nil {
+			s.close()
+			return 0, nil, fmt.Errorf("first message: %w", err)
+		}
+		if got == first.ID {
+			return time.Since(t0), s, nil
+		}
 	}
-	return time.Since(t0), s, nil
 }
 
 // flood sends n messages with at most window unacked and returns the time

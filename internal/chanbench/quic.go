@@ -12,13 +12,17 @@ import (
 
 	"github.com/quic-go/quic-go"
 
+	"github.com/rcsgate/rcsgate/internal/chanquic"
 	"github.com/rcsgate/rcsgate/internal/wire"
 )
 
-// quicConf mirrors the product's connection tuning (agent/dial.go,
-// devicechan): keep-alives, idle timeout, 0-RTT accepted by the server.
+// quicConf is the product's connection tuning (internal/chanquic: the
+// server's and the agent's).
 func quicConf(server bool) *quic.Config {
-	return &quic.Config{KeepAlivePeriod: 20 * time.Second, MaxIdleTimeout: 60 * time.Second, Allow0RTT: server}
+	if server {
+		return chanquic.ServerConfig(60 * time.Second)
+	}
+	return chanquic.ClientConfig()
 }
 
 // quicTransport is the product's shape: mutual TLS 1.3 over QUIC, the
@@ -35,7 +39,36 @@ type quicTransport struct {
 	wg     sync.WaitGroup
 
 	mu    sync.Mutex
-	cache tls.ClientSessionCache
+	cache *ticketCache
+}
+
+// ticketCache is the client's session cache, telling when a ticket arrives:
+// the server makes each ticket good for one 0-RTT use, so a connection that
+// is dropped should have delivered its successor first, as a real one does
+// within a round trip of its handshake.
+type ticketCache struct {
+	tls.ClientSessionCache
+	mu  sync.Mutex
+	put chan struct{} // closed and replaced at every ticket
+}
+
+func newTicketCache() *ticketCache {
+	return &ticketCache{ClientSessionCache: tls.NewLRUClientSessionCache(8), put: make(chan struct{})}
+}
+
+func (c *ticketCache) Put(key string, cs *tls.ClientSessionState) {
+	c.ClientSessionCache.Put(key, cs)
+	c.mu.Lock()
+	close(c.put)
+	c.put = make(chan struct{})
+	c.mu.Unlock()
+}
+
+// next is closed at the next ticket.
+func (c *ticketCache) next() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.put
 }
 
 func newQUIC(ctx context.Context, pl place, c *certs) (*quicTransport, error) {
@@ -47,14 +80,16 @@ func newQUIC(ctx context.Context, pl place, c *certs) (*quicTransport, error) {
 		return nil, fmt.Errorf("quic server socket: %w", err)
 	}
 	tr := &quic.Transport{Conn: pc}
-	ln, err := tr.ListenEarly(c.serverTLS(wire.ALPNChannel), quicConf(true))
+	tlsConf := c.serverTLS(wire.ALPNChannel)
+	(&chanquic.ReplayGuard{}).Install(tlsConf) // as devicechan: one 0-RTT use per ticket
+	ln, err := tr.ListenEarly(tlsConf, quicConf(true))
 	if err != nil {
 		_ = pc.Close()
 		return nil, fmt.Errorf("quic listen: %w", err)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	q := &quicTransport{pl: pl, certs: c, st: newServerStats(), tr: tr, ln: ln,
-		addr: pc.LocalAddr().(*net.UDPAddr), cancel: cancel, cache: tls.NewLRUClientSessionCache(8)}
+		addr: pc.LocalAddr().(*net.UDPAddr), cancel: cancel, cache: newTicketCache()}
 	q.wg.Add(1)
 	go func() {
 		defer q.wg.Done()
@@ -75,7 +110,7 @@ func (q *quicTransport) stats() *serverStats { return q.st }
 
 func (q *quicTransport) forget() {
 	q.mu.Lock()
-	q.cache = tls.NewLRUClientSessionCache(8)
+	q.cache = newTicketCache()
 	q.mu.Unlock()
 }
 
@@ -87,17 +122,21 @@ func (q *quicTransport) close() {
 	q.wg.Wait()
 }
 
-// serve is the server end of one connection, as devicechan does it: wait
-// for the handshake (the client certificate is only known then), take the
-// first stream as control, every later one as media.
+// serve is the server end of one connection, as devicechan does it: a
+// resumed connection with 0-RTT data is served at once (Hello and messages
+// are what devicechan serves early); any other waits for the handshake (the
+// client certificate is only known then). The first stream is control,
+// every later one media.
 func (q *quicTransport) serve(ctx context.Context, conn *quic.Conn) {
 	defer conn.CloseWithError(0, "")
-	select {
-	case <-conn.HandshakeComplete():
-	case <-conn.Context().Done():
-		return
-	case <-ctx.Done():
-		return
+	if !conn.ConnectionState().Used0RTT {
+		select {
+		case <-conn.HandshakeComplete():
+		case <-conn.Context().Done():
+			return
+		case <-ctx.Done():
+			return
+		}
 	}
 	cctx := conn.Context()
 	str, err := conn.AcceptStream(cctx)
@@ -129,17 +168,29 @@ func (q *quicTransport) serve(ctx context.Context, conn *quic.Conn) {
 }
 
 type quicConn struct {
-	tr    *quic.Transport
-	conn  *quic.Conn
-	str   *quic.Stream
-	early bool
-	wmu   sync.Mutex
+	tr     *quic.Transport
+	conn   *quic.Conn
+	str    *quic.Stream
+	early  bool
+	ticket <-chan struct{} // closed once this connection delivered a ticket
+	wmu    sync.Mutex
 }
 
-// dial follows agent/dial.go: DialEarly, Hello on a fresh stream (0-RTT
-// when a ticket allows), nothing else until the handshake completes, Hello
-// again if the server refused the early data; then wait for Welcome.
-func (q *quicTransport) dial(ctx context.Context) (clientConn, error) {
+// settle waits (at most a second) for the connection's session ticket.
+func (c *quicConn) settle(ctx context.Context) {
+	t := time.NewTimer(time.Second)
+	defer t.Stop()
+	select {
+	case <-c.ticket:
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+// dial follows agent/dial.go: DialEarly, Hello and the first message on a
+// fresh stream (0-RTT when a ticket allows), both again if the server
+// refused the early data; then wait for Welcome.
+func (q *quicTransport) dial(ctx context.Context, first wire.Message) (clientConn, error) {
 	var udp *net.UDPConn
 	if err := q.pl.clientDo(func() (err error) {
 		udp, err = net.ListenUDP("udp", &net.UDPAddr{IP: q.pl.clientIP})
@@ -151,7 +202,7 @@ func (q *quicTransport) dial(ctx context.Context) (clientConn, error) {
 	cache := q.cache
 	q.mu.Unlock()
 	tr := &quic.Transport{Conn: udp}
-	c := &quicConn{tr: tr}
+	c := &quicConn{tr: tr, ticket: cache.next()}
 	fail := func(err error) (clientConn, error) { c.close(); return nil, err }
 	conn, err := tr.DialEarly(ctx, q.addr, q.certs.clientTLS(wire.ALPNChannel, cache), quicConf(false))
 	if err != nil {
@@ -169,7 +220,10 @@ func (q *quicTransport) dial(ctx context.Context) (clientConn, error) {
 			return fmt.Errorf("open control stream: %w", err)
 		}
 		c.str = st
-		return wire.WriteMsg(st, wire.Hello{Proto: wire.ProtocolVersion, Agent: "rcsgate-chanbench", Backend: "bench"})
+		if err := wire.WriteMsg(st, wire.Hello{Proto: wire.ProtocolVersion, Agent: "rcsgate-chanbench", Backend: "bench"}); err != nil {
+			return err
+		}
+		return wire.WriteMsg(st, first)
 	}
 	if err := hello(); err != nil {
 		return fail(err)

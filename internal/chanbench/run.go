@@ -189,6 +189,7 @@ func measure(ctx context.Context, cfg Config, tr transport, impaired, withHOL bo
 		return f
 	}
 	for i := 0; i < cfg.Starts; i++ {
+		s.c.settle(sctx)
 		s.close()
 		var d time.Duration
 		d, s, err = firstMessage(sctx, tr, led)

@@ -143,7 +143,7 @@ type wsConn struct {
 
 // dial opens TCP (inside the client's namespace), does the TLS handshake
 // itself so it can see whether the session resumed, upgrades, and greets.
-func (w *wsTransport) dial(ctx context.Context) (clientConn, error) {
+func (w *wsTransport) dial(ctx context.Context, first wire.Message) (clientConn, error) {
 	w.mu.Lock()
 	cache := w.cache
 	w.mu.Unlock()
@@ -180,6 +180,10 @@ func (w *wsTransport) dial(ctx context.Context) (clientConn, error) {
 		wc.close()
 		return nil, fmt.Errorf("send hello: %w", err)
 	}
+	if err := wc.send(first); err != nil { // without waiting for the Welcome
+		wc.close()
+		return nil, fmt.Errorf("send first message: %w", err)
+	}
 	m, err := wc.recvCtx(ctx)
 	if err != nil {
 		wc.close()
@@ -201,6 +205,9 @@ func (c *wsConn) send(m wire.Msg) error {
 	// connection, and a text write is never abandoned halfway.
 	return c.c.Write(context.Background(), websocket.MessageBinary, append([]byte{tagFrame}, b...))
 }
+
+// settle: TLS over TCP delivers its ticket before the first reply.
+func (c *wsConn) settle(context.Context) {}
 
 func (c *wsConn) recv() (wire.Msg, error) { return c.recvCtx(context.Background()) }
 

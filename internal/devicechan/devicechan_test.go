@@ -30,6 +30,8 @@ type recorder struct {
 	status  []wire.Status
 	up      map[string]bool
 	denied  string // an owner MayPair refuses
+	// onInbound, if set, sees each message as it is handled.
+	onInbound func(wire.Message)
 }
 
 func (r *recorder) MayPair(_ context.Context, owner string) error {
@@ -48,8 +50,12 @@ func (r *recorder) DevicePaired(_ context.Context, d store.Device, _ string) {
 }
 func (r *recorder) HandleInbound(_ context.Context, _ string, m wire.Message) error {
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	on := r.onInbound
 	r.inbound = append(r.inbound, m)
+	r.mu.Unlock()
+	if on != nil {
+		on(m)
+	}
 	return nil
 }
 func (r *recorder) HandleTyping(context.Context, string, wire.Typing) {}

@@ -18,6 +18,7 @@ import (
 	"github.com/quic-go/quic-go"
 	"github.com/rs/zerolog"
 
+	"github.com/rcsgate/rcsgate/internal/chanquic"
 	"github.com/rcsgate/rcsgate/internal/pki"
 	"github.com/rcsgate/rcsgate/internal/ratelog"
 	"github.com/rcsgate/rcsgate/internal/store"
@@ -67,7 +68,6 @@ const (
 	// which a silent phone must be reported.
 	idleTimeout   = 45 * time.Second
 	revokePoll    = 250 * time.Millisecond // CLI revocations reach live connections this fast
-	keepAlive     = 20 * time.Second
 	helloDeadline = 10 * time.Second
 )
 
@@ -102,6 +102,7 @@ func New(st *store.Store, ca *pki.CA, cert tls.Certificate, h Handler, log zerol
 		MaxUnauthenticated: DefaultMaxUnauthenticated, MaxUnauthenticatedPerIP: DefaultMaxUnauthenticatedPerIP,
 		adm: admission{perIP: map[netip.Addr]int{}}, refusals: newRefusals(), wipe: make(chan struct{}, 1)}
 	s.tlsBase = s.tlsConfig()
+	(&chanquic.ReplayGuard{}).Install(s.tlsBase) // per-handshake clones keep it
 	return s
 }
 
@@ -135,18 +136,10 @@ func (s *Server) Listen(ctx context.Context, pc net.PacketConn) (<-chan error, e
 		return nil, err
 	}
 	tr := &quic.Transport{Conn: pc, StatelessResetKey: resetKey, ConnContext: s.admit, VerifySourceAddress: s.underLoad}
-	// Early listener: resumed agents may send their Hello in 0-RTT (it is
-	// idempotent); sessions read nothing else before the handshake is done.
-	ln, err := tr.ListenEarly(s.tlsBase, &quic.Config{
-		MaxIdleTimeout:  s.IdleTimeout,
-		KeepAlivePeriod: min(keepAlive, s.IdleTimeout/2),
-		Allow0RTT:       true,
-		// Bound what one phone can make us buffer (quic-go grows to 6 MiB
-		// per stream and 15 MiB per connection by default); 8 MiB still
-		// carries ~330 Mbit/s at 100 ms RTT.
-		MaxStreamReceiveWindow:     4 << 20,
-		MaxConnectionReceiveWindow: 8 << 20,
-	})
+	// Early listener: a resumed agent sends its Hello and first messages in
+	// 0-RTT, and gets its acks a round trip later (see serveEarly); each
+	// session ticket carries early data once (the ReplayGuard New installs).
+	ln, err := tr.ListenEarly(s.tlsBase, chanquic.ServerConfig(s.IdleTimeout))
 	if err != nil {
 		return nil, fmt.Errorf("devicechan: listen: %w", err)
 	}
@@ -182,6 +175,14 @@ func (s *Server) handleConn(ctx context.Context, conn *quic.Conn) {
 	if sl != nil {
 		sl.accepted.Store(true)
 	}
+	// A device resuming a session with 0-RTT data is served at once (see
+	// serveEarly): its identity is the resumed session's certificate, which
+	// verifyPeer checked again before the connection was handed to us.
+	if cs := conn.ConnectionState(); cs.Used0RTT && cs.TLS.NegotiatedProtocol == wire.ALPNChannel {
+		sl.release() // a paired device's certificate: no longer a stranger
+		s.handleChannel(ctx, conn, true)
+		return
+	}
 	select { // client certificates are only known once the handshake is done
 	case <-conn.HandshakeComplete():
 	case <-conn.Context().Done():
@@ -195,7 +196,7 @@ func (s *Server) handleConn(ctx context.Context, conn *quic.Conn) {
 		s.handlePair(ctx, conn) // unauthenticated until it ends
 	case wire.ALPNChannel:
 		sl.release() // a paired device's certificate: no longer a stranger
-		s.handleChannel(ctx, conn)
+		s.handleChannel(ctx, conn, false)
 	default:
 		_ = conn.CloseWithError(codeProtocol, "unknown protocol")
 	}

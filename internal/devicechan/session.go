@@ -38,6 +38,11 @@ type session struct {
 	statusAcks bool // the agent keeps statuses until we ack them
 	hello      wire.Hello
 	inbound    chan wire.Message // to the inbound worker, in order
+	// early: the connection resumed with 0-RTT data and its handshake had
+	// not completed when it was accepted (see serveEarly); live is closed
+	// once the session is registered as the device's.
+	early bool
+	live  chan struct{}
 }
 
 func (s *session) wake() {
@@ -59,7 +64,10 @@ func (s *session) write(m wire.Msg) error {
 	return wire.WriteMsg(s.str, m)
 }
 
-func (s *Server) handleChannel(ctx context.Context, conn *quic.Conn) {
+// handleChannel serves one device connection. early: it was accepted before
+// its handshake completed, because the device resumed a session with 0-RTT
+// data (see handleConn and earlyOK).
+func (s *Server) handleChannel(ctx context.Context, conn *quic.Conn, early bool) {
 	certs := conn.ConnectionState().TLS.PeerCertificates
 	if len(certs) == 0 { // VerifyConnection already refused this; belt and braces
 		_ = conn.CloseWithError(codeProtocol, "no certificate")
@@ -67,14 +75,10 @@ func (s *Server) handleChannel(ctx context.Context, conn *quic.Conn) {
 	}
 	devID := pki.DeviceIDOfCert(certs[0])
 	log := s.log.With().Str("device", devID.Short()).Logger()
-	// The handshake checked the device; look again in case that lookup
-	// failed (the handshake then let it through) or it was revoked since.
-	if d, err := s.store.GetDevice(ctx, devID.String()); err != nil {
-		log.Error().Err(err).Msg("Device lookup failed; the device will retry")
-		_ = conn.CloseWithError(codeUnavailable, "server cannot check devices right now; retry")
-		return
-	} else if !d.Revoked.IsZero() {
-		_ = conn.CloseWithError(codeRevoked, "device revoked")
+	// The handshake checked the device (for a 0-RTT connection: the resumed
+	// session's certificate); look again in case that lookup failed (the
+	// handshake then let it through) or it was revoked since.
+	if !s.deviceAllowed(ctx, conn, log, devID.String()) {
 		return
 	}
 	hctx, cancel := context.WithTimeout(ctx, helloDeadline)
@@ -103,7 +107,8 @@ func (s *Server) handleChannel(ctx context.Context, conn *quic.Conn) {
 	}
 	_ = str.SetReadDeadline(time.Time{})
 	sess := &session{srv: s, conn: conn, str: str, devID: devID.String(), log: log,
-		since: time.Now(), lastSeen: time.Now(), wakeCh: make(chan struct{}, 1), pings: map[uint64]time.Time{}}
+		since: time.Now(), lastSeen: time.Now(), wakeCh: make(chan struct{}, 1), pings: map[uint64]time.Time{},
+		early: early, live: make(chan struct{})}
 	sess.statusAcks = wire.HasFeature(hello.Features, wire.FeatureStatusAck)
 	sess.hello = hello
 	sess.inbound = make(chan wire.Message, inboundDepth)
@@ -113,6 +118,31 @@ func (s *Server) handleChannel(ctx context.Context, conn *quic.Conn) {
 	}
 	if err := sess.write(welcome); err != nil {
 		_ = conn.CloseWithError(codeProtocol, "welcome failed")
+		return
+	}
+
+	sctx, stop := context.WithCancel(conn.Context())
+	var wg sync.WaitGroup
+	readErr := make(chan error, 1)
+	wg.Add(2)
+	go func() { defer wg.Done(); defer stop(); readErr <- sess.readLoop(sctx) }()
+	go func() { defer wg.Done(); defer stop(); sess.inboundLoop(sctx) }()
+	if early && !sess.serveEarly(sctx) {
+		// The handshake never completed (a device that went away at once,
+		// or a first flight replayed by someone without its keys): nothing
+		// was registered, and all that was done was idempotent.
+		stop()
+		_ = conn.CloseWithError(codeOK, "")
+		wg.Wait()
+		log.Info().Msg("Resumed connection ended before its handshake completed")
+		return
+	}
+
+	// Revoked while the connection was being set up? The revocation watcher
+	// only sees registered sessions.
+	if !s.deviceAllowed(ctx, conn, log, sess.devID) {
+		stop()
+		wg.Wait()
 		return
 	}
 	// One session per device: a reconnect replaces a half-dead old one.
@@ -128,15 +158,13 @@ func (s *Server) handleChannel(ctx context.Context, conn *quic.Conn) {
 		log.Warn().Err(err).Msg("Recording connection failed")
 	}
 	s.handler.DeviceState(ctx, sess.devID, true)
+	close(sess.live)
 
-	sctx, stop := context.WithCancel(conn.Context())
-	var wg sync.WaitGroup
-	wg.Add(4)
+	wg.Add(3)
 	go func() { defer wg.Done(); defer stop(); sess.sendLoop(sctx) }()
 	go func() { defer wg.Done(); defer stop(); sess.pingLoop(sctx) }()
-	go func() { defer wg.Done(); defer stop(); sess.inboundLoop(sctx) }()
 	go func() { defer wg.Done(); sess.serveMedia(sctx) }()
-	err = sess.readLoop(sctx)
+	err = <-readErr
 	stop()
 	_ = conn.CloseWithError(codeOK, "")
 	wg.Wait()
@@ -190,7 +218,9 @@ func (s *session) readLoop(ctx context.Context) error {
 				return ctx.Err()
 			}
 		case wire.Typing:
-			s.srv.handler.HandleTyping(ctx, s.devID, m)
+			if s.isLive() { // ephemeral: not worth anything before the handshake
+				s.srv.handler.HandleTyping(ctx, s.devID, m)
+			}
 		case wire.Ack:
 			if len(m.IDs) == 0 {
 				continue
@@ -250,6 +280,13 @@ func (s *session) inboundLoop(ctx context.Context) {
 		case m = <-s.inbound:
 		case <-ctx.Done():
 			return
+		}
+		if needsLive(m) {
+			select { // its file is pulled through the registered session
+			case <-s.live:
+			case <-ctx.Done():
+				return
+			}
 		}
 		if err := s.srv.handler.HandleInbound(ctx, s.devID, m); err != nil {
 			if ctx.Err() == nil {
@@ -377,4 +414,70 @@ func deref(n *int) int {
 		return 0
 	}
 	return *n
+}
+
+// Before its handshake completes, a resumed connection's 0-RTT data is
+// served only as far as that is safe if the same bytes were played again by
+// someone who captured them (RFC 8446 §8):
+//
+//   - who: the device whose certificate the resumed session carries (only
+//     the server can read a ticket; VerifyConnection checked the certificate
+//     again, and the device is looked up once more in handleChannel);
+//   - what: Hello and Welcome, phone messages (keyed by their id: one the
+//     bridge already has is acked and not bridged again), statuses (a state
+//     only moves forward) and acks (deleting what is already gone changes
+//     nothing), and pongs. Typing is dropped; the session is not registered,
+//     so a stale connection is not replaced, nothing is sent from the
+//     outbox, no file is pulled and the device is not reported connected
+//     until the handshake completes;
+//   - replays: chanquic.ReplayGuard gives each ticket one 0-RTT use, so a
+//     replayed flight is refused its early data and, lacking the device's
+//     keys, never completes a handshake. A flight held back and delivered
+//     first by someone on the path is the device's own, served once; its
+//     acks go to whoever cannot read them, so the device sends the same
+//     messages again later and they are deduplicated.
+
+// serveEarly waits for the handshake while the reader and the inbound
+// worker serve the early frames; false if the connection ended first.
+func (s *session) serveEarly(ctx context.Context) bool {
+	s.log.Debug().Msg("Device resumed with 0-RTT data; serving its first frames before the handshake completes")
+	select {
+	case <-s.conn.HandshakeComplete():
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// isLive reports whether the session is registered as the device's.
+func (s *session) isLive() bool {
+	select {
+	case <-s.live:
+		return true
+	default:
+		return false
+	}
+}
+
+// needsLive: handling these reaches back to the device (a file pulled on a
+// stream of its own) or may need the logins made when it connects (another
+// SIM), so they wait for the registered session.
+func needsLive(m wire.Message) bool {
+	return m.Kind == wire.KindMedia || m.Kind == wire.KindContact || m.SIM > 1
+}
+
+// deviceAllowed looks the device up again; if it is revoked, or the lookup
+// fails (the device retries), it closes conn and reports false.
+func (s *Server) deviceAllowed(ctx context.Context, conn *quic.Conn, log zerolog.Logger, devID string) bool {
+	d, err := s.store.GetDevice(ctx, devID)
+	switch {
+	case err != nil:
+		log.Error().Err(err).Msg("Device lookup failed; the device will retry")
+		_ = conn.CloseWithError(codeUnavailable, "server cannot check devices right now; retry")
+		return false
+	case !d.Revoked.IsZero():
+		_ = conn.CloseWithError(codeRevoked, "device revoked")
+		return false
+	}
+	return true
 }

@@ -1,0 +1,146 @@
+package devicechan
+
+import (
+	"context"
+	"crypto/tls"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	"github.com/rcsgate/rcsgate/internal/chanquic"
+	"github.com/rcsgate/rcsgate/internal/pki"
+	"github.com/rcsgate/rcsgate/internal/store"
+	"github.com/rcsgate/rcsgate/internal/wire"
+)
+
+// firstTicket keeps the first session ticket and hands it out for ever:
+// every resumption presents the same ticket, as a replay would.
+type firstTicket struct {
+	mu  sync.Mutex
+	cs  *tls.ClientSessionState
+	got chan struct{}
+}
+
+func (c *firstTicket) Get(string) (*tls.ClientSessionState, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cs, c.cs != nil
+}
+
+func (c *firstTicket) Put(_ string, cs *tls.ClientSessionState) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cs == nil && cs != nil {
+		c.cs = cs
+		close(c.got)
+	}
+}
+
+// A resumed device's Hello and first message travel in 0-RTT and are
+// answered before the handshake completes (the session is not registered
+// yet when the message is handled); the same ticket a second time gets no
+// early data, and its message is handled after the handshake.
+func TestResumedDeviceServedIn0RTT(t *testing.T) {
+	f := newFixture(t)
+	key, err := pki.NewDeviceKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := pki.NewCSR(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, id, err := f.srv.ca.SignCSR(csr, "phone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev := id.String()
+	if err := f.st.AddDevice(f.ctx, store.Device{ID: dev, Name: "phone", Owner: "@u:x", CertDER: der}); err != nil {
+		t.Fatal(err)
+	}
+	// The recorder notes whether the session was registered when each
+	// message was handled.
+	var mu sync.Mutex
+	liveAt := map[string]bool{}
+	f.rec.mu.Lock()
+	f.rec.onInbound = func(m wire.Message) {
+		mu.Lock()
+		defer mu.Unlock()
+		liveAt[m.ID] = f.srv.Connected(dev)
+	}
+	f.rec.mu.Unlock()
+	tickets := &firstTicket{got: make(chan struct{})}
+	conf := &tls.Config{InsecureSkipVerify: true, NextProtos: []string{wire.ALPNChannel}, MinVersion: tls.VersionTLS13,
+		Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}, ClientSessionCache: tickets}
+
+	// connect sends Hello and one message, early when it can, and returns
+	// whether 0-RTT carried them, once the message is acked.
+	connect := func(msgID string) bool {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(f.ctx, 10*time.Second)
+		defer cancel()
+		conn, err := quic.DialAddrEarly(ctx, f.addr, conf, chanquic.ClientConfig())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.CloseWithError(0, "")
+		send := func(c *quic.Conn) *quic.Stream {
+			str, err := c.OpenStream()
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = wire.WriteMsg(str, wire.Hello{Proto: wire.ProtocolVersion, Agent: "test"})
+			_ = wire.WriteMsg(str, wire.Message{ID: msgID, Chat: "+12025550123", Text: "hi"})
+			return str
+		}
+		str := send(conn)
+		<-conn.HandshakeComplete()
+		early := conn.ConnectionState().Used0RTT
+		if conn.ConnectionState().TLS.DidResume && !early {
+			if conn, err = conn.NextConnection(ctx); err != nil {
+				t.Fatal(err)
+			}
+			str = send(conn)
+		}
+		_ = str.SetReadDeadline(time.Now().Add(10 * time.Second))
+		for {
+			m, err := wire.ReadMsg(str)
+			if err != nil {
+				t.Fatalf("%s: %v", msgID, err)
+			}
+			if a, ok := m.(wire.Ack); ok && len(a.IDs) == 1 && a.IDs[0] == msgID {
+				break
+			}
+		}
+		select {
+		case <-tickets.got:
+		case <-ctx.Done():
+			t.Fatal("no session ticket")
+		}
+		return early
+	}
+	if connect("full") {
+		t.Fatal("a first connection cannot carry 0-RTT data")
+	}
+	eventually(t, "first session gone", func() bool { return !f.srv.Connected(dev) })
+	if !connect("early") {
+		t.Fatal("the first resumption with a ticket must carry 0-RTT data")
+	}
+	eventually(t, "second session gone", func() bool { return !f.srv.Connected(dev) })
+	if connect("again") {
+		t.Fatal("a ticket used for 0-RTT once must not carry early data again")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if live, ok := liveAt["early"]; !ok || live {
+		t.Fatalf("the 0-RTT message was handled with the session registered=%v (seen %v); want before registration", live, ok)
+	}
+	if !liveAt["full"] || !liveAt["again"] {
+		t.Fatalf("messages after a handshake must be handled by the registered session: %v", liveAt)
+	}
+	if n := len(f.rec.snapshot().inbound); n != 3 {
+		t.Fatalf("%d messages handled, want 3 (one each)", n)
+	}
+}
