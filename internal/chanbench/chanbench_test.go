@@ -119,7 +119,7 @@ func TestPct(t *testing.T) {
 
 func TestAimsAndPrint(t *testing.T) {
 	good := func(recon, hol time.Duration) Figures {
-		return Figures{Reconnect: recon, HOL99: hol, Cost50: time.Millisecond, Sent: 10}
+		return Figures{Reconnect: recon, HOL99: hol, Cost50: time.Millisecond, Sent: 10, MediaRate: 2}
 	}
 	conds := []Condition{
 		{Name: "loopback", QUIC: good(1, 1), WS: good(1, 1)},
@@ -131,11 +131,15 @@ func TestAimsAndPrint(t *testing.T) {
 	for _, a := range aims {
 		verdicts = append(verdicts, a.Verdict)
 	}
-	if got := strings.Join(verdicts, " "); got != "PASS PASS PASS PASS n/a" {
+	if got := strings.Join(verdicts, " "); got != "PASS PASS PASS PASS PASS n/a" {
 		t.Errorf("verdicts %q", got)
 	}
+	conds[2].QUIC.MediaRate = 1.5 // 0.75 of TCP's 2 MB/s
+	if a := Aims(conds)[2]; a.Verdict != "MISS" || !strings.Contains(a.Text, "file rate") {
+		t.Errorf("a file moving at 0.75x TCP's rate should miss: %+v", a)
+	}
 	conds[2].WS.Doubled = 1
-	if a := Aims(conds)[3]; a.Verdict != "MISS" {
+	if a := Aims(conds)[4]; a.Verdict != "MISS" {
 		t.Errorf("a doubled message should miss: %+v", a)
 	}
 	var buf bytes.Buffer

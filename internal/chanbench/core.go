@@ -328,6 +328,8 @@ type holResult struct {
 	rtts     []time.Duration // pings started while the transfer ran
 	written  int64           // media bytes the client wrote
 	complete bool            // the server received the whole transfer within the window
+	got      int64           // media bytes the server received by the window's end
+	elapsed  time.Duration   // the window: transfer start to its end (or the whole file in)
 }
 
 // hol starts a media transfer of size bytes on s's connection and pings
@@ -348,7 +350,8 @@ func hol(ctx context.Context, s *session, size int64, chunk, maxPings int, windo
 	}()
 	var r holResult
 	var m *mres
-	deadline := time.Now().Add(window)
+	start := time.Now()
+	deadline := start.Add(window)
 	for i := 0; i < maxPings && time.Now().Before(deadline); i++ {
 		if m == nil {
 			select {
@@ -366,6 +369,7 @@ func hol(ctx context.Context, s *session, size int64, chunk, maxPings int, windo
 		}
 		r.rtts = append(r.rtts, d)
 	}
+	r.got, r.elapsed = received(), time.Since(start)
 	// A transfer that failed by itself (not by our cancel) is an error.
 	var failed error
 	if m != nil && m.err != nil {

@@ -12,6 +12,7 @@ import (
 const (
 	aimReconnectRatio = 0.5
 	aimHOLRatio       = 0.5
+	aimMediaRatio     = 0.8
 	aimServerCost     = 2 * time.Millisecond
 )
 
@@ -68,6 +69,7 @@ func Print(out io.Writer, conds []Condition) {
 				return fmt.Sprintf("%d/%.1fMB%s", f.HOLPings, float64(f.MediaGot)/1e6, done)
 			}
 			row("  pings / MB received in window", media(q), media(w), "")
+			row("  file MB/s received in window", fmt.Sprintf("%.2f", q.MediaRate), fmt.Sprintf("%.2f", w.MediaRate), ratio(q.MediaRate, w.MediaRate))
 		}
 		row("messages sent / lost / doubled", fmt.Sprintf("%d/%d/%d", q.Sent, q.Lost, q.Doubled),
 			fmt.Sprintf("%d/%d/%d", w.Sent, w.Lost, w.Doubled), "")
@@ -78,6 +80,11 @@ func Print(out io.Writer, conds []Condition) {
 			if f.f.Err != nil {
 				fmt.Fprintf(out, "%s run stopped early: %v\n", f.n, f.f.Err)
 			}
+			busy := ""
+			if f.f.Load.Busy(0.25) {
+				busy = "  <- busy machine: figures distorted, repeat when idle"
+			}
+			fmt.Fprintf(out, "machine during %s: %s%s\n", f.n, f.f.Load, busy)
 		}
 	}
 	fmt.Fprintf(out, "\n== aims ==\n")
@@ -110,7 +117,8 @@ func Aims(conds []Condition) []Aim {
 	if target == nil || target.Skipped != "" || target.QUIC.Err != nil || target.WS.Err != nil {
 		aims = append(aims,
 			Aim{"n/a", "QUIC reconnect-to-first-message <= 0.5x WebSocket under RTT+loss (condition did not complete)"},
-			Aim{"n/a", "QUIC text p99 during transfer <= 0.5x WebSocket under RTT+loss (condition did not complete)"})
+			Aim{"n/a", "QUIC text p99 during transfer <= 0.5x WebSocket under RTT+loss (condition did not complete)"},
+			Aim{"n/a", "QUIC file rate during transfer >= 0.8x TCP's under RTT+loss (condition did not complete)"})
 	} else {
 		q, w := target.QUIC, target.WS
 		r := float64(q.Reconnect) / float64(w.Reconnect)
@@ -121,6 +129,13 @@ func Aims(conds []Condition) []Aim {
 		aims = append(aims, Aim{verdict(q.HOL99 > 0 && h <= aimHOLRatio), fmt.Sprintf(
 			"QUIC text p99 during transfer <= %.1fx WebSocket (%s): %s vs %s = %.2fx",
 			aimHOLRatio, target.Name, ms(q.HOL99), ms(w.HOL99), h)})
+		mr := 0.0
+		if w.MediaRate > 0 {
+			mr = q.MediaRate / w.MediaRate
+		}
+		aims = append(aims, Aim{verdict(mr >= aimMediaRatio), fmt.Sprintf(
+			"QUIC file rate during transfer >= %.1fx TCP's (%s): %.2f vs %.2f MB/s (%.1f vs %.1f MB in the window) = %.2fx",
+			aimMediaRatio, target.Name, q.MediaRate, w.MediaRate, float64(q.MediaGot)/1e6, float64(w.MediaGot)/1e6, mr)})
 	}
 	var worst time.Duration
 	var worstWS time.Duration

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"time"
+
+	"github.com/rcsgate/rcsgate/internal/loadmeter"
 )
 
 // Config sizes a run. Every loop in the bench is bounded by one of these
@@ -54,8 +56,10 @@ type Figures struct {
 	Cost50, Cost99      time.Duration // server handler: frame read to ack written
 	HOL50, HOL99        time.Duration // text round trips while media ran (zero: not measured)
 	HOLPings            int
-	MediaSent, MediaGot int64 // bytes the client wrote / the server read during the window
-	MediaDone           bool  // the whole transfer was written within the window
+	MediaSent, MediaGot int64          // bytes the client wrote / the server read during the window
+	MediaDone           bool           // the whole transfer was written within the window
+	MediaRate           float64        // MB (10^6) per second the server received during the window
+	Load                loadmeter.Span // the machine while this transport was measured
 	Sent, Lost, Doubled int
 	Err                 error // the run stopped early
 }
@@ -136,7 +140,9 @@ func runBoth(ctx context.Context, cfg Config, cs *certs, pl place, impaired, wit
 			logf("  transport %d: %v", i, err)
 			continue
 		}
+		load := loadmeter.Take()
 		res[i] = measure(ctx, cfg, tr, impaired, withHOL, logf)
+		res[i].Load = loadmeter.Since(load)
 		tr.close()
 	}
 	return res[0], res[1]
@@ -258,10 +264,13 @@ func measure(ctx context.Context, cfg Config, tr transport, impaired, withHOL bo
 	f.MediaGot = srv.media.Load() - before
 	f.HOL50, f.HOL99, f.HOLPings = pct(h.rtts, 50), pct(h.rtts, 99), len(h.rtts)
 	f.MediaSent, f.MediaDone = h.written, h.complete
+	if h.elapsed > 0 {
+		f.MediaRate = float64(h.got) / 1e6 / h.elapsed.Seconds()
+	}
 	if err != nil {
 		f.Err = fmt.Errorf("transfer: %w", err)
 		return f
 	}
-	logf("  %s: text during transfer p50 %v p99 %v (%d pings, %.1f MB sent)", tr.name(), f.HOL50, f.HOL99, f.HOLPings, float64(f.MediaSent)/1e6)
+	logf("  %s: text during transfer p50 %v p99 %v (%d pings, %.1f MB sent, %.2f MB/s received)", tr.name(), f.HOL50, f.HOL99, f.HOLPings, float64(f.MediaSent)/1e6, f.MediaRate)
 	return f
 }
