@@ -103,9 +103,12 @@ func (s *Store) NoteTransport(ctx context.Context, k ChatKey, transport string, 
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return "", fmt.Errorf("store: chat: %w", err)
 	}
+	// Unchanged (nearly every message): no row is rewritten, so the commit
+	// writes and syncs nothing.
 	if _, err := tx.ExecContext(ctx, `INSERT INTO chat (login_id, opaque_id, transport, sim) VALUES (?, ?, ?, ?)
 		ON CONFLICT (login_id, opaque_id) DO UPDATE SET transport = excluded.transport,
-		sim = CASE WHEN excluded.sim > 0 THEN excluded.sim ELSE chat.sim END`, k.Login, k.Contact, transport, sim); err != nil {
+		sim = CASE WHEN excluded.sim > 0 THEN excluded.sim ELSE chat.sim END
+		WHERE chat.transport != excluded.transport OR (excluded.sim > 0 AND chat.sim != excluded.sim)`, k.Login, k.Contact, transport, sim); err != nil {
 		return "", fmt.Errorf("store: chat: %w", err)
 	}
 	return prev, tx.Commit()

@@ -205,3 +205,33 @@ func oldSchema(t *testing.T, version int, seed string) string {
 	}
 	return path
 }
+
+func TestNoteTransport(t *testing.T) {
+	s := open(t)
+	ctx := context.Background()
+	key := ChatKey{Login: "login1", Contact: "chat1"}
+	for i, step := range []struct {
+		transport string
+		sim       int
+		wantPrev  string
+		wantSIM   int
+	}{
+		{"rcs", 1, "", 1},    // first event of the chat
+		{"rcs", 1, "rcs", 1}, // unchanged: nothing rewritten
+		{"sms", 0, "rcs", 1}, // fell back to SMS; no SIM given keeps the SIM
+		{"sms", 2, "sms", 2}, // moved to the other SIM
+		{"rcs", 2, "sms", 2},
+	} {
+		prev, err := s.NoteTransport(ctx, key, step.transport, step.sim)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := s.GetChat(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if prev != step.wantPrev || c.Transport != step.transport || c.SIM != step.wantSIM {
+			t.Fatalf("step %d: prev %q, chat %+v; want prev %q, transport %q, SIM %d", i, prev, c, step.wantPrev, step.transport, step.wantSIM)
+		}
+	}
+}
