@@ -54,6 +54,26 @@ type flooder struct {
 	barrierC chan struct{}
 }
 
+// floodSlices: each path's sustained traffic runs in this many slices,
+// alternating with the other path's.
+const floodSlices = 3
+
+// merge adds a slice's outcome to r (first: r is still empty).
+func (r *FloodResult) merge(s FloodResult, first bool) {
+	r.Sent += s.Sent
+	r.Echoed += s.Echoed
+	r.Lost += s.Lost
+	r.Duplicates += s.Duplicates
+	r.Unknown += s.Unknown
+	r.SendPhase += s.SendPhase
+	r.Elapsed += s.Elapsed
+	r.Latency = append(r.Latency, s.Latency...)
+	r.Barrier = s.Barrier && (first || r.Barrier)
+	if r.Elapsed > 0 {
+		r.Rate = float64(r.Echoed) / r.Elapsed.Seconds()
+	}
+}
+
 // flood runs the sustained-throughput phase for d, then drains.
 func flood(ctx context.Context, cli *harness.Client, room id.RoomID, ghost id.UserID, d time.Duration, window, limit int) (FloodResult, error) {
 	f := &flooder{

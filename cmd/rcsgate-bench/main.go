@@ -206,13 +206,8 @@ func bench(ctx context.Context, cfg Config, dir string) (*Report, error) {
 	rep := newReport(cfg)
 	started := time.Now()
 
-	// rcsgate and the agent mark each hop of a message into this directory
-	// (they inherit the variable); the breakdown reads it at the end.
-	traceDir := filepath.Join(dir, "hoptrace")
-	if err := os.MkdirAll(traceDir, 0o700); err != nil {
-		return nil, err
-	}
-	if err := os.Setenv(hoptrace.EnvVar, traceDir); err != nil {
+	traceDir, err := traceHops(dir)
+	if err != nil {
 		return nil, err
 	}
 	progress("starting the homeserver, rcsgate and the simulated phone in %s", dir)
@@ -246,51 +241,59 @@ func bench(ctx context.Context, cfg Config, dir string) (*Report, error) {
 	defer peer.stop()
 	progress("bridge: portal %s, ghost %s; baseline: room %s with %s", portal, ghost, peer.room, peer.id)
 
-	// 1. Round trips through the bridge, 2. between the two plain users.
+	// 1. Round trips through the bridge and between the two plain users,
+	// taken in turn so the machine's load falls on both alike.
+	bridgePath := rttPath{label: "bridge", ctx: ctx, room: portal, peer: ghost}
+	basePath := rttPath{label: "baseline", ctx: peer.ctx, room: peer.room, peer: peer.id}
 	load := loadmeter.Take()
-	progress("bridge: %d warm-up + %d round trips (%s)", cfg.Warmup, cfg.N, loadNow())
-	bridgeTrips, err := roundTrips(ctx, a, portal, ghost, "bridge", cfg.Warmup, cfg.N)
-	if err != nil {
-		return nil, err
-	}
-	rep.Load.BridgeRTT = loadmeter.Since(load)
-
-	load = loadmeter.Take()
-	progress("baseline: %d warm-up + %d round trips (%s)", cfg.Warmup, cfg.N, loadNow())
-	baseTrips, err := roundTrips(peer.ctx, a, peer.room, peer.id, "baseline", cfg.Warmup, cfg.N)
+	progress("round trips: %d warm-up + %d on each path, interleaved (%s)", cfg.Warmup, cfg.N, loadNow())
+	trips, err := interleavedRoundTrips(a, []rttPath{bridgePath, basePath}, cfg.Warmup, cfg.N)
 	if err := peer.failed(err); err != nil {
 		return nil, err
 	}
-	rep.Load.BaselineRTT = loadmeter.Since(load)
+	rep.Load.RoundTrips = loadmeter.Since(load)
 
-	// 3. Sustained traffic through the bridge, 4. between the plain users.
+	// 2. Sustained traffic both ways, in alternating slices for the same
+	// reason.
 	load = loadmeter.Take()
-	progress("throughput, bridge: window %d for %s (cap %d messages; %s)", cfg.Window, cfg.Duration, cfg.Limit, loadNow())
-	fr, err := flood(ctx, a, portal, ghost, cfg.Duration, cfg.Window, cfg.Limit)
-	if err != nil {
-		return nil, err
+	slice := cfg.Duration / floodSlices
+	progress("throughput: window %d, %d slices of %s on each path, alternating (%s)", cfg.Window, floodSlices, slice, loadNow())
+	var fr, bfr FloodResult
+	for i := range floodSlices {
+		r, err := flood(ctx, a, portal, ghost, slice, cfg.Window, cfg.Limit)
+		if err != nil {
+			return nil, fmt.Errorf("bridge: %w", err)
+		}
+		fr.merge(r, i == 0)
+		r, err = flood(peer.ctx, a, peer.room, peer.id, slice, cfg.Window, cfg.Limit)
+		if err := peer.failed(err); err != nil {
+			return nil, fmt.Errorf("baseline: %w", err)
+		}
+		bfr.merge(r, i == 0)
+		progress("throughput: slice %d: bridge %d echoed, baseline %d echoed (%s)", i+1, fr.Echoed, bfr.Echoed, loadNow())
 	}
-	rep.Load.BridgeFlood = loadmeter.Since(load)
-	progress("throughput, bridge: %d sent, %d echoed in %s", fr.Sent, fr.Echoed, fr.Elapsed.Round(time.Millisecond))
-
-	load = loadmeter.Take()
-	progress("throughput, baseline: window %d for %s (%s)", cfg.Window, cfg.Duration, loadNow())
-	bfr, err := flood(peer.ctx, a, peer.room, peer.id, cfg.Duration, cfg.Window, cfg.Limit)
-	if err := peer.failed(err); err != nil {
-		return nil, err
-	}
-	rep.Load.BaselineFlood = loadmeter.Since(load)
-	progress("throughput, baseline: %d sent, %d echoed in %s", bfr.Sent, bfr.Echoed, bfr.Elapsed.Round(time.Millisecond))
+	rep.Load.Throughput = loadmeter.Since(load)
 
 	trace, err := hoptrace.Read(traceDir)
 	if err != nil {
 		return nil, fmt.Errorf("reading the hop trace: %w", err)
 	}
-	if err := rep.fill(bridgeTrips, baseTrips, fr, bfr, trace); err != nil {
+	if err := rep.fill(trips[0], trips[1], fr, bfr, trace); err != nil {
 		return nil, err
 	}
 	rep.TotalSeconds = time.Since(started).Seconds()
 	return rep, nil
+}
+
+// traceHops makes rcsgate and the agent started after it mark each hop of a
+// message into a directory under dir (they inherit the variable); the
+// breakdown reads it at the end.
+func traceHops(dir string) (string, error) {
+	traceDir := filepath.Join(dir, "hoptrace")
+	if err := os.MkdirAll(traceDir, 0o700); err != nil {
+		return "", err
+	}
+	return traceDir, os.Setenv(hoptrace.EnvVar, traceDir)
 }
 
 // echoPeer is the baseline's second plain user: it answers every message

@@ -151,11 +151,8 @@ func runMedia(ctx context.Context, cfg Config, dir string) (*MediaReport, error)
 		return nil, err
 	}
 
-	traceDir := filepath.Join(dir, "hoptrace")
-	if err := os.MkdirAll(traceDir, 0o700); err != nil {
-		return nil, err
-	}
-	if err := os.Setenv(hoptrace.EnvVar, traceDir); err != nil {
+	traceDir, err := traceHops(dir)
+	if err != nil {
 		return nil, err
 	}
 	progress("media: starting the homeserver, rcsgate and the simulated phone in %s", dir)

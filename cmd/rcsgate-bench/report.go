@@ -91,10 +91,8 @@ type Report struct {
 	BaselineRate     ThroughputFigures `json:"throughput_baseline"`
 	RateRatio        float64           `json:"throughput_ratio_bridge_over_baseline"`
 	Load             struct {
-		BridgeRTT     loadmeter.Span `json:"bridge_rtt"`
-		BaselineRTT   loadmeter.Span `json:"baseline_rtt"`
-		BridgeFlood   loadmeter.Span `json:"bridge_throughput"`
-		BaselineFlood loadmeter.Span `json:"baseline_throughput"`
+		RoundTrips loadmeter.Span `json:"round_trips"`
+		Throughput loadmeter.Span `json:"throughput"`
 	} `json:"load"`
 	Targets      []string `json:"targets"`
 	TotalSeconds float64  `json:"total_s"`
@@ -195,7 +193,7 @@ func loadNote(w io.Writer, phase string, s loadmeter.Span) {
 func (r *Report) print(w io.Writer) {
 	fmt.Fprintf(w, "rcsgate-bench  %s  %s/%s, %d CPUs, loopback, %s\n\n",
 		r.StartedAt.Format(time.RFC3339), r.Host.OS, r.Host.Arch, r.Host.CPUs, r.Homeserver)
-	fmt.Fprintf(w, "Round trip, sequential: %d messages each after %d warm-up (ms)\n", r.Config.N, r.Config.Warmup)
+	fmt.Fprintf(w, "Round trip, sequential: %d messages each after %d warm-up, bridge and baseline in turn (ms)\n", r.Config.N, r.Config.Warmup)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "\tn\tp50\tp90\tp99\tmax\tmean\t")
 	row := func(name string, f RTTFigures) {
@@ -207,11 +205,10 @@ func (r *Report) print(w io.Writer) {
 	row("  send accepted, bridge room", r.BridgeAccepted)
 	row("  send accepted, baseline room", r.BaselineAccepted)
 	_ = tw.Flush()
-	loadNote(w, "bridge round trips", r.Load.BridgeRTT)
-	loadNote(w, "baseline round trips", r.Load.BaselineRTT)
+	loadNote(w, "the round trips", r.Load.RoundTrips)
 	r.Breakdown.print(w)
 
-	fmt.Fprintf(w, "\nSustained throughput: window %d, sending for %.0fs each\n", r.Config.Window, r.Config.DurationSeconds)
+	fmt.Fprintf(w, "\nSustained throughput: window %d, sending for %.0fs each, in %d alternating slices\n", r.Config.Window, r.Config.DurationSeconds, floodSlices)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "\tmsg/s\tsent\techoed\tlost\tdoubled\tunknown\tp50 ms\tp99 ms\t")
 	trow := func(name string, t ThroughputFigures) {
@@ -222,8 +219,7 @@ func (r *Report) print(w io.Writer) {
 	trow("baseline (Matrix user -> Matrix user)", r.BaselineRate)
 	fmt.Fprintf(tw, "ratio bridge/baseline\t%.2fx\t\t\t\t\t\t\t\t\n", r.RateRatio)
 	_ = tw.Flush()
-	loadNote(w, "bridge throughput", r.Load.BridgeFlood)
-	loadNote(w, "baseline throughput", r.Load.BaselineFlood)
+	loadNote(w, "the throughput phase", r.Load.Throughput)
 
 	fmt.Fprintln(w, "\nTargets (same run):")
 	for _, t := range r.Targets {

@@ -37,36 +37,56 @@ func rtts(trips []trip) []time.Duration {
 	return out
 }
 
-// roundTrips sends warmup+n messages one at a time into room and waits for
-// peer to send each body back; it returns the n timed round trips.
-func roundTrips(ctx context.Context, cli *harness.Client, room id.RoomID, peer id.UserID, label string, warmup, n int) ([]trip, error) {
+// rttPath is one way a message goes around: into room, back from peer.
+type rttPath struct {
+	label string
+	ctx   context.Context // ends early if the path's echo user fails
+	room  id.RoomID
+	peer  id.UserID
+}
+
+// interleavedRoundTrips sends warmup+n messages on every path, one at a
+// time, taking the paths in turn for each message, so that whatever other
+// processes do to the machine falls on every path alike. It returns the n
+// timed trips of each path.
+func interleavedRoundTrips(cli *harness.Client, paths []rttPath, warmup, n int) ([][]trip, error) {
 	run := nonce()
-	out := make([]trip, 0, n)
+	out := make([][]trip, len(paths))
 	for i := range warmup + n {
-		body := fmt.Sprintf("%s %s %05d", label, run, i)
-		from := cli.Now()
-		t := trip{T0: time.Now()}
-		resp, err := cli.SendText(ctx, room, body)
-		if err != nil {
-			return nil, fmt.Errorf("%s: sending message %d: %w", label, i, err)
-		}
-		t.Accepted, t.EventID = time.Now(), resp.EventID
-		wctx, cancel := context.WithTimeout(ctx, echoWait)
-		evt, _, err := cli.WaitEvent(wctx, from, cli.Message(room, peer, body))
-		t.Echoed = time.Now()
-		cancel()
-		if err != nil {
-			return nil, fmt.Errorf("%s: no echo of message %d from %s within %s: %w", label, i, peer, echoWait, err)
-		}
-		t.PhoneID = phoneID(evt)
-		if i >= warmup {
-			out = append(out, t)
+		for k, p := range paths {
+			t, err := roundTrip(p.ctx, cli, p, fmt.Sprintf("%s %s %05d", p.label, run, i))
+			if err != nil {
+				return nil, fmt.Errorf("%s: message %d: %w", p.label, i, err)
+			}
+			if i >= warmup {
+				out[k] = append(out[k], t)
+			}
 		}
 		if done := i + 1 - warmup; done > 0 && (done%50 == 0 || done == n) {
-			progress("%s: %d/%d round trips, last %.1f ms", label, done, n, ms(t.rtt()))
+			progress("round trips: %d/%d on each path, last %s %.1f ms", done, n, paths[0].label, ms(out[0][len(out[0])-1].rtt()))
 		}
 	}
 	return out, nil
+}
+
+// roundTrip sends body into p's room and waits for p's peer to send it back.
+func roundTrip(ctx context.Context, cli *harness.Client, p rttPath, body string) (trip, error) {
+	from := cli.Now()
+	t := trip{T0: time.Now()}
+	resp, err := cli.SendText(ctx, p.room, body)
+	if err != nil {
+		return t, fmt.Errorf("sending: %w", err)
+	}
+	t.Accepted, t.EventID = time.Now(), resp.EventID
+	wctx, cancel := context.WithTimeout(ctx, echoWait)
+	defer cancel()
+	evt, _, err := cli.WaitEvent(wctx, from, cli.Message(p.room, p.peer, body))
+	t.Echoed = time.Now()
+	if err != nil {
+		return t, fmt.Errorf("no echo from %s within %s: %w", p.peer, echoWait, err)
+	}
+	t.PhoneID = phoneID(evt)
+	return t, nil
 }
 
 // phoneID is the phone message id a bridged event carries ("" if none).
