@@ -193,7 +193,7 @@ func loadNote(w io.Writer, phase string, s loadmeter.Span) {
 func (r *Report) print(w io.Writer) {
 	fmt.Fprintf(w, "rcsgate-bench  %s  %s/%s, %d CPUs, loopback, %s\n\n",
 		r.StartedAt.Format(time.RFC3339), r.Host.OS, r.Host.Arch, r.Host.CPUs, r.Homeserver)
-	fmt.Fprintf(w, "Round trip, sequential: %d messages each after %d warm-up, bridge and baseline in turn (ms)\n", r.Config.N, r.Config.Warmup)
+	fmt.Fprintf(w, "Round trip, sequential: %d messages each after %d warm-up, bridge and baseline taking turns in blocks of %d (ms)\n", r.Config.N, r.Config.Warmup, rttBlock)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "\tn\tp50\tp90\tp99\tmax\tmean\t")
 	row := func(name string, f RTTFigures) {

@@ -45,28 +45,56 @@ type rttPath struct {
 	peer  id.UserID
 }
 
+// Interleaving: the paths take turns in blocks of rttBlock messages, and a
+// block starts only rttSettle after the previous one ended, so work a path
+// leaves behind (the homeserver pushing its last echo to the bridge, the
+// bot's paced sync) does not land on the other path's first trip.
+const (
+	rttBlock  = 10
+	rttSettle = 300 * time.Millisecond
+)
+
 // interleavedRoundTrips sends warmup+n messages on every path, one at a
-// time, taking the paths in turn for each message, so that whatever other
-// processes do to the machine falls on every path alike. It returns the n
-// timed trips of each path.
+// time, the paths taking turns in blocks, so that whatever other processes
+// do to the machine falls on every path alike. It returns the n timed trips
+// of each path.
 func interleavedRoundTrips(cli *harness.Client, paths []rttPath, warmup, n int) ([][]trip, error) {
 	run := nonce()
 	out := make([][]trip, len(paths))
-	for i := range warmup + n {
+	total := warmup + n
+	for start := 0; start < total; start += rttBlock {
 		for k, p := range paths {
-			t, err := roundTrip(p.ctx, cli, p, fmt.Sprintf("%s %s %05d", p.label, run, i))
-			if err != nil {
-				return nil, fmt.Errorf("%s: message %d: %w", p.label, i, err)
+			if err := settle(p.ctx); err != nil {
+				return nil, err
 			}
-			if i >= warmup {
-				out[k] = append(out[k], t)
+			for i := start; i < min(start+rttBlock, total); i++ {
+				t, err := roundTrip(p.ctx, cli, p, fmt.Sprintf("%s %s %05d", p.label, run, i))
+				if err != nil {
+					return nil, fmt.Errorf("%s: message %d: %w", p.label, i, err)
+				}
+				if i >= warmup {
+					out[k] = append(out[k], t)
+				}
 			}
 		}
-		if done := i + 1 - warmup; done > 0 && (done%50 == 0 || done == n) {
+		if done := min(start+rttBlock, total) - warmup; done > 0 && (done%50 == 0 || done == n) {
 			progress("round trips: %d/%d on each path, last %s %.1f ms", done, n, paths[0].label, ms(out[0][len(out[0])-1].rtt()))
 		}
 	}
 	return out, nil
+}
+
+// settle lets the previous block's leftover work finish (a pause in a
+// measurement, not a wait for a result).
+func settle(ctx context.Context) error {
+	t := time.NewTimer(rttSettle)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }
 
 // roundTrip sends body into p's room and waits for p's peer to send it back.
