@@ -243,11 +243,11 @@ func bench(ctx context.Context, cfg Config, dir string) (*Report, error) {
 
 	// 1. Round trips through the bridge and between the two plain users,
 	// taken in turn so the machine's load falls on both alike.
-	bridgePath := rttPath{label: "bridge", ctx: ctx, room: portal, peer: ghost}
-	basePath := rttPath{label: "baseline", ctx: peer.ctx, room: peer.room, peer: peer.id}
+	bridgePath := rttPath{label: "bridge", ctx: ctx, cli: a, room: portal, peer: ghost}
+	basePath := rttPath{label: "baseline", ctx: peer.ctx, cli: a, room: peer.room, peer: peer.id}
 	load := loadmeter.Take()
 	progress("round trips: %d warm-up + %d on each path, interleaved (%s)", cfg.Warmup, cfg.N, loadNow())
-	trips, err := interleavedRoundTrips(a, []rttPath{bridgePath, basePath}, cfg.Warmup, cfg.N)
+	trips, err := interleavedRoundTrips([]rttPath{bridgePath, basePath}, cfg.Warmup, cfg.N)
 	if err := peer.failed(err); err != nil {
 		return nil, err
 	}

@@ -99,26 +99,17 @@ func phoneAppBench(ctx context.Context, cfg Config, dir string) (*PhoneAppReport
 	defer appCli.Close()
 
 	rep := &PhoneAppReport{StartedAt: time.Now().UTC(), N: cfg.N}
-	// Halves in turn, so a drift of the machine's load hits both alike.
-	var simRTT, appRTT []time.Duration
-	for half := range 2 {
-		n := cfg.N / 2
-		if half == 1 {
-			n = cfg.N - n
-		}
-		progress("sim: %d warm-up + %d round trips", cfg.Warmup, n)
-		s, err := roundTrips(ctx, simCli, simPortal, simGhost, "sim", cfg.Warmup, n)
-		if err != nil {
-			return nil, err
-		}
-		simRTT = append(simRTT, s...)
-		progress("phone app: %d warm-up + %d round trips", cfg.Warmup, n)
-		a, err := roundTrips(ctx, appCli, appPortal, appGhost, "phone-app", cfg.Warmup, n)
-		if err != nil {
-			return nil, err
-		}
-		appRTT = append(appRTT, a...)
+	// The two phones take turns in blocks, so a drift of the machine's load
+	// hits both alike.
+	progress("sim and phone app: %d warm-up + %d round trips each, interleaved", cfg.Warmup, cfg.N)
+	trips, err := interleavedRoundTrips([]rttPath{
+		{label: "sim", ctx: ctx, cli: simCli, room: simPortal, peer: simGhost},
+		{label: "phone-app", ctx: ctx, cli: appCli, room: appPortal, peer: appGhost},
+	}, cfg.Warmup, cfg.N)
+	if err != nil {
+		return nil, err
 	}
+	simRTT, appRTT := rtts(trips[0]), rtts(trips[1])
 	ss, err := Summarize(simRTT)
 	if err != nil {
 		return nil, err

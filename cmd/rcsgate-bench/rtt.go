@@ -37,10 +37,12 @@ func rtts(trips []trip) []time.Duration {
 	return out
 }
 
-// rttPath is one way a message goes around: into room, back from peer.
+// rttPath is one way a message goes around: cli sends into room, peer
+// sends it back.
 type rttPath struct {
 	label string
 	ctx   context.Context // ends early if the path's echo user fails
+	cli   *harness.Client
 	room  id.RoomID
 	peer  id.UserID
 }
@@ -58,7 +60,7 @@ const (
 // time, the paths taking turns in blocks, so that whatever other processes
 // do to the machine falls on every path alike. It returns the n timed trips
 // of each path.
-func interleavedRoundTrips(cli *harness.Client, paths []rttPath, warmup, n int) ([][]trip, error) {
+func interleavedRoundTrips(paths []rttPath, warmup, n int) ([][]trip, error) {
 	run := nonce()
 	out := make([][]trip, len(paths))
 	total := warmup + n
@@ -68,7 +70,7 @@ func interleavedRoundTrips(cli *harness.Client, paths []rttPath, warmup, n int) 
 				return nil, err
 			}
 			for i := start; i < min(start+rttBlock, total); i++ {
-				t, err := roundTrip(p.ctx, cli, p, fmt.Sprintf("%s %s %05d", p.label, run, i))
+				t, err := roundTrip(p, fmt.Sprintf("%s %s %05d", p.label, run, i))
 				if err != nil {
 					return nil, fmt.Errorf("%s: message %d: %w", p.label, i, err)
 				}
@@ -98,7 +100,8 @@ func settle(ctx context.Context) error {
 }
 
 // roundTrip sends body into p's room and waits for p's peer to send it back.
-func roundTrip(ctx context.Context, cli *harness.Client, p rttPath, body string) (trip, error) {
+func roundTrip(p rttPath, body string) (trip, error) {
+	ctx, cli := p.ctx, p.cli
 	from := cli.Now()
 	t := trip{T0: time.Now()}
 	resp, err := cli.SendText(ctx, p.room, body)
