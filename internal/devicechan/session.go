@@ -124,9 +124,14 @@ func (s *Server) handleChannel(ctx context.Context, conn *quic.Conn, early bool)
 	sctx, stop := context.WithCancel(conn.Context())
 	var wg sync.WaitGroup
 	readErr := make(chan error, 1)
-	wg.Add(2)
-	go func() { defer wg.Done(); defer stop(); readErr <- sess.readLoop(sctx) }()
-	go func() { defer wg.Done(); defer stop(); sess.inboundLoop(sctx) }()
+	startReading := func() {
+		wg.Add(2)
+		go func() { defer wg.Done(); defer stop(); readErr <- sess.readLoop(sctx) }()
+		go func() { defer wg.Done(); defer stop(); sess.inboundLoop(sctx) }()
+	}
+	if early {
+		startReading()
+	}
 	if early && !sess.serveEarly(sctx) {
 		// The handshake never completed (a device that went away at once,
 		// or a first flight replayed by someone without its keys): nothing
@@ -160,6 +165,9 @@ func (s *Server) handleChannel(ctx context.Context, conn *quic.Conn, early bool)
 	s.handler.DeviceState(ctx, sess.devID, true)
 	close(sess.live)
 
+	if !early {
+		startReading()
+	}
 	wg.Add(3)
 	go func() { defer wg.Done(); defer stop(); sess.sendLoop(sctx) }()
 	go func() { defer wg.Done(); defer stop(); sess.pingLoop(sctx) }()
