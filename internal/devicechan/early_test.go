@@ -3,6 +3,7 @@ package devicechan
 import (
 	"context"
 	"crypto/tls"
+	"net"
 	"sync"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/rcsgate/rcsgate/internal/chanquic"
+	"github.com/rcsgate/rcsgate/internal/netsim"
 	"github.com/rcsgate/rcsgate/internal/pki"
 	"github.com/rcsgate/rcsgate/internal/store"
 	"github.com/rcsgate/rcsgate/internal/wire"
@@ -142,5 +144,61 @@ func TestResumedDeviceServedIn0RTT(t *testing.T) {
 	}
 	if n := len(f.rec.snapshot().inbound); n != 3 {
 		t.Fatalf("%d messages handled, want 3 (one each)", n)
+	}
+}
+
+// The real agent, back from a network cut with a phone message waiting,
+// resumes with 0-RTT and the message rides its first flight: the server
+// handles it before the session is registered, once.
+func TestAgentMessageRidesTheResumedHello(t *testing.T) {
+	f := newFixture(t)
+	f.srv.IdleTimeout = 2 * time.Second
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.srv.Listen(f.ctx, pc); err != nil {
+		t.Fatal(err)
+	}
+	relay, err := netsim.NewRelay(f.ctx, pc.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.addr = relay.Addr()
+	id, phone, a, _ := runAgent(t, f)
+	dev := id.String()
+	var mu sync.Mutex
+	liveAt := map[string][]bool{}
+	f.rec.mu.Lock()
+	f.rec.onInbound = func(m wire.Message) {
+		mu.Lock()
+		defer mu.Unlock()
+		liveAt[m.Text] = append(liveAt[m.Text], f.srv.Connected(dev))
+	}
+	f.rec.mu.Unlock()
+	handled := func(text string) func() bool {
+		return func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return len(liveAt[text]) > 0
+		}
+	}
+	// A first message: by the time it is handled the session ticket is in.
+	if err := phone.Inject("+12025550123", "before the cut"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "first message handled", handled("before the cut"))
+	relay.Partition(true)
+	eventually(t, "server reports the silent phone", func() bool { return !f.srv.Connected(dev) })
+	if err := phone.Inject("+12025550123", "written during the cut"); err != nil {
+		t.Fatal(err)
+	}
+	relay.Partition(false)
+	eventually(t, "message from the cut handled", handled("written during the cut"))
+	eventually(t, "phone back", func() bool { return a.Connected() && f.srv.Connected(dev) && a.Pending() == 0 })
+	mu.Lock()
+	defer mu.Unlock()
+	if got := liveAt["written during the cut"]; len(got) != 1 || got[0] {
+		t.Fatalf("the message written during the cut was handled %d times, registered=%v; want once, in 0-RTT before registration", len(got), got)
 	}
 }
