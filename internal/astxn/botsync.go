@@ -32,14 +32,7 @@ func (h *Handler) SyncEphemeral(ctx context.Context, cli *mautrix.Client) {
 		},
 	}
 	first := true
-	var last time.Time
 	syncer.OnSync(func(ctx context.Context, resp *mautrix.RespSync, since string) bool {
-		// Pace the long poll: the homeserver answers it at every event in
-		// any portal (most of which this filter then drops), so each message
-		// would cost it a sync computation on the message's path. One sync
-		// per syncEvery at most batches them; typing and receipts arrive at
-		// most that much later.
-		defer func() { last = waitSince(ctx, last, syncEvery) }()
 		// The first batch is old news (receipts from before we started).
 		if first {
 			first = false
@@ -80,23 +73,6 @@ func (h *Handler) SyncEphemeral(ctx context.Context, cli *mautrix.Client) {
 			}
 		}
 	}
-}
-
-// syncEvery is the shortest time between two of the bot's syncs.
-const syncEvery = 250 * time.Millisecond
-
-// waitSince waits until every has passed since last (or ctx ends) and
-// returns the time it stopped waiting.
-func waitSince(ctx context.Context, last time.Time, every time.Duration) time.Time {
-	if d := time.Until(last.Add(every)); d > 0 {
-		t := time.NewTimer(d)
-		select {
-		case <-ctx.Done():
-		case <-t.C:
-		}
-		t.Stop()
-	}
-	return time.Now()
 }
 
 // firstRedaction reports whether a redaction is seen for the first time, by

@@ -11,6 +11,7 @@ import (
 	"encoding/base32"
 	"fmt"
 	"io"
+	"net/http"
 	"strings"
 	"sync"
 	"time"
@@ -85,6 +86,10 @@ type Connector struct {
 	br      *bridgev2.Bridge
 	status  *StatusMatrix
 	started time.Time // when this process started handling messages
+
+	// streamClient carries streamed files (see mediahttp.go).
+	streamOnce   sync.Once
+	streamClient *http.Client
 
 	mu      sync.Mutex
 	waiters map[string]chan *bridgev2.UserLogin // pairing token hash → login flow

@@ -356,6 +356,8 @@ func (in *inbound) streamUpload(ctx context.Context, portal *bridgev2.Portal, in
 	if limit := mx.MediaConfig.UploadSize; limit > 0 && md.Size > limit {
 		return "", nil, fmt.Errorf("%w (%d bytes, the homeserver takes %d)", bridgev2.ErrMediaTooLarge, md.Size, limit)
 	}
+	ctx, cancel := context.WithTimeout(ctx, transferDeadline(md.Size))
+	defer cancel()
 	encrypted := mx.Config.Encryption.Require
 	if !encrypted {
 		var err error
@@ -387,7 +389,7 @@ func (in *inbound) streamUpload(ctx context.Context, portal *bridgev2.Portal, in
 		enc = file.EncryptStream(pr)
 		req.Content, req.ContentType, req.FileName = enc, "application/octet-stream", ""
 	}
-	resp, uerr := ghost.ASIntent.Matrix.UploadMedia(ctx, req)
+	resp, uerr := in.c.uploadStreamed(ctx, ghost.ASIntent.Matrix.Client, req)
 	if uerr != nil {
 		pr.CloseWithError(uerr) // stops the fetch if the homeserver gave up early
 	}
@@ -682,22 +684,26 @@ func (c *Connector) streamDownload(ctx context.Context, url string, file *event.
 	if err != nil {
 		return wire.MediaFile{}, fmt.Errorf("%w: media URL: %w", wire.ErrMediaUnavailable, err)
 	}
-	resp, err := c.status.Bot.Download(ctx, mxc)
-	if errors.Is(err, mautrix.MNotFound) {
-		return wire.MediaFile{}, fmt.Errorf("%w: %w", wire.ErrMediaUnavailable, err)
-	} else if err != nil {
+	ctx, cancel := context.WithTimeout(ctx, transferDeadline(wire.MaxMediaSize))
+	resp, err := c.downloadStreamed(ctx, c.status.Bot.Client, mxc)
+	if err != nil {
+		cancel()
+		if errors.Is(err, mautrix.MNotFound) {
+			return wire.MediaFile{}, fmt.Errorf("%w: %w", wire.ErrMediaUnavailable, err)
+		}
 		return wire.MediaFile{}, fmt.Errorf("download from homeserver: %w", err)
 	}
 	size := resp.ContentLength
+	closeBody := func() error { defer cancel(); return resp.Body.Close() }
 	switch {
 	case size < 0:
-		resp.Body.Close()
+		closeBody()
 		return wire.MediaFile{}, errSizeUnknown
 	case size > wire.MaxMediaSize:
-		resp.Body.Close()
+		closeBody()
 		return wire.MediaFile{}, fmt.Errorf("%w: the homeserver serves %d bytes, over the phone's limit", wire.ErrMediaUnavailable, size)
 	}
-	mf := wire.MediaFile{R: resp.Body, Total: size, Close: resp.Body.Close}
+	mf := wire.MediaFile{R: resp.Body, Total: size, Close: closeBody}
 	if file != nil {
 		dec := file.DecryptStream(resp.Body)
 		mf.R = dec

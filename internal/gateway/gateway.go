@@ -263,6 +263,9 @@ func Run(ctx context.Context, cfg *Config, log zerolog.Logger, ls Listeners, rea
 	mx := matrix.NewConnector(bc)
 	mxStatus := connector.NewStatusMatrix(mx, conn)
 	br := bridgev2.NewBridge("", db, log, &bc.Bridge, mxStatus, conn, commands.NewProcessor)
+	// The bot's /sync loops (crypto, and ephemeral on Dendrite) are paced:
+	// see astxn.PaceSyncs. Set before the connectors start syncing.
+	astxn.PaceSyncs(mx.AS.HTTPClient, astxn.SyncEvery)
 	// bridgev2's own discard-megolm-session asserts that Bridge.Matrix is a
 	// *matrix.Connector, which our StatusMatrix wrapper is not: replace it.
 	br.Commands.(*commands.Processor).AddHandler(connector.DiscardMegolmSessionCommand(mx))
