@@ -26,8 +26,10 @@ import (
 // Instead:
 //
 //   - the phone takes the message within pendingGrace (the usual case): no
-//     status event at all — the homeserver already shows it as sent, and
-//     every status event is a write into the room on the message's path;
+//     "pending", and "success" sentSettle after the phone took it (every
+//     status event is a write into the room; this keeps it out of the
+//     message's own round trip), merged into a delivery report that comes
+//     in that time;
 //   - the phone is offline, or has not taken it after pendingGrace:
 //     "pending" with why, then "success" or "failed" once the phone reports;
 //   - the phone fails it: "failed" with the phone's reason and a notice,
@@ -52,8 +54,8 @@ type StatusMatrix struct {
 	// order): they get "success" when the phone takes them. Messages queued
 	// before this process started are treated as shown (see wasShown).
 	shown map[string]bool
-	// grace is pendingGrace; tests shorten it.
-	grace time.Duration
+	// grace is pendingGrace and settle sentSettle; tests change them.
+	grace, settle time.Duration
 	// sendMSS sends one status to the homeserver; tests replace it.
 	sendMSS func(statusJob)
 	// ghosts: each ghost's own device, where the homeserver allows it.
@@ -66,6 +68,12 @@ type StatusMatrix struct {
 // noticed at once by a person, and long enough to keep status events off
 // the path of nearly every message.
 const pendingGrace = time.Second
+
+// sentSettle is how long "sent" waits for a message the phone took at once:
+// its status event is then written into the room after the message's own
+// round trip rather than in the middle of it (the contact's answer is often
+// on its way), and a delivery report arriving in the meantime replaces it.
+const sentSettle = 500 * time.Millisecond
 
 type statusJob struct {
 	ms   bridgev2.MessageStatus
@@ -82,7 +90,7 @@ func NewStatusMatrix(mx *matrix.Connector, c *Connector) *StatusMatrix {
 }
 
 func newStatusMatrix(c *Connector, grace time.Duration) *StatusMatrix {
-	s := &StatusMatrix{c: c, q: newStatusQueue(), shown: map[string]bool{}, grace: grace}
+	s := &StatusMatrix{c: c, q: newStatusQueue(), shown: map[string]bool{}, grace: grace, settle: sentSettle}
 	c.status = s
 	return s
 }
@@ -132,6 +140,19 @@ func mustAct(ms *bridgev2.MessageStatus) bool {
 		}
 	}
 	return false
+}
+
+// sentDue shows "sent" for a message the phone took at once, unless a later
+// state was reported meanwhile (it queued its own status).
+func (s *StatusMatrix) sentDue(msgID string, ms bridgev2.MessageStatus, info bridgev2.MessageStatusEventInfo) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s.order.Lock()
+	defer s.order.Unlock()
+	if sent, err := s.c.store.GetSent(ctx, msgID); err != nil || sent.State != wire.StateSent {
+		return
+	}
+	s.enqueue(ms, info)
 }
 
 // pendingDue shows "pending" for a message the connected phone has not
@@ -297,12 +318,16 @@ func (c *Connector) report(ctx context.Context, msgID, state, reason string) {
 	var ms bridgev2.MessageStatus
 	switch state {
 	case wire.StateSent:
+		ms = bridgev2.MessageStatus{Status: event.MessageStatusSuccess, IsCertain: true}
 		if !c.status.wasShown(sent) {
+			// Taken at once: "sent" goes out a little later, off the path of
+			// the messages around it, and not at all if a later state (a
+			// delivery report, a failure) comes first and says more.
 			delete(c.status.shown, msgID)
-			log.Msg("Phone took the message at once; no status event needed")
+			time.AfterFunc(c.status.settle, func() { c.status.sentDue(msgID, ms, info) })
+			log.Msg("Phone took the message at once; its status follows shortly")
 			return
 		}
-		ms = bridgev2.MessageStatus{Status: event.MessageStatusSuccess, IsCertain: true}
 	case wire.StateDelivered, wire.StateRead:
 		ms = bridgev2.MessageStatus{Status: event.MessageStatusSuccess, IsCertain: true, DeliveredTo: c.deliveredTo(ctx, sent)}
 	case wire.StateFailed:

@@ -31,9 +31,11 @@ func (f *fakeChannel) FetchMedia(context.Context, string, string, string, io.Wri
 
 const testDevice = "dev-0123456789"
 
+var sentStatus = bridgev2.MessageStatus{Status: event.MessageStatusSuccess, IsCertain: true}
+
 // statusRig is a connector with a real store and a status wrapper whose
-// grace timer never fires on its own: tests call pendingDue when the grace
-// is "over" and read the queue instead of sending.
+// timers never fire on their own: tests call pendingDue and sentDue when
+// their time is "over" and read the queue instead of sending.
 type statusRig struct {
 	c  *Connector
 	s  *StatusMatrix
@@ -51,7 +53,9 @@ func newStatusRig(t *testing.T, online bool) *statusRig {
 	ch := &fakeChannel{online: map[string]bool{testDevice: online}}
 	c.SetChannel(ch)
 	c.started = time.Now()
-	return &statusRig{c: c, s: newStatusMatrix(c, time.Hour), ch: ch}
+	s := newStatusMatrix(c, time.Hour)
+	s.settle = time.Hour // tests call sentDue themselves
+	return &statusRig{c: c, s: s, ch: ch}
 }
 
 // queue stores a Matrix message for the phone, as HandleMatrixMessage does,
@@ -86,10 +90,24 @@ func TestStatusesShownToTheSender(t *testing.T) {
 		steps  func(t *testing.T, r *statusRig, info bridgev2.MessageStatusEventInfo)
 		want   []string
 	}{
-		{"phone takes it at once: no status event", true, func(t *testing.T, r *statusRig, info bridgev2.MessageStatusEventInfo) {
+		{"phone takes it at once: no pending, sent after the settle", true, func(t *testing.T, r *statusRig, info bridgev2.MessageStatusEventInfo) {
 			r.c.report(ctx, "$m", wire.StateSent, "")
 			r.s.pendingDue("$m", info) // the grace ends after it was taken
-		}, nil},
+			if got := r.shown(); len(got) != 0 {
+				t.Fatalf("statuses %v at once; want none until the settle is over", got)
+			}
+			r.s.sentDue("$m", sentStatus, info)
+		}, []string{"$m=SUCCESS"}},
+		{"a delivery report within the settle says it all", true, func(t *testing.T, r *statusRig, info bridgev2.MessageStatusEventInfo) {
+			r.c.report(ctx, "$m", wire.StateSent, "")
+			r.c.report(ctx, "$m", wire.StateDelivered, "")
+			r.s.sentDue("$m", sentStatus, info) // finds the message already past "sent"
+		}, []string{"$m=SUCCESS"}},
+		{"failed within the settle: only the failure", true, func(t *testing.T, r *statusRig, info bridgev2.MessageStatusEventInfo) {
+			r.c.report(ctx, "$m", wire.StateSent, "")
+			r.c.report(ctx, "$m", wire.StateFailed, "carrier refused")
+			r.s.sentDue("$m", sentStatus, info)
+		}, []string{"$m=FAIL_PERMANENT"}},
 		{"phone slow: pending after the grace, then success", true, func(t *testing.T, r *statusRig, info bridgev2.MessageStatusEventInfo) {
 			r.s.pendingDue("$m", info)
 			if got := r.shown(); len(got) != 1 || got[0] != "$m=PENDING" {
@@ -101,8 +119,12 @@ func TestStatusesShownToTheSender(t *testing.T) {
 		{"phone fails it at once: failed", true, func(t *testing.T, r *statusRig, info bridgev2.MessageStatusEventInfo) {
 			r.c.report(ctx, "$m", wire.StateFailed, "no signal")
 		}, []string{"$m=FAIL_PERMANENT"}},
-		{"delivered after a silent success", true, func(t *testing.T, r *statusRig, info bridgev2.MessageStatusEventInfo) {
+		{"delivered after sent went out", true, func(t *testing.T, r *statusRig, info bridgev2.MessageStatusEventInfo) {
 			r.c.report(ctx, "$m", wire.StateSent, "")
+			r.s.sentDue("$m", sentStatus, info)
+			if _, ok := r.s.q.pop(nil); !ok {
+				t.Fatal("sent status not queued")
+			}
 			r.c.report(ctx, "$m", wire.StateDelivered, "")
 		}, []string{"$m=SUCCESS"}},
 		{"a repeated or backwards state changes nothing", true, func(t *testing.T, r *statusRig, info bridgev2.MessageStatusEventInfo) {
