@@ -50,10 +50,13 @@ type rttPath struct {
 // Interleaving: the paths take turns in blocks of rttBlock messages, and a
 // block starts only rttSettle after the previous one ended, so work a path
 // leaves behind (the homeserver pushing its last echo to the bridge, the
-// bot's paced sync) does not land on the other path's first trip.
+// bot's paced sync, the bridge's "sent" statuses, written half a second
+// after each message) does not land on the other path. Blocks are long
+// enough that most of a path's trips pay for its own leftover work, as they
+// would in steady use.
 const (
-	rttBlock  = 10
-	rttSettle = 300 * time.Millisecond
+	rttBlock  = 50
+	rttSettle = time.Second
 )
 
 // interleavedRoundTrips sends warmup+n messages on every path, one at a
