@@ -6,6 +6,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -22,6 +23,7 @@ import (
 
 	"maunium.net/go/mautrix/id"
 
+	"github.com/rcsgate/rcsgate/internal/gateway"
 	"github.com/rcsgate/rcsgate/internal/harness"
 	"github.com/rcsgate/rcsgate/internal/hoptrace"
 	"github.com/rcsgate/rcsgate/internal/loadmeter"
@@ -46,6 +48,8 @@ type Config struct {
 	PhoneApp  bool
 	MediaSize int64
 	RSSLimit  int64
+	// SentStatus is rcsgate's bridge.sent_status ("" keeps the default).
+	SentStatus string
 }
 
 const minN = 200
@@ -65,6 +69,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.IntVar(&c.Window, "window", 32, "messages in flight during the throughput phase")
 	fs.IntVar(&c.Limit, "max-messages", 100000, "hard cap on messages sent in the throughput phase")
 	fs.BoolVar(&c.PhoneApp, "phone-app", false, "instead: the round trip through the phone app's path (agent/android's Java side, agent over stdio) next to the sim backend's, in one run")
+	fs.StringVar(&c.SentStatus, "sent-status", "", "rcsgate's bridge.sent_status for the run: always (the default) or when_pending")
 	fs.BoolVar(&c.Media, "media", false, "instead: time and peak RSS of the bridge while a large file goes phone -> Matrix and Matrix -> phone")
 	fs.Int64Var(&c.MediaSize, "media-size", wire.MaxMediaSize, "--media: file size in bytes (at most the phone limit)")
 	fs.Int64Var(&c.RSSLimit, "rss-limit", 64<<20, "--media: rcsgate's peak RSS must stay below this many bytes")
@@ -108,6 +113,8 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 		return c, fmt.Errorf("--media-size must be between 1 and %d", wire.MaxMediaSize)
 	case c.RSSLimit < 1:
 		return c, errors.New("--rss-limit must be positive")
+	case c.SentStatus != "" && c.SentStatus != "always" && c.SentStatus != "when_pending":
+		return c, fmt.Errorf("--sent-status %q: want always or when_pending", c.SentStatus)
 	}
 	return c, nil
 }
@@ -211,12 +218,15 @@ func bench(ctx context.Context, cfg Config, dir string) (*Report, error) {
 		return nil, err
 	}
 	progress("starting the homeserver, rcsgate and the simulated phone in %s", dir)
-	st, err := harness.Up(ctx, harness.Options{Dir: dir, BinDir: binDir})
+	st, err := harness.Up(ctx, harness.Options{Dir: dir, BinDir: binDir, Configure: func(c *gateway.Config) {
+		c.Bridge.SentStatus = cfg.SentStatus
+	}})
 	if err != nil {
 		return nil, err
 	}
 	defer st.Down()
 	rep.Homeserver = st.HS.Kind()
+	rep.SentStatus = cmp.Or(cfg.SentStatus, "always")
 	a, err := harness.Login(ctx, st.Info.Homeserver, st.Info.UserID, st.Info.Password)
 	if err != nil {
 		return nil, err

@@ -64,6 +64,7 @@ const (
 type Report struct {
 	StartedAt  time.Time `json:"started_at"`
 	Homeserver string    `json:"homeserver"`
+	SentStatus string    `json:"sent_status"` // rcsgate's bridge.sent_status
 	Host       struct {
 		OS   string `json:"os"`
 		Arch string `json:"arch"`
@@ -191,8 +192,8 @@ func loadNote(w io.Writer, phase string, s loadmeter.Span) {
 }
 
 func (r *Report) print(w io.Writer) {
-	fmt.Fprintf(w, "rcsgate-bench  %s  %s/%s, %d CPUs, loopback, %s\n\n",
-		r.StartedAt.Format(time.RFC3339), r.Host.OS, r.Host.Arch, r.Host.CPUs, r.Homeserver)
+	fmt.Fprintf(w, "rcsgate-bench  %s  %s/%s, %d CPUs, loopback, %s, bridge.sent_status %s\n\n",
+		r.StartedAt.Format(time.RFC3339), r.Host.OS, r.Host.Arch, r.Host.CPUs, r.Homeserver, r.SentStatus)
 	fmt.Fprintf(w, "Round trip, sequential: %d messages each after %d warm-up, bridge and baseline taking turns in blocks of %d (ms)\n", r.Config.N, r.Config.Warmup, rttBlock)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "\tn\tp50\tp90\tp99\tmax\tmean\t")

@@ -72,6 +72,9 @@ type Config struct {
 	// UnresponsiveAfter: then the phone is reported as not responding (0:
 	// 3 minutes).
 	ConfirmAfter, UnresponsiveAfter time.Duration
+	// SentOnlyAfterPending: a message the phone takes at once gets no
+	// "sent" status (only one whose sender saw "pending" does).
+	SentOnlyAfterPending bool
 	// Retention deletes the bridge's record of which Matrix event is which
 	// phone message after this long (0: keep). Replies, reactions and edits
 	// to older messages then arrive unlinked.

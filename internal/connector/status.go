@@ -29,7 +29,7 @@ import (
 //     "pending", and "success" sentSettle after the phone took it (every
 //     status event is a write into the room; this keeps it out of the
 //     message's own round trip), merged into a delivery report that comes
-//     in that time;
+//     in that time; with Config.SentOnlyAfterPending, nothing at all;
 //   - the phone is offline, or has not taken it after pendingGrace:
 //     "pending" with why, then "success" or "failed" once the phone reports;
 //   - the phone fails it: "failed" with the phone's reason and a notice,
@@ -319,6 +319,11 @@ func (c *Connector) report(ctx context.Context, msgID, state, reason string) {
 	switch state {
 	case wire.StateSent:
 		ms = bridgev2.MessageStatus{Status: event.MessageStatusSuccess, IsCertain: true}
+		if !c.status.wasShown(sent) && c.cfg.SentOnlyAfterPending {
+			delete(c.status.shown, msgID)
+			log.Msg("Phone took the message at once; no status event (bridge.sent_status: when_pending)")
+			return
+		}
 		if !c.status.wasShown(sent) {
 			// Taken at once: "sent" goes out a little later, off the path of
 			// the messages around it, and not at all if a later state (a

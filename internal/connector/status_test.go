@@ -236,3 +236,23 @@ func TestStatusQueueCoalesces(t *testing.T) {
 		t.Fatal("pop on an empty queue must end when done is closed")
 	}
 }
+
+// bridge.sent_status: when_pending — a message taken at once gets no status
+// event; one whose sender saw "pending" still gets its outcome.
+func TestSentOnlyAfterPending(t *testing.T) {
+	ctx := context.Background()
+	r := newStatusRig(t, true)
+	r.c.cfg.SentOnlyAfterPending = true
+	info := r.queue(t, "$fast")
+	r.c.report(ctx, "$fast", wire.StateSent, "")
+	r.s.pendingDue("$fast", info) // the grace ends after it was taken
+	if got := r.shown(); len(got) != 0 {
+		t.Fatalf("statuses %v for a message taken at once, want none", got)
+	}
+	slow := r.queue(t, "$slow")
+	r.s.pendingDue("$slow", slow)
+	r.c.report(ctx, "$slow", wire.StateSent, "")
+	if got := strings.Join(r.shown(), ","); got != "$slow=SUCCESS" {
+		t.Fatalf("statuses %s, want the slow message's outcome", got)
+	}
+}

@@ -73,6 +73,12 @@ type Config struct {
 		// BackfillMaxAge bounds the history bridged on first pairing (0:
 		// 30 days, negative: none).
 		BackfillMaxAge time.Duration `yaml:"backfill_max_age"`
+		// SentStatus: "always" (default) gives every message the phone took
+		// a "sent" status; "when_pending" only a message whose sender was
+		// shown "pending" (offline or slow phone) — one room event fewer per
+		// message, which is most of the bridge's cost on a busy homeserver
+		// (README, "Benchmark"). Failures are always shown.
+		SentStatus string `yaml:"sent_status,omitempty"`
 	} `yaml:"bridge"`
 	// Privacy: what reaches Matrix and how long the bridge remembers it
 	// (see README, "Threat model").
@@ -209,6 +215,11 @@ func (c *Config) Validate() error {
 	}
 	if c.Homeserver.Domain == "" || strings.ContainsAny(c.Homeserver.Domain, "/@ ") {
 		bad("homeserver.domain %q is not a server name", c.Homeserver.Domain)
+	}
+	switch c.Bridge.SentStatus {
+	case "", "always", "when_pending":
+	default:
+		bad("bridge.sent_status %q: want always or when_pending", c.Bridge.SentStatus)
 	}
 	for name, addr := range map[string]string{"appservice.listen": c.Appservice.Listen, "channel.listen": c.Channel.Listen} {
 		if _, _, err := net.SplitHostPort(addr); err != nil {

@@ -231,7 +231,8 @@ func Run(ctx context.Context, cfg *Config, log zerolog.Logger, ls Listeners, rea
 		IDKey: cfg.idKey(), PairAddrs: cfg.Channel.PublicAddrs, PairTTL: cfg.PairTTL,
 		QueueLimit: cfg.Queue.Limit, QueueTTL: cfg.Queue.TTL,
 		DefaultRegion: cfg.Bridge.DefaultRegion, ContactSync: cfg.Bridge.ContactSync, BackfillMaxAge: cfg.Bridge.BackfillMaxAge,
-		ShowNumbers: cfg.Privacy.ShowNumbers, Retention: cfg.Privacy.MessageRetention,
+		SentOnlyAfterPending: cfg.Bridge.SentStatus == "when_pending",
+		ShowNumbers:          cfg.Privacy.ShowNumbers, Retention: cfg.Privacy.MessageRetention,
 		ConfirmAfter: cfg.Queue.ConfirmAfter, UnresponsiveAfter: cfg.Queue.UnresponsiveAfter,
 	}, st)
 	// mautrix logs what it does with the bot's cross-signing keys to the
