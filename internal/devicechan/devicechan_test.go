@@ -203,6 +203,27 @@ func TestPairing(t *testing.T) {
 	}
 }
 
+// newRelayedFixture is a fixture whose agents reach a second listener, with
+// a short idle timeout, through a relay the test can cut.
+func newRelayedFixture(t *testing.T) (*fixture, *netsim.Relay) {
+	t.Helper()
+	f := newFixture(t)
+	f.srv.IdleTimeout = 2 * time.Second
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.srv.Listen(f.ctx, pc); err != nil {
+		t.Fatal(err)
+	}
+	relay, err := netsim.NewRelay(f.ctx, pc.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.addr = relay.Addr()
+	return f, relay
+}
+
 // runAgent pairs and runs a real agent with the simulator against f.
 func runAgent(t *testing.T, f *fixture) (pki.DeviceID, *sim.Sim, *agent.Agent, context.CancelFunc) {
 	t.Helper()
@@ -386,21 +407,7 @@ func TestHandshakeRefusals(t *testing.T) {
 // A phone that stops answering (network cut) is reported gone within the
 // idle timeout, and comes back on its own once the network returns.
 func TestSilentPhoneReportedAndReturns(t *testing.T) {
-	f := newFixture(t)
-	// A second listener with a short idle timeout, reached through a relay.
-	f.srv.IdleTimeout = 2 * time.Second
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.srv.Listen(f.ctx, pc); err != nil {
-		t.Fatal(err)
-	}
-	relay2, err := netsim.NewRelay(f.ctx, pc.LocalAddr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.addr = relay2.Addr()
+	f, relay2 := newRelayedFixture(t)
 	id, _, a, _ := runAgent(t, f)
 	dev := id.String()
 	relay2.Partition(true)

@@ -3,7 +3,6 @@ package devicechan
 import (
 	"context"
 	"crypto/tls"
-	"net"
 	"sync"
 	"testing"
 	"time"
@@ -11,7 +10,6 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/rcsgate/rcsgate/internal/chanquic"
-	"github.com/rcsgate/rcsgate/internal/netsim"
 	"github.com/rcsgate/rcsgate/internal/pki"
 	"github.com/rcsgate/rcsgate/internal/store"
 	"github.com/rcsgate/rcsgate/internal/wire"
@@ -151,20 +149,7 @@ func TestResumedDeviceServedIn0RTT(t *testing.T) {
 // resumes with 0-RTT and the message rides its first flight: the server
 // handles it before the session is registered, once.
 func TestAgentMessageRidesTheResumedHello(t *testing.T) {
-	f := newFixture(t)
-	f.srv.IdleTimeout = 2 * time.Second
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.srv.Listen(f.ctx, pc); err != nil {
-		t.Fatal(err)
-	}
-	relay, err := netsim.NewRelay(f.ctx, pc.LocalAddr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.addr = relay.Addr()
+	f, relay := newRelayedFixture(t)
 	id, phone, a, _ := runAgent(t, f)
 	dev := id.String()
 	var mu sync.Mutex
