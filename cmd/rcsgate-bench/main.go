@@ -69,7 +69,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.IntVar(&c.Window, "window", 32, "messages in flight during the throughput phase")
 	fs.IntVar(&c.Limit, "max-messages", 100000, "hard cap on messages sent in the throughput phase")
 	fs.BoolVar(&c.PhoneApp, "phone-app", false, "instead: the round trip through the phone app's path (agent/android's Java side, agent over stdio) next to the sim backend's, in one run")
-	fs.StringVar(&c.SentStatus, "sent-status", "", "rcsgate's bridge.sent_status for the run: always (the default) or when_pending")
+	fs.StringVar(&c.SentStatus, "sent-status", "", "rcsgate's bridge.sent_status for the run: when_pending (the default) or always")
 	fs.BoolVar(&c.Media, "media", false, "instead: time and peak RSS of the bridge while a large file goes phone -> Matrix and Matrix -> phone")
 	fs.Int64Var(&c.MediaSize, "media-size", wire.MaxMediaSize, "--media: file size in bytes (at most the phone limit)")
 	fs.Int64Var(&c.RSSLimit, "rss-limit", 64<<20, "--media: rcsgate's peak RSS must stay below this many bytes")
@@ -226,7 +226,7 @@ func bench(ctx context.Context, cfg Config, dir string) (*Report, error) {
 	}
 	defer st.Down()
 	rep.Homeserver = st.HS.Kind()
-	rep.SentStatus = cmp.Or(cfg.SentStatus, "always")
+	rep.SentStatus = cmp.Or(cfg.SentStatus, "when_pending")
 	a, err := harness.Login(ctx, st.Info.Homeserver, st.Info.UserID, st.Info.Password)
 	if err != nil {
 		return nil, err

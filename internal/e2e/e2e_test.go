@@ -127,6 +127,16 @@ func tailOf(b []byte) string {
 func startStack(t *testing.T, ctx context.Context, o harness.Options) *harness.Stack {
 	t.Helper()
 	o.Dir = t.TempDir()
+	// The tests watch every outcome, "sent" included; the default
+	// (when_pending: no status for a message the phone takes at once) is
+	// pinned by the connector's status tests and measured by make bench.
+	configure := o.Configure
+	o.Configure = func(c *gateway.Config) {
+		c.Bridge.SentStatus = "always"
+		if configure != nil {
+			configure(c)
+		}
+	}
 	st, err := harness.Up(ctx, o)
 	if err != nil {
 		t.Fatal(err)

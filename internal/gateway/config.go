@@ -73,11 +73,13 @@ type Config struct {
 		// BackfillMaxAge bounds the history bridged on first pairing (0:
 		// 30 days, negative: none).
 		BackfillMaxAge time.Duration `yaml:"backfill_max_age"`
-		// SentStatus: "always" (default) gives every message the phone took
-		// a "sent" status; "when_pending" only a message whose sender was
-		// shown "pending" (offline or slow phone) — one room event fewer per
-		// message, which is most of the bridge's cost on a busy homeserver
-		// (README, "Benchmark"). Failures are always shown.
+		// SentStatus: "when_pending" (default) gives a "sent" status only to
+		// a message whose sender was shown "pending" (offline or slow phone)
+		// — one room event fewer per message, which is most of the bridge's
+		// cost on a busy homeserver (README, "Benchmark"), and what mautrix
+		// bridges do by default; "always" gives every message the phone took
+		// a "sent" status (for clients that show a tick for it, e.g.
+		// Beeper's). Failures and delivery reports are always shown.
 		SentStatus string `yaml:"sent_status,omitempty"`
 	} `yaml:"bridge"`
 	// Privacy: what reaches Matrix and how long the bridge remembers it

@@ -231,7 +231,7 @@ func Run(ctx context.Context, cfg *Config, log zerolog.Logger, ls Listeners, rea
 		IDKey: cfg.idKey(), PairAddrs: cfg.Channel.PublicAddrs, PairTTL: cfg.PairTTL,
 		QueueLimit: cfg.Queue.Limit, QueueTTL: cfg.Queue.TTL,
 		DefaultRegion: cfg.Bridge.DefaultRegion, ContactSync: cfg.Bridge.ContactSync, BackfillMaxAge: cfg.Bridge.BackfillMaxAge,
-		SentOnlyAfterPending: cfg.Bridge.SentStatus == "when_pending",
+		SentOnlyAfterPending: cfg.Bridge.SentStatus != "always",
 		ShowNumbers:          cfg.Privacy.ShowNumbers, Retention: cfg.Privacy.MessageRetention,
 		ConfirmAfter: cfg.Queue.ConfirmAfter, UnresponsiveAfter: cfg.Queue.UnresponsiveAfter,
 	}, st)
