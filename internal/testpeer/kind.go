@@ -9,12 +9,13 @@ import (
 )
 
 // HomeserverEnv picks the homeserver the harness and tests start by default:
-// "dendrite" (the default when unset) or "synapse". `make test` also accepts
-// "both", which it turns into one pass per homeserver.
+// "dendrite" (the default when unset), "synapse" or "tuwunel". `make test`
+// also accepts "all" (and "both": Dendrite and Synapse), which it turns into
+// one pass per homeserver.
 const HomeserverEnv = "RCSGATE_HOMESERVER"
 
 // Kinds lists the homeservers Start knows, default first.
-var Kinds = []string{"dendrite", "synapse"}
+var Kinds = []string{"dendrite", "synapse", "tuwunel"}
 
 // KindFromEnv returns the homeserver named by $RCSGATE_HOMESERVER.
 func KindFromEnv() (string, error) {
@@ -22,14 +23,14 @@ func KindFromEnv() (string, error) {
 	switch v {
 	case "":
 		return Kinds[0], nil
-	case "dendrite", "synapse":
+	case "dendrite", "synapse", "tuwunel":
 		return v, nil
-	case "both":
+	case "both", "all":
 		// A process runs one stack against one server; the passes are
 		// `make test`'s job.
-		return "", fmt.Errorf("testpeer: %s=both means one `make test` pass per homeserver; a single go test run needs dendrite or synapse", HomeserverEnv)
+		return "", fmt.Errorf("testpeer: %s=%s means one `make test` pass per homeserver; a single go test run needs dendrite, synapse or tuwunel", HomeserverEnv, v)
 	default:
-		return "", fmt.Errorf("testpeer: %s=%q: want dendrite, synapse or both", HomeserverEnv, v)
+		return "", fmt.Errorf("testpeer: %s=%q: want dendrite, synapse, tuwunel, both or all", HomeserverEnv, v)
 	}
 }
 
@@ -46,6 +47,8 @@ func Start(ctx context.Context, kind string, opts Options) (Homeserver, error) {
 		return StartDendrite(ctx, opts)
 	case "synapse":
 		return StartSynapse(ctx, opts)
+	case "tuwunel":
+		return StartTuwunel(ctx, opts)
 	default:
 		return nil, fmt.Errorf("testpeer: unknown homeserver %q (want one of %v)", kind, Kinds)
 	}
@@ -53,9 +56,12 @@ func Start(ctx context.Context, kind string, opts Options) (Homeserver, error) {
 
 // StartT is Start for a test, as StartDendriteT: t.TempDir() when opts.Dir
 // is empty, the log tail on failure, Stop in t.Cleanup, and a failure (never
-// a skip) when the homeserver is not installed.
+// a skip) when the homeserver is not installed — except tuwunel, whose test
+// build exists only next to this team's checkouts: without it the test
+// skips, in one line.
 func StartT(t testing.TB, kind string, opts Options) Homeserver {
 	t.Helper()
+	SkipUnlessAvailable(t, kind)
 	if opts.Dir == "" {
 		opts.Dir = t.TempDir()
 	}
@@ -78,4 +84,25 @@ func StartT(t testing.TB, kind string, opts Options) Homeserver {
 func StartSynapseT(t testing.TB, opts Options) Homeserver {
 	t.Helper()
 	return StartT(t, "synapse", opts)
+}
+
+// SkipUnlessAvailable skips t (one line) when kind is tuwunel and its test
+// build is not on this machine; kind "" means KindFromEnv.
+func SkipUnlessAvailable(t testing.TB, kind string) {
+	t.Helper()
+	if kind == "" {
+		kind, _ = KindFromEnv()
+	}
+	if kind != "tuwunel" {
+		return
+	}
+	if ok, why := TuwunelAvailable(); !ok {
+		t.Skip("tuwunel: " + why)
+	}
+}
+
+// StartTuwunelT is StartT for tuwunel.
+func StartTuwunelT(t testing.TB, opts Options) Homeserver {
+	t.Helper()
+	return StartT(t, "tuwunel", opts)
 }

@@ -77,27 +77,16 @@ func registerSharedSecret(ctx context.Context, client *http.Client, baseURL, sec
 // doJSON sends an optional JSON body and decodes a JSON answer into out.
 // Non-2xx answers become *MatrixError.
 func doJSON(ctx context.Context, client *http.Client, method, baseURL, path string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return fmt.Errorf("encode request: %w", err)
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, baseURL+path, body)
+	req, err := newJSONRequest(ctx, method, baseURL+path, "", in)
 	if err != nil {
-		return fmt.Errorf("build request: %w", err)
-	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
+		return err
 	}
 	resp, err := client.Do(req)
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
 	if err != nil {
 		return fmt.Errorf("%s %s: read body: %w", method, path, err)
 	}
@@ -112,6 +101,44 @@ func doJSON(ctx context.Context, client *http.Client, method, baseURL, path stri
 		if err := json.Unmarshal(raw, out); err != nil {
 			return fmt.Errorf("%s %s: decode response: %w", method, path, err)
 		}
+	}
+	return nil
+}
+
+// maxAnswer bounds what is read of a homeserver's answer.
+const maxAnswer = 1 << 20
+
+// newJSONRequest builds a request with an optional JSON body and token.
+func newJSONRequest(ctx context.Context, method, url, token string, in any) (*http.Request, error) {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return nil, fmt.Errorf("encode request: %w", err)
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, url, body)
+	if err != nil {
+		return nil, fmt.Errorf("build request: %w", err)
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	return req, nil
+}
+
+// decodeLimited decodes a bounded JSON body.
+func decodeLimited(r io.Reader, out any) error {
+	raw, err := io.ReadAll(io.LimitReader(r, maxAnswer))
+	if err != nil {
+		return fmt.Errorf("read body: %w", err)
+	}
+	if err := json.Unmarshal(raw, out); err != nil {
+		return fmt.Errorf("decode response: %w", err)
 	}
 	return nil
 }

@@ -2,9 +2,9 @@
 // integration tests, demos and benchmarks.
 //
 // Homeservers are only ever run as external binaries (never imported as Go
-// modules) so that their licences do not reach this module. Dendrite is the
-// first implementation; the Homeserver interface is kept small so that a
-// Synapse implementation can sit behind it too.
+// modules) so that their licences do not reach this module: Dendrite,
+// Synapse and tuwunel (the appliance's homeserver) sit behind one small
+// Homeserver interface; Start picks one by name.
 package testpeer
 
 import (
