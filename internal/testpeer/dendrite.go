@@ -151,7 +151,10 @@ func writeDendriteConfig(ctx context.Context, bins map[string]string, dir, serve
 		{"global.server_notices.enabled", false},
 		{"global.database.connection_string", ""},
 		{"global.jetstream.addresses", []any{}},
-		{"global.jetstream.in_memory", true},
+		// Queues on disk, as a real deployment keeps them: in memory, a
+		// crash drops the appservice transactions not yet delivered (and
+		// the sync API's pending events) for good.
+		{"global.jetstream.in_memory", false},
 		{"global.jetstream.storage_path", filepath.Join(dir, "jetstream")},
 		{"client_api.registration_disabled", true},
 		{"client_api.registration_requires_token", false},

@@ -110,6 +110,22 @@ func (p *process) stop() error {
 	return p.stopErr
 }
 
+// kill SIGKILLs the process group at once and waits for the exit: a power
+// cut, for crash tests. Stop afterwards is a no-op.
+func (p *process) kill() error {
+	var err error
+	p.stopOnce.Do(func() {
+		if p.exited() {
+			return
+		}
+		if e := signalGroup(p.cmd.Process, syscall.SIGKILL); e != nil && !errors.Is(e, os.ErrProcessDone) {
+			err = fmt.Errorf("testpeer: SIGKILL: %w", e)
+		}
+		<-p.done
+	})
+	return err
+}
+
 // logTail returns the last few KiB of the log, for error messages.
 func (p *process) logTail() string {
 	return fileTail(p.logPath, logTailBytes)

@@ -144,6 +144,13 @@ func (s *server) RegisterAccount(ctx context.Context, localpart, password string
 	return registerSharedSecret(ctx, s.client, s.url, s.sharedSecret, localpart, password, admin)
 }
 
+// Kill implements Homeserver.
+func (s *server) Kill() error {
+	err := s.proc.kill()
+	s.client.CloseIdleConnections()
+	return err
+}
+
 // Stop implements Homeserver.
 func (s *server) Stop() error {
 	err := s.proc.stop()

@@ -272,13 +272,13 @@ func TestSynapsePortInUse(t *testing.T) {
 }
 
 func TestKindFromEnv(t *testing.T) {
-	for v, want := range map[string]string{"": "dendrite", "dendrite": "dendrite", "synapse": "synapse"} {
+	for v, want := range map[string]string{"": "dendrite", "dendrite": "dendrite", "synapse": "synapse", "tuwunel": "tuwunel"} {
 		t.Setenv(HomeserverEnv, v)
 		if got, err := KindFromEnv(); err != nil || got != want {
 			t.Errorf("%s=%q: %q, %v; want %q", HomeserverEnv, v, got, err, want)
 		}
 	}
-	for _, v := range []string{"both", "conduit"} {
+	for _, v := range []string{"both", "all", "conduit"} {
 		t.Setenv(HomeserverEnv, v)
 		if _, err := KindFromEnv(); err == nil {
 			t.Errorf("%s=%q: no error", HomeserverEnv, v)

@@ -39,6 +39,9 @@ type Homeserver interface {
 	// Stop terminates the homeserver: SIGTERM, wait with a deadline, then
 	// SIGKILL. It is idempotent.
 	Stop() error
+	// Kill SIGKILLs the homeserver (crash tests); Start with the same
+	// Options.Dir brings it back with its data.
+	Kill() error
 }
 
 // Account is the result of a successful registration.
