@@ -1,18 +1,24 @@
 // Package astxn answers the homeserver's appservice transactions durably:
 // a transaction gets 200 only after every event in it was handled (and what
-// that produced is committed to SQLite), and handled transaction ids are
-// kept in SQLite so a replay after a restart is a no-op. mautrix-go's stock
-// handler answers 200 once events sit in a memory channel, so a crash there
-// loses them.
+// that produced is committed to SQLite). Each message-like event is handed
+// to the bridge once, whichever way it comes — in a transaction, replayed in
+// another one, or found afterwards by catch-up (internal/catchup) — because
+// handled event ids are kept in SQLite and checked under a per-room lock.
+// mautrix-go's stock handler answers 200 once events sit in a memory
+// channel, so a crash there loses them.
 package astxn
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"hash/maphash"
 	"io"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -25,31 +31,47 @@ import (
 	"github.com/rcsgate/rcsgate/internal/hoptrace"
 )
 
-// TxnStore remembers handled transaction ids.
-type TxnStore interface {
-	TxnDone(ctx context.Context, id string) (bool, error)
-	MarkTxnDone(ctx context.Context, id string, keep time.Duration) error
+// Store remembers handled transactions and events.
+type Store interface {
+	// TxnDone: the transaction id was handled with this very body.
+	TxnDone(ctx context.Context, id, bodySHA string) (bool, error)
+	MarkTxnDone(ctx context.Context, id, bodySHA string, keep time.Duration) error
+	EventHandled(ctx context.Context, eventID string) (bool, error)
+	MarkEventHandled(ctx context.Context, eventID, roomID string) error
 }
 
-// Keep is how long handled ids are remembered; homeservers retry for far less.
+// Keep is how long handled transaction ids are remembered; homeservers
+// retry for far less.
 const Keep = 7 * 24 * time.Hour
 
 // maxBody bounds a transaction (Synapse sends ≤ 100 events).
 const maxBody = 64 << 20
 
+// GateWait bounds how long a transaction waits for a catch-up pass under
+// way (see Hold): past it the transaction is handled anyway, so a pass that
+// cannot finish never stops the bridge. Homeservers give an appservice
+// 30–60 s before they retry.
+const GateWait = 25 * time.Second
+
+// roomStripes: events of one room are handled one at a time (a room maps
+// to one stripe); rooms a hostile homeserver makes up cost no memory.
+const roomStripes = 64
+
 // Handler serves PUT /_matrix/app/v1/transactions/{txnID}.
 type Handler struct {
 	AS    *appservice.AppService
 	EP    *appservice.EventProcessor
-	Store TxnStore
+	Store Store
 	Log   zerolog.Logger
 	// Claim, if set, is asked about each pushed event: false means it was
 	// already handled another way (e.g. read from a room's history) and is
 	// not dispatched.
 	Claim func(ctx context.Context, evt *event.Event) bool
 
-	redMu   sync.Mutex
-	redSeen map[id.EventID]struct{}
+	rooms [roomStripes]sync.Mutex
+	seed  maphash.Seed
+	once  sync.Once
+	gate  gate
 }
 
 // Wrap routes transactions to h and everything else to the appservice router.
@@ -75,7 +97,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx := context.WithoutCancel(r.Context())
 	log := h.Log.With().Str("transaction_id", txnID).Logger()
 	ctx = log.WithContext(ctx)
-	done, err := h.Store.TxnDone(ctx, txnID)
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
+	if err != nil || len(body) == 0 || len(body) > maxBody {
+		mautrix.MNotJSON.WithMessage("unreadable or oversized transaction body").Write(w)
+		return
+	}
+	sum := sha256.Sum256(body)
+	bodySHA := hex.EncodeToString(sum[:])
+	done, err := h.Store.TxnDone(ctx, txnID, bodySHA)
 	if err != nil {
 		log.Err(err).Msg("Transaction lookup failed; asking the homeserver to retry")
 		mautrix.MUnknown.WithMessage("database unavailable").WithStatus(http.StatusServiceUnavailable).Write(w)
@@ -84,11 +113,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if done {
 		log.Debug().Msg("Replayed transaction ignored")
 		exhttp.WriteEmptyJSONResponse(w, http.StatusOK)
-		return
-	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
-	if err != nil || len(body) == 0 || len(body) > maxBody {
-		mautrix.MNotJSON.WithMessage("unreadable or oversized transaction body").Write(w)
 		return
 	}
 	var txn appservice.Transaction
@@ -104,6 +128,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
+	// A catch-up pass under way delivers what the homeserver lost before
+	// this transaction's events, so they keep their order.
+	if !h.gate.wait(ctx, GateWait) {
+		log.Warn().Dur("waited", GateWait).Msg("Catch-up pass still running; handling the transaction anyway")
+	}
 	h.handle(ctx, txn.Events, event.UnknownEventType)
 	// Typing and receipts (MSC2409): stable field first, then the unstable one.
 	if txn.EphemeralEvents != nil {
@@ -111,9 +140,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	} else if txn.MSC2409EphemeralEvents != nil {
 		h.handle(ctx, txn.MSC2409EphemeralEvents, event.EphemeralEventType)
 	}
-	if err := h.Store.MarkTxnDone(ctx, txnID, Keep); err != nil {
-		// Events are handled; a replay would be deduplicated downstream
-		// (outbox ids, bridgev2's message dedupe), so a retry is safe.
+	if err := h.Store.MarkTxnDone(ctx, txnID, bodySHA, Keep); err != nil {
+		// Events are handled and recorded; a retry finds them so.
 		log.Err(err).Msg("Recording transaction failed; the homeserver will retry it")
 		mautrix.MUnknown.WithMessage("database unavailable").WithStatus(http.StatusServiceUnavailable).Write(w)
 		return
@@ -128,18 +156,49 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// Hold makes transactions wait (at most GateWait) until Release: catch-up
+// holds them while it delivers what the homeserver never sent, so a live
+// message cannot overtake an older lost one. Hold and Release may be
+// called from one goroutine only (the catch-up runner).
+func (h *Handler) Hold() { h.gate.hold() }
+
+// Release lets held transactions through.
+func (h *Handler) Release() { h.gate.release() }
+
+// DeliverMissed hands events that catch-up found in a room's timeline to
+// the bridge, oldest first, each unless it was handled already; it returns
+// how many it handed. Events are as /sync or /messages give them.
+func (h *Handler) DeliverMissed(ctx context.Context, room id.RoomID, evts []*event.Event) int {
+	for _, evt := range evts {
+		evt.RoomID = room
+	}
+	return h.handle(ctx, evts, event.UnknownEventType)
+}
+
+// Tracked says which events are handled once by event id and looked for
+// by catch-up: what a Matrix user sends into a portal, never state.
+func Tracked(evt *event.Event) bool {
+	if evt.StateKey != nil {
+		return false
+	}
+	switch evt.Type.Type {
+	case event.EventMessage.Type, event.EventEncrypted.Type, event.EventReaction.Type,
+		event.EventRedaction.Type, event.EventSticker.Type:
+		return true
+	}
+	return false
+}
+
 // handle dispatches events one by one and waits for each (the event
-// processor runs in Sync mode and portals handle events inline).
-func (h *Handler) handle(ctx context.Context, evts []*event.Event, class event.TypeClass) {
+// processor runs in Sync mode and portals handle events inline). It returns
+// how many tracked events it handed on.
+func (h *Handler) handle(ctx context.Context, evts []*event.Event, class event.TypeClass) int {
 	log := zerolog.Ctx(ctx)
+	handed := 0
 	for _, evt := range evts {
 		if evt == nil {
 			continue
 		}
-		if class == event.UnknownEventType && evt.Type == event.EventRedaction && !h.firstRedaction(evt.ID) {
-			continue
-		}
-
 		evt.Mautrix.ReceivedAt = time.Now()
 		if class == event.EphemeralEventType {
 			evt.Mautrix.EventSource = event.SourceEphemeral
@@ -154,6 +213,12 @@ func (h *Handler) handle(ctx context.Context, evts []*event.Event, class event.T
 		if err := evt.Content.ParseRaw(evt.Type); err != nil && !errors.Is(err, event.ErrUnsupportedContentType) {
 			log.Warn().Err(err).Stringer("event_id", evt.ID).Str("event_type", evt.Type.Type).Msg("Event content does not parse")
 		}
+		if class != event.EphemeralEventType && evt.ID != "" && Tracked(evt) {
+			if h.dispatchOnce(ctx, evt) {
+				handed++
+			}
+			continue
+		}
 		if evt.Type.IsState() {
 			mautrix.UpdateStateStore(ctx, h.AS.StateStore, evt)
 		}
@@ -162,5 +227,84 @@ func (h *Handler) handle(ctx context.Context, evts []*event.Event, class event.T
 			continue
 		}
 		h.EP.Dispatch(ctx, evt)
+	}
+	return handed
+}
+
+// dispatchOnce hands evt to the bridge unless it was handled already, and
+// records it. The room lock makes check, dispatch and record one step for
+// both paths. A crash between dispatch and record hands it again after a
+// restart; bridgev2's message dedupe and the outbox's unique key catch that.
+func (h *Handler) dispatchOnce(ctx context.Context, evt *event.Event) bool {
+	mu := h.roomLock(evt.RoomID)
+	mu.Lock()
+	defer mu.Unlock()
+	log := zerolog.Ctx(ctx).With().Stringer("event_id", evt.ID).Logger()
+	done, err := h.Store.EventHandled(ctx, string(evt.ID))
+	if err != nil {
+		log.Err(err).Msg("Could not look up whether the event was handled; handling it (downstream dedupe applies)")
+	} else if done {
+		log.Debug().Msg("Event already handled")
+		return false
+	}
+	if h.Claim != nil && !h.Claim(ctx, evt) {
+		log.Debug().Msg("Event already handled another way; not dispatched again")
+	} else {
+		h.EP.Dispatch(ctx, evt)
+	}
+	if err := h.Store.MarkEventHandled(ctx, string(evt.ID), string(evt.RoomID)); err != nil {
+		log.Err(err).Msg("Could not record the event as handled")
+	}
+	return true
+}
+
+func (h *Handler) roomLock(room id.RoomID) *sync.Mutex {
+	h.once.Do(func() { h.seed = maphash.MakeSeed() })
+	return &h.rooms[maphash.String(h.seed, string(room))%roomStripes]
+}
+
+// gate is open unless catch-up holds it; the zero value is open.
+type gate struct {
+	mu      sync.Mutex
+	held    chan struct{} // closed on release; nil while open
+	waiting atomic.Int32  // transactions waiting (for tests and logs)
+}
+
+func (g *gate) hold() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.held == nil {
+		g.held = make(chan struct{})
+	}
+}
+
+func (g *gate) release() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.held != nil {
+		close(g.held)
+		g.held = nil
+	}
+}
+
+// wait returns true once the gate is open, false after max.
+func (g *gate) wait(ctx context.Context, max time.Duration) bool {
+	g.mu.Lock()
+	held := g.held
+	g.mu.Unlock()
+	if held == nil {
+		return true
+	}
+	g.waiting.Add(1)
+	defer g.waiting.Add(-1)
+	t := time.NewTimer(max)
+	defer t.Stop()
+	select {
+	case <-held:
+		return true
+	case <-t.C:
+		return false
+	case <-ctx.Done():
+		return false
 	}
 }

@@ -2,22 +2,122 @@ package astxn
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"sync"
 	"time"
 
+	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/appservice"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 )
 
+// SyncDeviceID is the bridge bot's device for its own /sync calls (typing,
+// receipts and redactions here, catch-up in internal/catchup). It is not
+// the crypto device and never uploads keys, so no client encrypts for it.
+// tuwunel answers a /sync made with the appservice token and no device with
+// HTTP 500, so the bot logs this device in instead, on every homeserver.
+const SyncDeviceID = id.DeviceID("RCSGATESYNC")
+
+// syncTokenKey is where the device's access token is kept (a fresh login
+// at every start would leave a token behind each time on Synapse).
+const syncTokenKey = "bot_sync_device_token"
+
+// ValueStore keeps small named values.
+type ValueStore interface {
+	Value(ctx context.Context, key string) (string, bool, error)
+	SetValue(ctx context.Context, key, value string) error
+}
+
+// SyncDevice hands out clients of the bot's sync device. Callers share its
+// one access token: logging the device in again (tuwunel then drops the old
+// token) happens only when the homeserver no longer takes the token.
+type SyncDevice struct {
+	AS    *appservice.AppService
+	Store ValueStore
+
+	mu sync.Mutex
+}
+
+// Client returns a new client of the sync device (each caller its own, as
+// each /sync loop needs its own syncer): the kept token if the homeserver
+// still takes it, else a new appservice login.
+func (d *SyncDevice) Client(ctx context.Context) (*mautrix.Client, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	bot := d.AS.BotClient()
+	newClient := func(token string) (*mautrix.Client, error) {
+		cli, err := mautrix.NewClient(bot.HomeserverURL.String(), bot.UserID, token)
+		if err != nil {
+			return nil, err
+		}
+		cli.DeviceID = SyncDeviceID
+		cli.Client = d.AS.HTTPClient
+		cli.Log = bot.Log.With().Str("device", string(SyncDeviceID)).Logger()
+		cli.UserAgent = bot.UserAgent
+		return cli, nil
+	}
+	if token, ok, err := d.Store.Value(ctx, syncTokenKey); err != nil {
+		return nil, err
+	} else if ok {
+		cli, err := newClient(token)
+		if err != nil {
+			return nil, err
+		}
+		who, err := cli.Whoami(ctx)
+		if err == nil && who.UserID == bot.UserID {
+			return cli, nil
+		}
+		if err != nil && !errors.Is(err, mautrix.MUnknownToken) {
+			return nil, fmt.Errorf("bot sync device: check token: %w", err)
+		}
+		// Forgotten by the homeserver (a restored or reset server): log in again.
+	}
+	resp, err := bot.Login(ctx, &mautrix.ReqLogin{
+		Type:                     mautrix.AuthTypeAppservice,
+		Identifier:               mautrix.UserIdentifier{Type: mautrix.IdentifierTypeUser, User: string(bot.UserID)},
+		DeviceID:                 SyncDeviceID,
+		InitialDeviceDisplayName: "rcsgate sync (typing, receipts, catch-up; no keys)",
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bot sync device: appservice login: %w", err)
+	}
+	if err := d.Store.SetValue(ctx, syncTokenKey, resp.AccessToken); err != nil {
+		return nil, err
+	}
+	return newClient(resp.AccessToken)
+}
+
 // SyncEphemeral runs the bridge bot's /sync for typing notices, read
-// receipts and redactions, for homeservers that do not push them to appservices (MSC2409;
-// Dendrite does not). The bot sits in every portal, so it sees them all.
-// Events go through the same dispatch as pushed ones; a receipt seen both
-// ways reaches the phone once (its outbox id is the event read). It returns
-// when ctx ends.
-func (h *Handler) SyncEphemeral(ctx context.Context, cli *mautrix.Client) {
+// receipts and redactions, for homeservers that do not push them to
+// appservices (MSC2409; Dendrite and tuwunel do not). The bot sits in every
+// portal, so it sees them all. device gives clients of the bot's sync
+// device (SyncDevice.Client). Events go through the same dispatch as pushed
+// ones; a receipt seen both ways reaches the phone once (its outbox id is
+// the event read), a redaction once (handled event ids). It returns when
+// ctx ends.
+func (h *Handler) SyncEphemeral(ctx context.Context, device func(context.Context) (*mautrix.Client, error)) {
 	log := h.Log.With().Str("loop", "bot_sync").Logger()
 	ctx = log.WithContext(ctx)
+	for ctx.Err() == nil {
+		cli, err := device(ctx)
+		if err != nil {
+			log.Warn().Err(err).Msg("Bot sync device unavailable; typing and receipts from Matrix wait")
+			if !pause(ctx, 5*time.Second) {
+				return
+			}
+			continue
+		}
+		h.syncEphemeral(ctx, cli)
+	}
+}
+
+// syncEphemeral syncs with one client until ctx ends or the homeserver no
+// longer takes its token.
+func (h *Handler) syncEphemeral(ctx context.Context, cli *mautrix.Client) {
+	log := zerolog.Ctx(ctx)
 	syncer := mautrix.NewDefaultSyncer()
 	// Nothing but room EDUs: no timeline, no state, no presence.
 	syncer.FilterJSON = &mautrix.Filter{
@@ -41,7 +141,7 @@ func (h *Handler) SyncEphemeral(ctx context.Context, cli *mautrix.Client) {
 		for roomID, room := range resp.Rooms.Join {
 			var redactions []*event.Event
 			for _, evt := range room.Timeline.Events {
-				if evt.Type == event.EventRedaction { // handle() drops ones already seen
+				if evt.Type == event.EventRedaction {
 					evt.RoomID = roomID
 					redactions = append(redactions, evt)
 				}
@@ -63,32 +163,29 @@ func (h *Handler) SyncEphemeral(ctx context.Context, cli *mautrix.Client) {
 	cli.Syncer = syncer
 	cli.Store = mautrix.NewMemorySyncStore()
 	for ctx.Err() == nil {
-		if err := cli.SyncWithContext(ctx); err != nil && ctx.Err() == nil {
-			log.Warn().Err(err).Msg("Bot sync for typing and receipts failed; retrying")
-			t := time.NewTimer(5 * time.Second)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-			case <-t.C:
-			}
+		err := cli.SyncWithContext(ctx)
+		if err == nil || ctx.Err() != nil {
+			continue
+		}
+		if errors.Is(err, mautrix.MUnknownToken) {
+			log.Warn().Err(err).Msg("Homeserver no longer knows the bot's sync device; logging it in again")
+			return
+		}
+		log.Warn().Err(err).Msg("Bot sync for typing and receipts failed; retrying")
+		if !pause(ctx, 5*time.Second) {
+			return
 		}
 	}
 }
 
-// firstRedaction reports whether a redaction is seen for the first time, by
-// either path (pushed or synced), so it is handled once.
-func (h *Handler) firstRedaction(evtID id.EventID) bool {
-	h.redMu.Lock()
-	defer h.redMu.Unlock()
-	if h.redSeen == nil {
-		h.redSeen = map[id.EventID]struct{}{}
-	}
-	if _, ok := h.redSeen[evtID]; ok {
+// pause waits d or until ctx ends (false then).
+func pause(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
 		return false
+	case <-t.C:
+		return true
 	}
-	if len(h.redSeen) >= 4096 { // bounded: forget the lot, a late duplicate fails harmlessly
-		clear(h.redSeen)
-	}
-	h.redSeen[evtID] = struct{}{}
-	return true
 }

@@ -18,6 +18,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/rcsgate/rcsgate/internal/catchup"
 	"github.com/rcsgate/rcsgate/internal/phone"
 )
 
@@ -94,7 +95,14 @@ type Config struct {
 	} `yaml:"privacy"`
 	// Encryption is end-to-bridge encryption of portals (README, "Encryption").
 	Encryption EncryptionConfig `yaml:"encryption"`
-	LogLevel   string           `yaml:"log_level"`
+	// CatchUp finds Matrix messages in portals that the homeserver never
+	// pushed to the bridge (it crashed with them queued, or gave up) and
+	// delivers them late, each once: how far back (max_age, default 24h;
+	// negative turns it off), how many per portal per pass (max_events,
+	// default 500) and how often a safety pass runs besides the ones at
+	// start and when the homeserver is back (interval, default 10m).
+	CatchUp  catchup.Config `yaml:"catch_up"`
+	LogLevel string         `yaml:"log_level"`
 }
 
 // EncryptionConfig: unset switches take their defaults, so a config written
@@ -276,6 +284,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Queue.Limit < 0 || c.Queue.TTL < 0 {
 		bad("queue.limit and queue.ttl must not be negative (0 means the default)")
+	}
+	if c.CatchUp.MaxEvents < 0 {
+		bad("catch_up.max_events must not be negative (0 means the default, 500)")
+	}
+	if c.CatchUp.Interval > 0 && c.CatchUp.Interval < time.Minute {
+		bad("catch_up.interval %s: use at least 1m (0 means the default, 10m; negative: no periodic pass)", c.CatchUp.Interval)
 	}
 	return errors.Join(errs...)
 }

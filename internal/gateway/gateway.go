@@ -31,6 +31,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/rcsgate/rcsgate/internal/astxn"
+	"github.com/rcsgate/rcsgate/internal/catchup"
 	"github.com/rcsgate/rcsgate/internal/connector"
 	"github.com/rcsgate/rcsgate/internal/devicechan"
 	"github.com/rcsgate/rcsgate/internal/front"
@@ -277,6 +278,11 @@ func Run(ctx context.Context, cfg *Config, log zerolog.Logger, ls Listeners, rea
 		return err
 	}
 	txns := &astxn.Handler{AS: mx.AS, EP: mx.EventProcessor, Store: st, Log: log.With().Str("component", "astxn").Logger(), Claim: conn.ClaimPushed}
+	if cfg.CatchUp.Enabled() {
+		// Transactions wait for the start pass of catch-up, so a message
+		// the homeserver lost before a crash is delivered before newer ones.
+		txns.Hold()
+	}
 	httpSrv, asLn := newAppserviceServer(ls.Appservice, astxn.Wrap(exhttp.ApplyMiddleware(mx.AS.Router, mx.AS.Middleware...), txns),
 		cfg.Appservice.HSToken, defaultAppserviceLimits)
 	errc := make(chan error, 4)
@@ -321,9 +327,18 @@ func Run(ctx context.Context, cfg *Config, log zerolog.Logger, ls Listeners, rea
 			log.Info().Msg("Contacts get devices of their own, cross-signed by their own identities, in encrypted portals")
 		}
 	}
-	// After StartConnectors: the bot is registered with the homeserver by then.
+	// After StartConnectors: the bot is registered with the homeserver by
+	// then. Its /sync calls use a device of their own (astxn.SyncDevice).
+	syncDevice := (&astxn.SyncDevice{AS: mx.AS, Store: st}).Client
+	catchUp := &catchup.Runner{
+		Cfg: cfg.CatchUp, Client: syncDevice, Store: st, Deliver: txns,
+		Portals: func(ctx context.Context) (map[id.RoomID]bool, error) { return portalRooms(ctx, br) },
+		Own:     func(u id.UserID) bool { return u == br.Bot.GetMXID() || br.IsGhostMXID(u) },
+		Log:     log.With().Str("component", "catchup").Logger(),
+	}
+	go catchUp.Run(ctx)
 	if !cfg.Homeserver.PushEphemeral {
-		go txns.SyncEphemeral(ctx, mx.AS.BotClient())
+		go txns.SyncEphemeral(ctx, syncDevice)
 	}
 	if err := br.StartLogins(ctx); err != nil {
 		return fmt.Errorf("start logins: %w", err)
@@ -399,6 +414,19 @@ func logBotTrust(ctx context.Context, log zerolog.Logger, cli *mautrix.Client) {
 	default:
 		log.Warn().Stringer("device_id", cli.DeviceID).Msg("Bridge bot device is not cross-signed: clients mark its messages in encrypted rooms, and clients set to only cross-signed devices do not share keys with it")
 	}
+}
+
+// portalRooms lists the Matrix rooms of every portal.
+func portalRooms(ctx context.Context, br *bridgev2.Bridge) (map[id.RoomID]bool, error) {
+	portals, err := br.DB.Portal.GetAllWithMXID(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rooms := make(map[id.RoomID]bool, len(portals))
+	for _, p := range portals {
+		rooms[p.MXID] = true
+	}
+	return rooms, nil
 }
 
 // oldSpec: the homeserver advertises no Matrix spec version from v1.11 on

@@ -48,6 +48,11 @@ type Options struct {
 	NoAgent bool
 	// AgentArgs are added to `rcsgate-agent run` (e.g. --wipe-after 1s).
 	AgentArgs []string
+	// TransactionTap puts a proxy between the homeserver and rcsgate's
+	// appservice listener; Stack.DropTransactions then makes it swallow
+	// transactions (answer 200, pass nothing on), as a homeserver that
+	// loses them would.
+	TransactionTap bool
 }
 
 // Stack is a running deployment.
@@ -62,9 +67,11 @@ type Stack struct {
 	ControlToken string
 	Info         DemoInfo
 
-	gw    *proc
-	agent *proc
-	extra []*proc // StartProcess, AddUser's phones
+	gw     *proc
+	agent  *proc
+	extra  []*proc // StartProcess, AddUser's phones
+	hsOpts testpeer.Options
+	tap    *tap
 }
 
 // DemoInfo is what a person (or a test) needs to log in; written to demo.json.
@@ -124,6 +131,12 @@ func Up(ctx context.Context, o Options) (st *Stack, err error) {
 	if err != nil {
 		return nil, err
 	}
+	listenPort := asPort // where rcsgate listens; the tap, if any, takes asPort
+	if o.TransactionTap {
+		if listenPort, err = testpeer.FreeLoopbackPort(); err != nil {
+			return nil, err
+		}
+	}
 	chPort, err := freeUDPPort()
 	if err != nil {
 		return nil, err
@@ -135,7 +148,7 @@ func Up(ctx context.Context, o Options) (st *Stack, err error) {
 	st.ConfigPath = filepath.Join(gwState, "config.yaml")
 	if _, err := os.Stat(st.ConfigPath); errors.Is(err, os.ErrNotExist) {
 		if out, err := st.run(ctx, "rcsgate", "init", "--state", gwState, "--homeserver", hsURL, "--domain", domain,
-			"--appservice-listen", fmt.Sprintf("127.0.0.1:%d", asPort),
+			"--appservice-listen", fmt.Sprintf("127.0.0.1:%d", listenPort),
 			"--channel-listen", fmt.Sprintf("127.0.0.1:%d", chPort), "--admin", userID); err != nil {
 			return nil, fmt.Errorf("harness: rcsgate init: %w: %s", err, out)
 		}
@@ -163,10 +176,16 @@ func Up(ctx context.Context, o Options) (st *Stack, err error) {
 			return nil, err
 		}
 	}
-	hs, err := testpeer.Start(ctx, o.Homeserver, testpeer.Options{
+	if o.TransactionTap {
+		if st.tap, err = startTap(filepath.Join(gwState, "registration.yaml"), asPort, listenPort); err != nil {
+			return nil, err
+		}
+	}
+	st.hsOpts = testpeer.Options{
 		Dir: filepath.Join(o.Dir, o.Homeserver), ServerName: domain, Port: hsPort,
 		AppserviceRegistrations: []string{filepath.Join(gwState, "registration.yaml")},
-	})
+	}
+	hs, err := testpeer.Start(ctx, o.Homeserver, st.hsOpts)
 	if err != nil {
 		return nil, err
 	}
@@ -367,6 +386,7 @@ func (st *Stack) Down() {
 	if st.HS != nil {
 		_ = st.HS.Stop()
 	}
+	st.tap.close()
 }
 
 // Wait blocks until a process exits or ctx ends (the demo's main loop).

@@ -3,6 +3,7 @@ package harness
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -21,7 +22,8 @@ type Client struct {
 
 	mu     sync.Mutex
 	events []*event.Event
-	notify chan struct{} // closed and replaced whenever an event arrives
+	seen   map[id.EventID]bool // timeline events already in events
+	notify chan struct{}       // closed and replaced whenever an event arrives
 }
 
 // Login logs in with a password and starts syncing.
@@ -39,17 +41,21 @@ func Login(ctx context.Context, hsURL, userID, password string) (*Client, error)
 	if err != nil {
 		return nil, fmt.Errorf("login %s: %w", userID, err)
 	}
-	c := &Client{Client: cli, notify: make(chan struct{}), done: make(chan struct{})}
+	c := &Client{Client: cli, notify: make(chan struct{}), done: make(chan struct{}), seen: map[id.EventID]bool{}}
 	syncer := cli.Syncer.(*mautrix.DefaultSyncer)
 	// A large timeline limit: a benchmark's burst must not be cut into a
 	// "limited" sync that skips events.
 	syncer.FilterJSON = &mautrix.Filter{Room: &mautrix.RoomFilter{Timeline: &mautrix.FilterPart{Limit: 1000}}}
+	syncer.OnSync(c.fillGaps)
 	syncer.OnEvent(func(ctx context.Context, evt *event.Event) {
 		if evt.Type == event.StateMember && evt.GetStateKey() == string(cli.UserID) &&
 			evt.Content.AsMember().Membership == event.MembershipInvite {
 			go func() { _, _ = cli.JoinRoomByID(context.WithoutCancel(ctx), evt.RoomID) }()
 		}
 		c.mu.Lock()
+		if evt.ID != "" {
+			c.seen[evt.ID] = true
+		}
 		c.events = append(c.events, evt)
 		close(c.notify)
 		c.notify = make(chan struct{})
@@ -71,6 +77,45 @@ func Login(ctx context.Context, hsURL, userID, password string) (*Client, error)
 		}
 	}()
 	return c, nil
+}
+
+// fillGaps fetches what a "limited" timeline left out, as a real client
+// does when it scrolls up: tuwunel, for one, gives a room joined since the
+// last sync only the events after that sync, so a message sent into a room
+// before we joined it arrives by /messages only. The events found go in
+// front of the sync's own, oldest first.
+func (c *Client) fillGaps(ctx context.Context, resp *mautrix.RespSync, _ string) bool {
+	const pages, perPage = 5, 100
+	for roomID, room := range resp.Rooms.Join {
+		if !room.Timeline.Limited || room.Timeline.PrevBatch == "" {
+			continue
+		}
+		var missed []*event.Event
+		from := room.Timeline.PrevBatch
+	pagination:
+		for range pages {
+			msgs, err := c.Client.Messages(ctx, roomID, from, "", mautrix.DirectionBackward, nil, perPage)
+			if err != nil {
+				break // the sync's own events still count
+			}
+			for _, evt := range msgs.Chunk {
+				c.mu.Lock()
+				known := c.seen[evt.ID]
+				c.mu.Unlock()
+				if known {
+					break pagination
+				}
+				missed = append(missed, evt)
+			}
+			if msgs.End == "" || len(msgs.Chunk) == 0 {
+				break
+			}
+			from = msgs.End
+		}
+		slices.Reverse(missed)
+		room.Timeline.Events = append(missed, room.Timeline.Events...)
+	}
+	return true
 }
 
 // Close stops syncing.

@@ -72,10 +72,13 @@ func (s *Store) RevokedSince(ctx context.Context, t time.Time) ([]string, error)
 	return ids, rows.Err()
 }
 
-// TxnDone reports whether an appservice transaction was already handled.
-func (s *Store) TxnDone(ctx context.Context, id string) (bool, error) {
+// TxnDone reports whether an appservice transaction was already handled
+// with this body (its SHA-256): the same id with other events is not a
+// replay (Dendrite names a transaction after its first event, and a retry
+// may carry more).
+func (s *Store) TxnDone(ctx context.Context, id, bodySHA string) (bool, error) {
 	var one int
-	err := s.db.QueryRowContext(ctx, `SELECT 1 FROM as_txn WHERE id = ?`, id).Scan(&one)
+	err := s.db.QueryRowContext(ctx, `SELECT 1 FROM as_txn WHERE id = ? AND body_sha = ?`, id, bodySHA).Scan(&one)
 	if errors.Is(err, sql.ErrNoRows) {
 		return false, nil
 	} else if err != nil {
@@ -85,8 +88,9 @@ func (s *Store) TxnDone(ctx context.Context, id string) (bool, error) {
 }
 
 // MarkTxnDone records a handled transaction and forgets ones older than keep.
-func (s *Store) MarkTxnDone(ctx context.Context, id string, keep time.Duration) error {
-	if _, err := s.db.ExecContext(ctx, `INSERT INTO as_txn (id, done_ms) VALUES (?, ?) ON CONFLICT DO NOTHING`, id, s.ms()); err != nil {
+func (s *Store) MarkTxnDone(ctx context.Context, id, bodySHA string, keep time.Duration) error {
+	if _, err := s.db.ExecContext(ctx, `INSERT INTO as_txn (id, done_ms, body_sha) VALUES (?, ?, ?)
+		ON CONFLICT (id) DO UPDATE SET done_ms = excluded.done_ms, body_sha = excluded.body_sha`, id, s.ms(), bodySHA); err != nil {
 		return fmt.Errorf("store: mark txn: %w", err)
 	}
 	if _, err := s.db.ExecContext(ctx, `DELETE FROM as_txn WHERE done_ms < ?`, s.now().Add(-keep).UnixMilli()); err != nil {

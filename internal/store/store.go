@@ -120,6 +120,21 @@ var migrations = []string{
 		ELSE substr(number, 1, 2) || '…' || substr(number, -2) END;
 	UPDATE contact SET seq = (SELECT COUNT(*) FROM contact c2 WHERE c2.masked = contact.masked AND c2.rowid <= contact.rowid);
 	CREATE INDEX contact_masked ON contact (masked);`,
+	`-- v8: Matrix events handled, so the transaction path and catch-up hand
+	-- each to the bridge once; small named values (catch-up checkpoint,
+	-- the bot's sync device); a transaction's body, to tell a replay from a
+	-- reused id with other events
+	CREATE TABLE mx_event (
+		event_id   TEXT PRIMARY KEY,
+		room_id    TEXT NOT NULL,
+		handled_ms INTEGER NOT NULL
+	);
+	CREATE INDEX mx_event_handled ON mx_event (handled_ms);
+	CREATE TABLE kv (
+		key   TEXT PRIMARY KEY,
+		value TEXT NOT NULL
+	);
+	ALTER TABLE as_txn ADD COLUMN body_sha TEXT NOT NULL DEFAULT '';`,
 }
 
 // Open opens (and migrates) the database at path. The file and its WAL are

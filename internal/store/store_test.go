@@ -235,3 +235,68 @@ func TestNoteTransport(t *testing.T) {
 		}
 	}
 }
+
+func TestHandledEventsAndValues(t *testing.T) {
+	ctx := context.Background()
+	s := open(t)
+	clock := time.Unix(2_000_000, 0)
+	s.now = func() time.Time { return clock }
+	if done, err := s.EventHandled(ctx, "$a"); err != nil || done {
+		t.Fatalf("unknown event: %v, %v", done, err)
+	}
+	for range 2 { // marking twice is a no-op
+		if err := s.MarkEventHandled(ctx, "$a", "!r"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clock = clock.Add(time.Hour)
+	if err := s.MarkEventHandled(ctx, "$b", "!r"); err != nil {
+		t.Fatal(err)
+	}
+	if done, _ := s.EventHandled(ctx, "$a"); !done {
+		t.Fatal("$a not recorded")
+	}
+	if n, err := s.ForgetEventsBefore(ctx, clock.Add(-time.Minute)); err != nil || n != 1 {
+		t.Fatalf("ForgetEventsBefore = %d, %v; want 1", n, err)
+	}
+	if done, _ := s.EventHandled(ctx, "$a"); done {
+		t.Fatal("$a still recorded after it was forgotten")
+	}
+	if done, _ := s.EventHandled(ctx, "$b"); !done {
+		t.Fatal("$b forgotten too early")
+	}
+
+	if _, ok, err := s.Value(ctx, "k"); ok || err != nil {
+		t.Fatalf("unset value: %v, %v", ok, err)
+	}
+	for _, v := range []string{"one", "two"} {
+		if err := s.SetValue(ctx, "k", v); err != nil {
+			t.Fatal(err)
+		}
+		if got, ok, err := s.Value(ctx, "k"); got != v || !ok || err != nil {
+			t.Fatalf("Value = %q, %v, %v; want %q", got, ok, err, v)
+		}
+	}
+	if err := s.SetValue(ctx, "k", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := s.Value(ctx, "k"); ok {
+		t.Fatal("empty value did not delete")
+	}
+}
+
+func TestTxnDoneNeedsSameBody(t *testing.T) {
+	ctx := context.Background()
+	s := open(t)
+	if err := s.MarkTxnDone(ctx, "t1", "sha-a", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		id, sha string
+		want    bool
+	}{{"t1", "sha-a", true}, {"t1", "sha-b", false}, {"t2", "sha-a", false}} {
+		if got, err := s.TxnDone(ctx, tc.id, tc.sha); err != nil || got != tc.want {
+			t.Errorf("TxnDone(%s, %s) = %v, %v; want %v", tc.id, tc.sha, got, err, tc.want)
+		}
+	}
+}

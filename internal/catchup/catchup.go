@@ -1,0 +1,470 @@
+// Package catchup finds Matrix messages in portals that the homeserver
+// accepted but never pushed to the bridge by appservice transaction — a
+// homeserver that crashed with its queue in memory, or that gave a
+// transaction up — and hands them to the bridge, once each, decrypting
+// where needed (they go through the same event processor as pushed ones).
+//
+// How: the bot's own sync device asks /sync for everything since a
+// checkpoint (a sync token kept in SQLite), in the order the homeserver
+// stored it; a room with more than a page of news is paged back with
+// /messages. Each pass is bounded by age and count (Config). A pass runs at
+// start, when the homeserver comes back after the bot's long-poll on it
+// broke (it died or restarted), and every Config.Interval as a safety net.
+// While a start or come-back pass runs, transactions wait (astxn.Hold), so
+// a live message never overtakes an older lost one.
+package catchup
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/rs/zerolog"
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+)
+
+// Defaults for Config fields left zero.
+const (
+	DefaultMaxAge    = 24 * time.Hour
+	DefaultMaxEvents = 500
+	DefaultInterval  = 10 * time.Minute
+)
+
+// Config bounds catch-up.
+type Config struct {
+	// MaxAge: messages older than this are not delivered late (0: 24 h;
+	// negative: catch-up off).
+	MaxAge time.Duration `yaml:"max_age"`
+	// MaxEvents: at most this many messages per portal per pass; past it
+	// the newest are delivered (0: 500).
+	MaxEvents int `yaml:"max_events"`
+	// Interval between safety passes (0: 10 min; negative: only at start
+	// and when the homeserver comes back).
+	Interval time.Duration `yaml:"interval"`
+}
+
+// Enabled reports whether catch-up runs at all.
+func (c Config) Enabled() bool { return c.MaxAge >= 0 }
+
+func (c Config) withDefaults() Config {
+	if c.MaxAge == 0 {
+		c.MaxAge = DefaultMaxAge
+	}
+	if c.MaxEvents <= 0 {
+		c.MaxEvents = DefaultMaxEvents
+	}
+	if c.Interval == 0 {
+		c.Interval = DefaultInterval
+	}
+	return c
+}
+
+// Deliverer hands found events to the bridge (astxn.Handler).
+type Deliverer interface {
+	// DeliverMissed hands the events, oldest first, each unless already
+	// handled; it returns how many it handed.
+	DeliverMissed(ctx context.Context, room id.RoomID, evts []*event.Event) int
+	// Hold makes appservice transactions wait until Release.
+	Hold()
+	Release()
+}
+
+// Store keeps the checkpoint and forgets old handled-event records.
+type Store interface {
+	Value(ctx context.Context, key string) (string, bool, error)
+	SetValue(ctx context.Context, key, value string) error
+	ForgetEventsBefore(ctx context.Context, t time.Time) (int64, error)
+}
+
+// Runner runs catch-up passes. Fill every field but Now.
+type Runner struct {
+	Cfg Config
+	// Client returns the bot's sync device (astxn.SyncDevice); it is called
+	// again after the homeserver refused the device's token.
+	Client  func(ctx context.Context) (*mautrix.Client, error)
+	Store   Store
+	Deliver Deliverer
+	// Portals lists the portal rooms; nothing elsewhere is delivered late
+	// (a bot command replayed in a management room could act twice).
+	Portals func(ctx context.Context) (map[id.RoomID]bool, error)
+	// Own reports the bridge's own users (bot, ghosts): theirs is never
+	// delivered back.
+	Own func(id.UserID) bool
+	Log zerolog.Logger
+	Now func() time.Time
+}
+
+// Result describes one pass.
+type Result struct {
+	Reason    string        // start, homeserver back, periodic
+	Rooms     int           // portals with news since the checkpoint
+	Seen      int           // their tracked events since the checkpoint
+	Delivered int           // handed to the bridge now (never arrived by transaction)
+	Gaps      int           // rooms paged back with /messages
+	TooOld    int           // older than MaxAge: not delivered
+	OverLimit int           // past MaxEvents in a room: not delivered
+	Took      time.Duration // wall time of the pass
+	Init      bool          // first pass ever: only took a checkpoint
+}
+
+// checkpoint is where the last pass ended.
+type checkpoint struct {
+	Token string `json:"token"`
+	AtMS  int64  `json:"at_ms"` // when it was taken (bridge clock)
+}
+
+const checkpointKey = "catchup_checkpoint"
+
+// clockSkew widens the time bounds: homeserver timestamps come from another
+// clock (usually the same machine's).
+const clockSkew = time.Minute
+
+// Pages of /messages when paging a room back: events per request, and at
+// most this many requests per room (MaxEvents bounds them too).
+const (
+	pageSize = 100
+	maxPages = 20
+)
+
+// Poll timing for the watch on the homeserver.
+const (
+	watchTimeout = 30 * time.Second
+	minPoll      = 250 * time.Millisecond
+	maxBackoff   = 5 * time.Second
+)
+
+// trackedTypes are what astxn.Tracked accepts: what users send, no state.
+var trackedTypes = []event.Type{event.EventMessage, event.EventEncrypted, event.EventReaction, event.EventRedaction, event.EventSticker}
+
+func (r *Runner) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}
+
+// Run holds transactions until the start pass is done, then watches the
+// homeserver until ctx ends. The caller holds transactions (Deliver.Hold)
+// before the appservice listener serves, so none slips in first.
+func (r *Runner) Run(ctx context.Context) {
+	cfg := r.Cfg.withDefaults()
+	if !r.Cfg.Enabled() {
+		r.Deliver.Release()
+		return
+	}
+	log := r.Log
+	cli := r.client(ctx)
+	if cli == nil {
+		r.Deliver.Release()
+		return
+	}
+	cli = r.passOrLog(ctx, cli, "start")
+	r.Deliver.Release()
+
+	last := r.now()
+	var since string
+	for ctx.Err() == nil {
+		started := time.Now()
+		next, err := r.poll(ctx, cli, since)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err == nil:
+			since = next
+		case errors.Is(err, mautrix.MUnknownToken):
+			log.Warn().Err(err).Msg("Homeserver no longer knows the bot's sync device; logging it in again")
+			if cli = r.client(ctx); cli == nil {
+				return
+			}
+			continue
+		default:
+			// The long-poll broke: the homeserver died or restarted. Until
+			// the pass after it is back, transactions wait.
+			log.Warn().Err(err).Msg("Homeserver unreachable; catching up once it is back")
+			r.Deliver.Hold()
+			if since, err = r.waitBack(ctx, cli); err != nil {
+				r.Deliver.Release()
+				return
+			}
+			cli = r.passOrLog(ctx, cli, "homeserver back")
+			r.Deliver.Release()
+			last = r.now()
+			continue
+		}
+		if cfg.Interval > 0 && r.now().Sub(last) >= cfg.Interval {
+			cli = r.passOrLog(ctx, cli, "periodic")
+			last = r.now()
+		}
+		if d := time.Since(started); d < minPoll {
+			if !sleep(ctx, minPoll-d) {
+				return
+			}
+		}
+	}
+}
+
+// client gets the sync device, retrying with backoff; nil when ctx ended.
+func (r *Runner) client(ctx context.Context) *mautrix.Client {
+	wait := minPoll
+	for {
+		cli, err := r.Client(ctx)
+		if err == nil {
+			return cli
+		}
+		r.Log.Warn().Err(err).Dur("retry_in", wait).Msg("Bot sync device unavailable; catch-up waits")
+		if !sleep(ctx, wait) {
+			return nil
+		}
+		wait = min(2*wait, maxBackoff)
+	}
+}
+
+// passOrLog runs a pass and logs its result; a refused device gets a new
+// login for next time.
+func (r *Runner) passOrLog(ctx context.Context, cli *mautrix.Client, reason string) *mautrix.Client {
+	res, err := r.Pass(ctx, cli, reason)
+	if err != nil {
+		r.Log.Err(err).Str("reason", reason).Msg("Catch-up pass failed; the next one covers it")
+		if errors.Is(err, mautrix.MUnknownToken) {
+			if fresh := r.client(ctx); fresh != nil {
+				return fresh
+			}
+		}
+		return cli
+	}
+	ev := r.Log.Debug()
+	if res.Delivered > 0 || res.TooOld > 0 || res.OverLimit > 0 || reason != "periodic" {
+		ev = r.Log.Info()
+	}
+	ev.Str("reason", reason).Int("rooms", res.Rooms).Int("seen", res.Seen).Int("delivered", res.Delivered).
+		Int("gaps", res.Gaps).Int("too_old", res.TooOld).Int("over_limit", res.OverLimit).Bool("init", res.Init).
+		Dur("took", res.Took).Msg("Catch-up pass done")
+	return cli
+}
+
+// waitBack polls until the homeserver answers again and returns a fresh
+// long-poll token.
+func (r *Runner) waitBack(ctx context.Context, cli *mautrix.Client) (string, error) {
+	wait := minPoll
+	for {
+		if !sleep(ctx, wait) {
+			return "", ctx.Err()
+		}
+		next, err := r.poll(ctx, cli, "")
+		if err == nil {
+			r.Log.Info().Msg("Homeserver answers again")
+			return next, nil
+		}
+		wait = min(2*wait, maxBackoff)
+	}
+}
+
+// poll is one long-poll /sync that asks for nothing: its only job is to
+// break when the homeserver goes away. since "" asks at once.
+func (r *Runner) poll(ctx context.Context, cli *mautrix.Client, since string) (string, error) {
+	req := mautrix.ReqSync{Since: since, FilterID: watchFilter}
+	if since != "" {
+		req.Timeout = int(watchTimeout / time.Millisecond)
+	}
+	resp, err := cli.FullSyncRequest(ctx, req)
+	if err != nil {
+		return "", err
+	}
+	return resp.NextBatch, nil
+}
+
+// Pass delivers what arrived since the checkpoint and was not handled, and
+// moves the checkpoint on. The first pass ever only takes a checkpoint:
+// there is no record of what was handled before.
+func (r *Runner) Pass(ctx context.Context, cli *mautrix.Client, reason string) (res Result, err error) {
+	cfg := r.Cfg.withDefaults()
+	start := r.now()
+	res.Reason = reason
+	defer func() { res.Took = r.now().Sub(start) }()
+	cp, ok, err := r.checkpoint(ctx)
+	if err != nil {
+		return res, err
+	}
+	if !ok {
+		resp, err := cli.FullSyncRequest(ctx, mautrix.ReqSync{FilterID: initFilter})
+		if err != nil {
+			return res, fmt.Errorf("catch-up: first checkpoint: %w", err)
+		}
+		res.Init = true
+		return res, r.saveCheckpoint(ctx, checkpoint{Token: resp.NextBatch, AtMS: start.UnixMilli()})
+	}
+	resp, err := cli.FullSyncRequest(ctx, mautrix.ReqSync{Since: cp.Token, FilterID: passFilter})
+	if err != nil {
+		if badToken(err) {
+			// A homeserver reset or restored from a backup: start over.
+			r.Log.Warn().Err(err).Msg("Homeserver refused the catch-up checkpoint; taking a new one")
+			_ = r.Store.SetValue(ctx, checkpointKey, "")
+		}
+		return res, fmt.Errorf("catch-up: sync since checkpoint: %w", err)
+	}
+	portals, err := r.Portals(ctx)
+	if err != nil {
+		return res, fmt.Errorf("catch-up: list portals: %w", err)
+	}
+	cutoff := start.Add(-cfg.MaxAge).UnixMilli()
+	floor := time.UnixMilli(cp.AtMS).Add(-clockSkew).UnixMilli() // the last pass covered what is older
+	for roomID, room := range resp.Rooms.Join {
+		if !portals[roomID] {
+			continue
+		}
+		evts := room.Timeline.Events
+		if room.Timeline.Limited && room.Timeline.PrevBatch != "" {
+			res.Gaps++
+			older := r.pageBack(ctx, cli, roomID, room.Timeline.PrevBatch, cp.Token, max(cutoff, floor), cfg.MaxEvents)
+			evts = append(older, evts...)
+		}
+		var keep []*event.Event
+		for _, evt := range evts {
+			if evt == nil || evt.StateKey != nil || !slices.Contains(trackedTypes, evt.Type) || r.Own(evt.Sender) {
+				continue
+			}
+			res.Seen++
+			if evt.Timestamp < cutoff-clockSkew.Milliseconds() {
+				res.TooOld++
+				continue
+			}
+			keep = append(keep, evt)
+		}
+		if len(keep) == 0 {
+			continue
+		}
+		res.Rooms++
+		if over := len(keep) - cfg.MaxEvents; over > 0 {
+			res.OverLimit += over
+			keep = keep[over:]
+		}
+		res.Delivered += r.Deliver.DeliverMissed(ctx, roomID, keep)
+	}
+	if err := r.saveCheckpoint(ctx, checkpoint{Token: resp.NextBatch, AtMS: start.UnixMilli()}); err != nil {
+		return res, err
+	}
+	// Records of handled events are needed only as far back as a pass looks.
+	if _, err := r.Store.ForgetEventsBefore(ctx, start.Add(-cfg.MaxAge-time.Hour)); err != nil {
+		r.Log.Warn().Err(err).Msg("Could not forget old handled-event records")
+	}
+	return res, nil
+}
+
+// pageBack fetches a room's events older than a limited sync timeline, back
+// to the checkpoint (to, where the homeserver honours it), no older than
+// floorMS and at most limit of them; oldest first.
+func (r *Runner) pageBack(ctx context.Context, cli *mautrix.Client, room id.RoomID, from, to string, floorMS int64, limit int) []*event.Event {
+	var out []*event.Event
+	filter := &mautrix.FilterPart{Types: trackedTypes}
+	for page := 0; page < maxPages && len(out) < limit; page++ {
+		msgs, err := cli.Messages(ctx, room, from, to, mautrix.DirectionBackward, filter, min(pageSize, limit-len(out)))
+		if err != nil {
+			r.Log.Warn().Err(err).Stringer("room_id", room).Msg("Catch-up could not page back; delivering what it has")
+			break
+		}
+		done := len(msgs.Chunk) == 0 || msgs.End == "" || msgs.End == from
+		for _, evt := range msgs.Chunk {
+			if evt.Timestamp < floorMS {
+				done = true
+				break
+			}
+			out = append(out, evt)
+		}
+		if done {
+			break
+		}
+		from = msgs.End
+	}
+	slices.Reverse(out)
+	return out
+}
+
+func (r *Runner) checkpoint(ctx context.Context) (checkpoint, bool, error) {
+	var cp checkpoint
+	raw, ok, err := r.Store.Value(ctx, checkpointKey)
+	if err != nil || !ok {
+		return cp, false, err
+	}
+	if err := json.Unmarshal([]byte(raw), &cp); err != nil || cp.Token == "" {
+		r.Log.Warn().Msg("Unreadable catch-up checkpoint; taking a new one")
+		return cp, false, nil
+	}
+	return cp, true, nil
+}
+
+func (r *Runner) saveCheckpoint(ctx context.Context, cp checkpoint) error {
+	raw, _ := json.Marshal(cp)
+	return r.Store.SetValue(ctx, checkpointKey, string(raw))
+}
+
+// badToken: the homeserver does not take the since token (4xx other than
+// auth and rate limits).
+func badToken(err error) bool {
+	var httpErr mautrix.HTTPError
+	if !errors.As(err, &httpErr) || httpErr.Response == nil {
+		return false
+	}
+	code := httpErr.Response.StatusCode
+	return code >= 400 && code < 500 && code != http.StatusUnauthorized && code != http.StatusForbidden && code != http.StatusTooManyRequests
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// Filters (inline JSON, which the spec allows for the filter parameter).
+var (
+	// watchFilter asks for nothing (an event type nobody sends; an empty
+	// rooms list would mean every room).
+	watchFilter = mustJSON(mautrix.Filter{
+		AccountData: &mautrix.FilterPart{NotTypes: []event.Type{{Type: "*"}}},
+		Presence:    &mautrix.FilterPart{NotTypes: []event.Type{{Type: "*"}}},
+		Room: &mautrix.RoomFilter{
+			Timeline:    &mautrix.FilterPart{Limit: 1, Types: []event.Type{{Type: "net.rcsgate.nothing"}}},
+			State:       &mautrix.FilterPart{NotTypes: []event.Type{{Type: "*"}}},
+			Ephemeral:   &mautrix.FilterPart{NotTypes: []event.Type{{Type: "*"}}},
+			AccountData: &mautrix.FilterPart{NotTypes: []event.Type{{Type: "*"}}},
+		},
+	})
+	// initFilter only needs a token: one event per room, no state.
+	initFilter = mustJSON(mautrix.Filter{
+		AccountData: &mautrix.FilterPart{NotTypes: []event.Type{{Type: "*"}}},
+		Presence:    &mautrix.FilterPart{NotTypes: []event.Type{{Type: "*"}}},
+		Room: &mautrix.RoomFilter{
+			Timeline:    &mautrix.FilterPart{Limit: 1, Types: trackedTypes},
+			State:       &mautrix.FilterPart{NotTypes: []event.Type{{Type: "*"}}},
+			Ephemeral:   &mautrix.FilterPart{NotTypes: []event.Type{{Type: "*"}}},
+			AccountData: &mautrix.FilterPart{NotTypes: []event.Type{{Type: "*"}}},
+		},
+	})
+	// passFilter: what users send into rooms, a page per room, no state.
+	passFilter = mustJSON(mautrix.Filter{
+		AccountData: &mautrix.FilterPart{NotTypes: []event.Type{{Type: "*"}}},
+		Presence:    &mautrix.FilterPart{NotTypes: []event.Type{{Type: "*"}}},
+		Room: &mautrix.RoomFilter{
+			Timeline:    &mautrix.FilterPart{Limit: pageSize, Types: trackedTypes},
+			State:       &mautrix.FilterPart{NotTypes: []event.Type{{Type: "*"}}},
+			Ephemeral:   &mautrix.FilterPart{NotTypes: []event.Type{{Type: "*"}}},
+			AccountData: &mautrix.FilterPart{NotTypes: []event.Type{{Type: "*"}}},
+		},
+	})
+)
+
+// mustJSON encodes a filter literal (plain structs: it cannot fail).
+func mustJSON(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}

@@ -1,0 +1,158 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/rcsgate/rcsgate/agent/backend/sim"
+	"github.com/rcsgate/rcsgate/internal/harness"
+)
+
+// Issue 15: Matrix messages the homeserver accepted but never pushed to the
+// bridge are found by catch-up and reach the phone once each, in order —
+// when the homeserver comes back from a crash, and when the bridge starts.
+// The harness's tap plays a homeserver that loses transactions (it answers
+// 200 and passes nothing on).
+func TestCatchUpDeliversWhatTheHomeserverLost(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	st := startStack(t, ctx, harness.Options{TransactionTap: true})
+	cli, err := harness.Login(ctx, st.Info.Homeserver, st.Info.UserID, st.Info.Password)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cli.Close)
+	mgmt, err := cli.OpenDM(ctx, id.UserID(st.Info.BotUserID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const contact = "+12025550155" // a quiet contact: the phone's sent list is ours alone
+	portal, _, err := cli.StartChat(ctx, mgmt, contact)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := nonce(t)
+	var want []string
+	var lost []id.EventID // sent while the tap swallows transactions
+	send := func(what string) {
+		t.Helper()
+		body := fmt.Sprintf("%s %s", what, n)
+		resp, err := cli.SendText(ctx, portal, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, body)
+		lost = append(lost, resp.EventID)
+	}
+	drop := func(on bool) {
+		t.Helper()
+		if on {
+			lost = lost[:0]
+			if err := st.DropTransactions(true); err != nil {
+				t.Fatal(err)
+			}
+			return
+		}
+		// Stop swallowing once the homeserver believes it delivered them all.
+		if err := waitFor(ctx, func() bool {
+			for _, e := range lost {
+				if !st.Dropped(e) {
+					return false
+				}
+			}
+			return true
+		}); err != nil {
+			t.Fatalf("the homeserver never pushed the messages sent while the tap swallowed them: %v", err)
+		}
+		if err := st.DropTransactions(false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitPhone := func(stage string) {
+		t.Helper()
+		if _, err := st.WaitSent(ctx, func(s sim.Sent) bool { return s.Text == want[len(want)-1] }); err != nil {
+			t.Fatalf("%s: %v", stage, err)
+		}
+	}
+
+	// 1. Lost while the homeserver runs; it crashes and comes back.
+	drop(true)
+	send("lost before the homeserver crash 1")
+	send("lost before the homeserver crash 2")
+	send("lost before the homeserver crash 3")
+	drop(false)
+	if err := st.KillHomeserver(); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.StartHomeserver(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitPhone("after the homeserver came back")
+	send("sent after the homeserver came back")
+	waitPhone("live after the come-back")
+
+	// 2. Lost while the bridge runs; the bridge is killed and started.
+	drop(true)
+	send("lost before the bridge restart 1")
+	send("lost before the bridge restart 2")
+	drop(false)
+	if err := st.StopGateway(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.StartGateway(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitPhone("after the bridge restart")
+
+	sent, err := st.SentEvents(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, s := range sent {
+		if s.Chat == contact {
+			got = append(got, s.Text)
+		}
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("the phone sent:\n%s\nwant, each once and in this order:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	log := st.GatewayLog()
+	for _, reason := range []string{`"reason":"homeserver back"`, `"reason":"start"`} {
+		if !bytes.Contains(log, []byte(reason)) {
+			t.Errorf("rcsgate log has no catch-up pass with %s", reason)
+		}
+	}
+	t.Logf("catch-up passes:\n%s", grepLines(log, "Catch-up pass done"))
+}
+
+// waitFor polls cond until it holds or ctx ends.
+func waitFor(ctx context.Context, cond func() bool) error {
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+	return nil
+}
+
+func grepLines(b []byte, needle string) string {
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, needle) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
