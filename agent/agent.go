@@ -11,11 +11,13 @@
 //     sent after every (re)connect, in order, with the same id, until the
 //     server acks it.
 //   - server → phone: a server message is stored first, then acked (an ack
-//     means "persisted"), then handed to the phone from the journal in order
-//     by a loop of its own (a slow phone never holds up the channel), then its
-//     Status is sent, and sent again after reconnects until the server acks
-//     it (when the server announces wire.FeatureStatusAck). A message id seen
-//     before is acked again and never handed to the phone twice.
+//     means "persisted"), then handed to the phone from the journal by a loop
+//     of its own (a slow phone never holds up the channel), in order per
+//     chat, each chat in a lane of its own (one the phone cannot send to
+//     holds up no other), then its Status is sent, and sent again after
+//     reconnects until the server acks it (when the server announces
+//     wire.FeatureStatusAck). A message id seen before is acked again and
+//     never handed to the phone twice.
 package agent
 
 import (
@@ -62,6 +64,7 @@ const (
 	DefaultSeenLimit        = journal.DefaultRetain
 	DefaultSeenMaxAge       = journal.DefaultRetainAge
 	DefaultWipeAfter        = journal.DefaultBodyMaxAge
+	DefaultSendConcurrency  = 4
 
 	persistDepth = 256 // server messages read but not yet stored
 	maxRedials   = 3   // fresh dials per attempt when probes say the server is back
@@ -114,6 +117,11 @@ type Config struct {
 	// its pings; negative disables it (QUIC's idle timeout still applies).
 	Liveness time.Duration
 
+	// SendConcurrency bounds backend sends under way at once, each for
+	// another chat (0: DefaultSendConcurrency). Backends that can only do
+	// one at a time serialise them themselves.
+	SendConcurrency int
+
 	OutboxLimit int           // max phone→server messages awaiting the server's ack (0: 10,000)
 	InboxLimit  int           // max server→phone messages not finished (0: 10,000)
 	SeenLimit   int           // finished message ids remembered each way (0: 10,000)
@@ -148,6 +156,8 @@ type Agent struct {
 
 	st         statusState   // see Status
 	netChanged chan struct{} // NetworkChanged: check the route / redial now
+
+	sendSlots chan struct{} // one token per backend send under way
 }
 
 // setConnected records the channel state and wakes connChanged waiters.
@@ -206,6 +216,9 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.NetCheckInterval == 0 {
 		cfg.NetCheckInterval = DefaultNetCheckInterval
 	}
+	if cfg.SendConcurrency <= 0 {
+		cfg.SendConcurrency = DefaultSendConcurrency
+	}
 	j, err := journal.Open(cfg.StateDir, journal.Options{
 		MaxOut: cfg.OutboxLimit, MaxIn: cfg.InboxLimit, Retain: cfg.SeenLimit, RetainAge: cfg.SeenMaxAge, BodyMaxAge: cfg.WipeAfter,
 	})
@@ -217,6 +230,7 @@ func New(cfg Config) (*Agent, error) {
 		tickets:    tls.NewLRUClientSessionCache(8),
 		migrateNow: make(chan struct{}, 1),
 		netChanged: make(chan struct{}, 1),
+		sendSlots:  make(chan struct{}, cfg.SendConcurrency),
 	}
 	st, d := j.Stats(), j.Depth()
 	ev := a.log.Info()
@@ -763,31 +777,59 @@ func (s *session) sendLoop(ctx context.Context) error {
 	}
 }
 
-// handoverLoop hands server messages from the journal to the phone, one at a
-// time, in the order they were received, whether or not the channel is up;
-// the outcome is journaled and its Status queued for the server.
+// handoverLoop hands server messages from the journal to the phone in
+// lanes, one per chat, whether or not the channel is up: a chat's messages
+// go one at a time in the order they were received, and chats do not wait
+// for each other, so a message the phone keeps failing to send (no signal
+// for that contact, an app stuck on one conversation) holds up only its own
+// chat. The outcome is journaled and its Status queued for the server. At
+// most Config.SendConcurrency backend sends run at once.
 func (a *Agent) handoverLoop(ctx context.Context) {
+	type laneDone struct {
+		chat string
+		stop bool // the journal is closed or ctx ended: hand nothing more
+	}
+	busy := map[string]bool{}
+	done := make(chan laneDone)
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	for {
 		changed := a.j.Changed()
-		e, ok := a.j.NextHandover()
-		if !ok {
-			select {
-			case <-changed:
-				continue
-			case <-ctx.Done():
+		for _, e := range a.j.HandoverHeads(func(chat string) bool { return busy[chat] }) {
+			busy[e.Msg.Chat] = true
+			wg.Go(func() {
+				ok := a.handOver(ctx, e.Msg)
+				select {
+				case done <- laneDone{chat: e.Msg.Chat, stop: !ok}:
+				case <-ctx.Done():
+				}
+			})
+		}
+		select {
+		case d := <-done:
+			if d.stop {
+				// Not recorded as handed: it is handed again (same id)
+				// after a restart, never twice in this run.
 				return
 			}
-		}
-		log := a.log.With().Str("id", e.Msg.ID).Str("chat", redact.Number(e.Msg.Chat)).Logger()
-		st, ok := a.sendToPhone(ctx, log, e.Msg)
-		if !ok {
-			return // not handed; it is handed again (same id) after a restart
-		}
-		hoptrace.Mark(hoptrace.Handed, e.Msg.ID)
-		if !a.recordHanded(ctx, log, st) {
+			delete(busy, d.chat)
+		case <-changed:
+		case <-ctx.Done():
 			return
 		}
 	}
+}
+
+// handOver sends one message to the phone and records the outcome; false
+// when it could not finish (ctx ended, journal closed).
+func (a *Agent) handOver(ctx context.Context, m wire.Message) bool {
+	log := a.log.With().Str("id", m.ID).Str("chat", redact.Number(m.Chat)).Logger()
+	st, ok := a.sendToPhone(ctx, log, m)
+	if !ok {
+		return false
+	}
+	hoptrace.Mark(hoptrace.Handed, m.ID)
+	return a.recordHanded(ctx, log, st)
 }
 
 // recordHanded journals the outcome, retrying a failed write (never handing
@@ -830,7 +872,7 @@ func (a *Agent) sendToPhone(ctx context.Context, log zerolog.Logger, m wire.Mess
 		}
 	}()
 	for {
-		err := a.handOne(ctx, m, ev)
+		err := a.handOneSlot(ctx, m, ev)
 		if err == nil {
 			log.Info().Str("kind", m.Kind).Int("len", len(m.Text)).Msg("event handed to the phone")
 			return wire.Status{ID: m.ID, State: wire.StateSent, TSMS: time.Now().UnixMilli()}, true
@@ -853,6 +895,18 @@ func (a *Agent) sendToPhone(ctx context.Context, log zerolog.Logger, m wire.Mess
 		case <-t.C:
 		}
 	}
+}
+
+// handOneSlot is handOne within one of SendConcurrency slots; a lane
+// waiting to retry holds none.
+func (a *Agent) handOneSlot(ctx context.Context, m wire.Message, ev backend.Event) error {
+	select {
+	case a.sendSlots <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-a.sendSlots }()
+	return a.handOne(ctx, m, ev)
 }
 
 // handOne gives one event to the backend, fetching its file first.

@@ -27,7 +27,8 @@ import (
 // The crash test runs the agent in a child process (this test binary, run
 // again with crashChildEnv set), kills it with SIGKILL at random points
 // while messages flow both ways, restarts it, and checks that every message
-// arrives exactly once and in order, both ways.
+// arrives exactly once and in order, both ways (server → phone: in order
+// within each chat, as chats are lanes of their own).
 
 const (
 	crashChildEnv = "RCSGATE_AGENT_CRASH_CHILD" // state dir of the child agent
@@ -429,19 +430,31 @@ func TestCrashKill9(t *testing.T) {
 		}
 		resent += len(ids)
 	}
-	// Server → phone: each message once, in order; handed again (caught by
-	// the phone's own dedupe) at most once per kill.
-	var wantOut []string
+	// Server → phone: each message once, in order within its chat (chats
+	// are lanes of their own); handed again (caught by the phone's own
+	// dedupe) at most once per kill and chat under way.
+	chatOf := map[string]string{}
+	wantOut := map[string][]string{}
 	for _, m := range cs.outbox {
-		wantOut = append(wantOut, m.ID)
+		chatOf[m.ID] = m.Chat
+		wantOut[m.Chat] = append(wantOut[m.Chat], m.ID)
 	}
 	sent := readLines(filepath.Join(phoneDir, "sent"))
-	if !slices.Equal(sent, wantOut) {
-		t.Fatalf("phone sent %d messages, not each once in order (first difference at %d)", len(sent), firstDiff(sent, wantOut))
+	gotOut := map[string][]string{}
+	for _, id := range sent {
+		gotOut[chatOf[id]] = append(gotOut[chatOf[id]], id)
+	}
+	for _, chat := range crashChats {
+		if !slices.Equal(gotOut[chat], wantOut[chat]) {
+			t.Fatalf("phone sent %d messages of chat %s, not each once in order (first difference at %d)", len(gotOut[chat]), chat, firstDiff(gotOut[chat], wantOut[chat]))
+		}
+	}
+	if len(sent) != len(cs.outbox) {
+		t.Fatalf("phone sent %d messages, want %d", len(sent), len(cs.outbox))
 	}
 	raw := readLines(filepath.Join(phoneDir, "sent-raw"))
-	if extra := len(raw) - len(sent); extra > crashKills {
-		t.Fatalf("the agent handed %d messages to the phone again after %d kills; at most one per kill is allowed", extra, crashKills)
+	if extra := len(raw) - len(sent); extra > crashKills*len(crashChats) {
+		t.Fatalf("the agent handed %d messages to the phone again after %d kills; at most one per kill and chat is allowed", extra, crashKills)
 	}
 	for _, m := range cs.outbox {
 		if cs.statuses[m.ID] != wire.StateSent {

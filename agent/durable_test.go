@@ -345,3 +345,115 @@ func indexOf(s, sub string) int {
 	}
 	return -1
 }
+
+// lanePhone fails every send to stuck (a transient error, as a phone
+// without signal for that contact) until unstuck, records the rest, and
+// tracks how many sends run at once.
+type lanePhone struct {
+	gatePhone
+	stuck    string
+	unstuck  chan struct{}
+	attempts int
+	inFlight int
+	maxIn    int
+	hold     chan struct{} // if set, every send waits for a token
+}
+
+func (p *lanePhone) Send(ctx context.Context, ev backend.Event) error {
+	p.mu.Lock()
+	p.inFlight++
+	p.maxIn = max(p.maxIn, p.inFlight)
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		p.inFlight--
+		p.mu.Unlock()
+	}()
+	if p.hold != nil {
+		select {
+		case <-p.hold:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	if ev.Chat == p.stuck {
+		select {
+		case <-p.unstuck:
+		default:
+			p.mu.Lock()
+			p.attempts++
+			p.mu.Unlock()
+			return errors.New("no signal for this contact")
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.calls = append(p.calls, ev.ID)
+	return nil
+}
+
+func (p *lanePhone) tries() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.attempts
+}
+
+// One message the phone keeps failing holds up only its own chat: the
+// other chats' messages go through (each chat in order) meanwhile, and the
+// stuck chat's follow in order once the phone takes them.
+func TestStuckChatHoldsOnlyItsLane(t *testing.T) {
+	srv := newFakeServerOpts(t, fakeOpts{features: []string{wire.FeatureStatusAck}})
+	const stuckChat, a, b = "+15550000009", "+15550000001", "+15550000002"
+	phone := &lanePhone{stuck: stuckChat, unstuck: make(chan struct{})}
+	fast := &Backoff{Schedule: []time.Duration{5 * time.Millisecond, 10 * time.Millisecond}}
+	startAgentWith(t, srv, agentOpts{phone: phone, config: func(c *Config) { c.SendRetry = fast }})
+	p := srv.nextChannel(t)
+	for _, m := range []wire.Message{
+		{ID: "s1", Chat: stuckChat}, {ID: "a1", Chat: a}, {ID: "s2", Chat: stuckChat},
+		{ID: "a2", Chat: a}, {ID: "b1", Chat: b}, {ID: "a3", Chat: a},
+	} {
+		m.Text, m.TSMS = "to "+m.ID, 1
+		p.send(t, m)
+	}
+	waitUntil(t, "the other chats went through while s1 keeps failing", func() bool {
+		return len(phone.sent()) == 4 && phone.tries() >= 3
+	})
+	got := phone.sent()
+	var inA []string
+	for _, id := range got {
+		if id[0] == 'a' {
+			inA = append(inA, id)
+		}
+	}
+	if !slices.Equal(inA, []string{"a1", "a2", "a3"}) || !slices.Contains(got, "b1") {
+		t.Fatalf("phone sent %v, want a1 a2 a3 in order and b1", got)
+	}
+	close(phone.unstuck) // signal for the contact again
+	waitUntil(t, "the stuck chat went through", func() bool { return len(phone.sent()) == 6 })
+	if got := phone.sent()[4:]; !slices.Equal(got, []string{"s1", "s2"}) {
+		t.Fatalf("stuck chat sent %v, want s1 then s2", got)
+	}
+}
+
+// Sends for many chats at once stay within SendConcurrency.
+func TestSendConcurrencyBound(t *testing.T) {
+	srv := newFakeServerOpts(t, fakeOpts{features: []string{wire.FeatureStatusAck}})
+	phone := &lanePhone{hold: make(chan struct{}), unstuck: make(chan struct{})}
+	startAgentWith(t, srv, agentOpts{phone: phone, config: func(c *Config) { c.SendConcurrency = 2 }})
+	p := srv.nextChannel(t)
+	for i := range 6 {
+		p.send(t, wire.Message{ID: "m" + string(rune('0'+i)), Chat: "+1555000000" + string(rune('0'+i)), Text: "x", TSMS: 1})
+	}
+	waitUntil(t, "two sends under way", func() bool {
+		phone.mu.Lock()
+		defer phone.mu.Unlock()
+		return phone.inFlight == 2
+	})
+	for range 6 {
+		phone.hold <- struct{}{}
+	}
+	waitUntil(t, "all sent", func() bool { return len(phone.sent()) == 6 })
+	if phone.maxIn != 2 {
+		t.Fatalf("%d sends ran at once, want at most (and here exactly) 2", phone.maxIn)
+	}
+}

@@ -28,6 +28,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -200,7 +201,8 @@ type Journal struct {
 	recvPend int                // received, not yet handed
 	recvQ    []*inItem          // received, in order; trimmed from the front once handed
 	recvHead int
-	statQ    []*inItem // handed, in status order; trimmed once done
+	lanes    map[string]*lane // received, not yet handed, per chat, in order
+	statQ    []*inItem        // handed, in status order; trimmed once done
 	statHead int
 	inFIFO   []*inItem // done, in the order they finished
 	inFHead  int
@@ -244,7 +246,7 @@ func Open(stateDir string, opts Options) (*Journal, error) {
 	j := &Journal{
 		dir: dir, opts: opts, seg: seg, tornBytes: info.TornBytes,
 		outPend: map[string]*outItem{}, outDone: map[string]int64{}, in: map[string]*inItem{},
-		changed: make(chan struct{}),
+		lanes: map[string]*lane{}, changed: make(chan struct{}),
 	}
 	for i := range entries {
 		j.apply(&entries[i])
@@ -395,6 +397,26 @@ func (j *Journal) ReceiveIn(msgs []wire.Message) ([]InResult, error) {
 		return nil, err
 	}
 	return res, nil
+}
+
+// HandoverHeads returns, for every chat with server messages not yet handed
+// to the phone, the oldest of them, skipping chats for which skip says so
+// (nil: none); oldest first. Handing each chat's messages in its own order,
+// and chats independently, keeps a chat the phone cannot send to from
+// holding up the others.
+func (j *Journal) HandoverHeads(skip func(chat string) bool) []InEntry {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	heads := make([]InEntry, 0, len(j.lanes))
+	for chat, l := range j.lanes {
+		if skip != nil && skip(chat) {
+			continue
+		}
+		it := l.q[l.head]
+		heads = append(heads, InEntry{Seq: it.seq, Msg: it.msg})
+	}
+	sort.Slice(heads, func(a, b int) bool { return heads[a].Seq < heads[b].Seq })
+	return heads
 }
 
 // NextHandover returns the oldest server message not yet handed to the phone.
@@ -610,6 +632,12 @@ func (j *Journal) apply(e *Entry) {
 		j.recvQ = append(j.recvQ, it)
 		j.inPend++
 		j.recvPend++
+		l := j.lanes[it.msg.Chat]
+		if l == nil {
+			l = &lane{}
+			j.lanes[it.msg.Chat] = l
+		}
+		l.q = append(l.q, it)
 	case KindInHanded:
 		it, ok := j.in[id]
 		if !ok { // compacted form: handed, status pending, message body gone
@@ -621,6 +649,7 @@ func (j *Journal) apply(e *Entry) {
 		} else {
 			j.recvPend--
 			j.textDied(e.AtMS)
+			j.leaveLane(it)
 		}
 		j.seq++
 		it.state, it.sseq, it.at, it.msg = stHanded, j.seq, e.AtMS, wire.Message{}
@@ -661,6 +690,34 @@ func (j *Journal) textDied(at int64) {
 	if j.deadSince == 0 || at < j.deadSince {
 		j.deadSince = max(at, 1)
 	}
+}
+
+// lane is one chat's received messages not yet handed, in order.
+type lane struct {
+	q    []*inItem
+	head int
+}
+
+// leaveLane takes a handed message out of its chat's lane (it is the head
+// when handed in lane order; anything else is found and removed too).
+// Called with mu held.
+func (j *Journal) leaveLane(it *inItem) {
+	chat := it.msg.Chat
+	l := j.lanes[chat]
+	if l == nil {
+		return
+	}
+	if l.q[l.head] == it {
+		l.q[l.head] = nil
+		l.head++
+	} else if i := slices.Index(l.q[l.head:], it); i >= 0 {
+		l.q = slices.Delete(l.q, l.head+i, l.head+i+1)
+	}
+	if l.head == len(l.q) {
+		delete(j.lanes, chat)
+		return
+	}
+	l.q, l.head = reclaim(l.q, l.head)
 }
 
 // retainOut remembers an acked phone message id, forgetting the oldest

@@ -516,3 +516,78 @@ func TestEncodeSplitsLargeAppends(t *testing.T) {
 		t.Fatalf("%d entries back, want %d", n, len(es))
 	}
 }
+
+// Each chat is a lane: its messages are handed in the order received, and
+// chats do not wait for one another; the lanes survive a reopen and a
+// compaction.
+func TestHandoverLanes(t *testing.T) {
+	dir := t.TempDir()
+	j := open(t, dir, Options{CompactMin: 1})
+	in := func(id, chat string) wire.Message {
+		m := msg(id)
+		m.Chat = chat
+		return m
+	}
+	const a, b, c = "+12025550001", "+12025550002", "g:group-c"
+	if _, err := j.ReceiveIn([]wire.Message{in("a1", a), in("b1", b), in("a2", a), in("c1", c), in("b2", b), in("a3", a)}); err != nil {
+		t.Fatal(err)
+	}
+	heads := func(j *Journal, skip ...string) string {
+		var ids []string
+		for _, e := range j.HandoverHeads(func(chat string) bool { return slices.Contains(skip, chat) }) {
+			ids = append(ids, e.Msg.ID)
+		}
+		return strings.Join(ids, " ")
+	}
+	hand := func(j *Journal, id string) {
+		t.Helper()
+		if err := j.Handed(wire.Status{ID: id, State: wire.StateSent}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := heads(j); got != "a1 b1 c1" {
+		t.Fatalf("heads %q, want the oldest of each chat, oldest first", got)
+	}
+	// Chat a is stuck (its head is being retried): the others go on.
+	if got := heads(j, a); got != "b1 c1" {
+		t.Fatalf("heads skipping a: %q", got)
+	}
+	hand(j, "b1")
+	hand(j, "c1")
+	hand(j, "b2")
+	if got := heads(j, a); got != "" {
+		t.Fatalf("heads skipping a after b and c are done: %q", got)
+	}
+	if got := heads(j); got != "a1" {
+		t.Fatalf("heads %q, want a1 (a still waits in order)", got)
+	}
+	// After a restart (and a compaction) chat a resumes where it was.
+	j = reopen(t, j, dir, Options{CompactMin: 1})
+	if err := j.Compact(); err != nil {
+		t.Fatal(err)
+	}
+	j = reopen(t, j, dir, Options{CompactMin: 1})
+	if got := heads(j); got != "a1" {
+		t.Fatalf("heads after reopen %q, want a1", got)
+	}
+	hand(j, "a1")
+	if got := heads(j); got != "a2" {
+		t.Fatalf("heads %q, want a2", got)
+	}
+	// A message handed out of lane order (not done by the agent, but
+	// possible through Handed) leaves its lane too.
+	hand(j, "a3")
+	if got := heads(j); got != "a2" {
+		t.Fatalf("heads %q, want a2", got)
+	}
+	hand(j, "a2")
+	if got := heads(j); got != "" {
+		t.Fatalf("heads %q after everything was handed", got)
+	}
+	if d := j.Depth(); d.In != 0 {
+		t.Fatalf("depth %+v", d)
+	}
+	if _, ok := j.NextHandover(); ok {
+		t.Fatal("NextHandover has something left")
+	}
+}

@@ -274,6 +274,7 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	dns := fs.String("dns", "", dnsUsage)
 	wipeAfter := fs.Duration("wipe-after", agent.DefaultWipeAfter, "a delivered message's text leaves the journal on disk within this long")
+	sends := fs.Int("send-concurrency", agent.DefaultSendConcurrency, "messages handed to the backend at once, each for another chat (a chat's own go one at a time, in order)")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -283,6 +284,9 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	}
 	if *wipeAfter <= 0 || *wipeAfter > time.Hour {
 		return usageError{"--wipe-after must be between 1ms and 1h"}
+	}
+	if *sends < 1 || *sends > 64 {
+		return usageError{fmt.Sprintf("--send-concurrency %d: use 1 to 64", *sends)}
 	}
 	open, ok := backendOpeners[*backendName]
 	if !ok {
@@ -312,7 +316,7 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	if err != nil {
 		return err
 	}
-	a, err := agent.New(agent.Config{StateDir: *state, Backend: phone, Log: log, Version: version, WipeAfter: *wipeAfter})
+	a, err := agent.New(agent.Config{StateDir: *state, Backend: phone, Log: log, Version: version, WipeAfter: *wipeAfter, SendConcurrency: *sends})
 	if err != nil {
 		return err
 	}

@@ -12,8 +12,10 @@ import (
 
 // A phone that is connected but does not send what it took is the silent
 // failure people blame bridges for. After ConfirmAfter the sender's status
-// says so; after UnresponsiveAfter the device's logins say the phone is not
-// responding, until it reports a send again.
+// says so; after UnresponsiveAfter without any send reported (a chat the
+// phone cannot send to does not hold up the others, so their sends show
+// the phone is alive) the device's logins say the phone is not responding,
+// until it reports a send again.
 
 // watchLoop checks unconfirmed messages every few seconds.
 func (c *Connector) watchLoop(ctx context.Context) {
@@ -67,6 +69,11 @@ func (c *Connector) checkUnconfirmed(ctx context.Context) {
 		}
 		up, ok := since[d.ID]
 		stuck := any && ok && now.Sub(oldest) > c.cfg.UnresponsiveAfter && now.Sub(up) > c.cfg.UnresponsiveAfter
+		if stuck {
+			if last, sent, err := c.store.LastConfirmed(ctx, d.ID); err == nil && sent && now.Sub(last) <= c.cfg.UnresponsiveAfter {
+				stuck = false // other chats go through: it is that chat, not the phone
+			}
+		}
 		c.setUnresponsive(d.ID, stuck)
 	}
 }

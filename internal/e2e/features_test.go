@@ -67,7 +67,7 @@ func TestConversationFeatures(t *testing.T) {
 		{"Contacts", (*features).contacts},
 		{"Backfill", (*features).backfill},
 		{"DualSIM", (*features).dualSIM},
-		// Last: its stuck message holds up the phone's queue.
+		// Last: its stuck message stays pending for good.
 		{"PhoneNotResponding", (*features).notResponding},
 	} {
 		t.Run(row.name, func(t *testing.T) {

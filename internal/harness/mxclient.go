@@ -213,9 +213,10 @@ func (c *Client) StartChat(ctx context.Context, mgmt id.RoomID, number string) (
 	if _, err := c.SendText(ctx, mgmt, "start-chat "+number); err != nil {
 		return "", "", err
 	}
-	// The portal is the first room other than mgmt that we join.
+	// The portal is the first room other than mgmt that we join (not the
+	// space the bridge makes for its chats, which it may create now).
 	evt, _, err := c.WaitEvent(ctx, from, func(e *event.Event) bool {
-		return e.RoomID != mgmt && Joined("", c.UserID)(e)
+		return e.RoomID != mgmt && Joined("", c.UserID)(e) && !c.isSpace(e.RoomID)
 	})
 	if err != nil {
 		return "", "", fmt.Errorf("no portal after start-chat: %w", err)
@@ -236,3 +237,17 @@ func (c *Client) StartChat(ctx context.Context, mgmt id.RoomID, number string) (
 }
 
 func isBot(u id.UserID) bool { return u.Localpart() == "rcsbot" }
+
+// isSpace reports whether the room's create event, as seen so far, makes
+// it a space. Called from a WaitEvent match (c.mu held).
+func (c *Client) isSpace(room id.RoomID) bool {
+	for _, e := range c.events {
+		if e.RoomID == room && e.Type == event.StateCreate {
+			_ = e.Content.ParseRaw(e.Type)
+			if cr := e.Content.AsCreate(); cr != nil && cr.Type == event.RoomTypeSpace {
+				return true
+			}
+		}
+	}
+	return false
+}

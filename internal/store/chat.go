@@ -269,3 +269,17 @@ func (s *Store) OldestUnconfirmed(ctx context.Context, deviceID string) (time.Ti
 	}
 	return time.UnixMilli(ms.Int64), true, nil
 }
+
+// LastConfirmed returns when the phone last reported a message of the
+// device's as sent (or further), if it did within what is still recorded.
+func (s *Store) LastConfirmed(ctx context.Context, deviceID string) (time.Time, bool, error) {
+	var ms sql.NullInt64
+	err := s.db.QueryRowContext(ctx, `SELECT MAX(updated_ms) FROM sent_msg WHERE device_id = ? AND state != 'queued'`, deviceID).Scan(&ms)
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("store: last confirmed: %w", err)
+	}
+	if !ms.Valid {
+		return time.Time{}, false, nil
+	}
+	return time.UnixMilli(ms.Int64), true, nil
+}

@@ -300,3 +300,31 @@ func TestTxnDoneNeedsSameBody(t *testing.T) {
 		}
 	}
 }
+
+func TestLastConfirmed(t *testing.T) {
+	ctx := context.Background()
+	s := open(t)
+	clock := time.Unix(3_000_000, 0)
+	s.now = func() time.Time { return clock }
+	if _, ok, err := s.LastConfirmed(ctx, "dev"); ok || err != nil {
+		t.Fatalf("nothing sent yet: %v, %v", ok, err)
+	}
+	for _, id := range []string{"$a", "$b"} {
+		if err := s.EnqueueSent(ctx, SentMsg{MsgID: id, DeviceID: "dev", RoomID: "!r", Sender: "@u", MsgType: "m.text"}, []byte("x"), 10); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, ok, _ := s.LastConfirmed(ctx, "dev"); ok {
+		t.Fatal("queued messages count as confirmed")
+	}
+	clock = clock.Add(time.Minute)
+	if _, err := s.AdvanceSent(ctx, "$b", "sent"); err != nil {
+		t.Fatal(err)
+	}
+	if at, ok, err := s.LastConfirmed(ctx, "dev"); !ok || err != nil || !at.Equal(clock) {
+		t.Fatalf("LastConfirmed = %v, %v, %v; want %v", at, ok, err, clock)
+	}
+	if _, ok, _ := s.LastConfirmed(ctx, "other"); ok {
+		t.Fatal("another device's send counted")
+	}
+}
