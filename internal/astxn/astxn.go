@@ -67,6 +67,10 @@ type Handler struct {
 	// already handled another way (e.g. read from a room's history) and is
 	// not dispatched.
 	Claim func(ctx context.Context, evt *event.Event) bool
+	// Own reports the bridge's own users (bot, ghosts): their events come
+	// back to the bridge only to be ignored, so they are not recorded
+	// (nil: every sender is recorded).
+	Own func(id.UserID) bool
 
 	rooms [roomStripes]sync.Mutex
 	seed  maphash.Seed
@@ -165,6 +169,13 @@ func (h *Handler) Hold() { h.gate.hold() }
 // Release lets held transactions through.
 func (h *Handler) Release() { h.gate.release() }
 
+// Handled reports whether an event was handed to the bridge already (a
+// lookup error counts as not handled: handing again is caught downstream).
+func (h *Handler) Handled(ctx context.Context, eventID id.EventID) bool {
+	done, err := h.Store.EventHandled(ctx, string(eventID))
+	return err == nil && done
+}
+
 // DeliverMissed hands events that catch-up found in a room's timeline to
 // the bridge, oldest first, each unless it was handled already; it returns
 // how many it handed. Events are as /sync or /messages give them.
@@ -213,7 +224,7 @@ func (h *Handler) handle(ctx context.Context, evts []*event.Event, class event.T
 		if err := evt.Content.ParseRaw(evt.Type); err != nil && !errors.Is(err, event.ErrUnsupportedContentType) {
 			log.Warn().Err(err).Stringer("event_id", evt.ID).Str("event_type", evt.Type.Type).Msg("Event content does not parse")
 		}
-		if class != event.EphemeralEventType && evt.ID != "" && Tracked(evt) {
+		if class != event.EphemeralEventType && evt.ID != "" && Tracked(evt) && (h.Own == nil || !h.Own(evt.Sender)) {
 			if h.dispatchOnce(ctx, evt) {
 				handed++
 			}

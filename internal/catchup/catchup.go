@@ -41,8 +41,8 @@ type Config struct {
 	// MaxAge: messages older than this are not delivered late (0: 24 h;
 	// negative: catch-up off).
 	MaxAge time.Duration `yaml:"max_age"`
-	// MaxEvents: at most this many messages per portal per pass; past it
-	// the newest are delivered (0: 500).
+	// MaxEvents: at most this many missed messages per portal per pass;
+	// past it the newest are delivered (0: 500).
 	MaxEvents int `yaml:"max_events"`
 	// Interval between safety passes (0: 10 min; negative: only at start
 	// and when the homeserver comes back).
@@ -70,6 +70,8 @@ type Deliverer interface {
 	// DeliverMissed hands the events, oldest first, each unless already
 	// handled; it returns how many it handed.
 	DeliverMissed(ctx context.Context, room id.RoomID, evts []*event.Event) int
+	// Handled reports whether an event was handed already.
+	Handled(ctx context.Context, eventID id.EventID) bool
 	// Hold makes appservice transactions wait until Release.
 	Hold()
 	Release()
@@ -105,8 +107,10 @@ type Result struct {
 	Reason    string        // start, homeserver back, periodic
 	Rooms     int           // portals with news since the checkpoint
 	Seen      int           // their tracked events since the checkpoint
+	Missed    int           // of those, not handed to the bridge before
 	Delivered int           // handed to the bridge now (never arrived by transaction)
 	Gaps      int           // rooms paged back with /messages
+	Paged     int           // events those pages brought
 	TooOld    int           // older than MaxAge: not delivered
 	OverLimit int           // past MaxEvents in a room: not delivered
 	Took      time.Duration // wall time of the pass
@@ -126,7 +130,8 @@ const checkpointKey = "catchup_checkpoint"
 const clockSkew = time.Minute
 
 // Pages of /messages when paging a room back: events per request, and at
-// most this many requests per room (MaxEvents bounds them too).
+// most this many requests per room and pass (MaxEvents missed messages
+// found end it sooner).
 const (
 	pageSize = 100
 	maxPages = 20
@@ -242,8 +247,8 @@ func (r *Runner) passOrLog(ctx context.Context, cli *mautrix.Client, reason stri
 	if res.Delivered > 0 || res.TooOld > 0 || res.OverLimit > 0 || reason != "periodic" {
 		ev = r.Log.Info()
 	}
-	ev.Str("reason", reason).Int("rooms", res.Rooms).Int("seen", res.Seen).Int("delivered", res.Delivered).
-		Int("gaps", res.Gaps).Int("too_old", res.TooOld).Int("over_limit", res.OverLimit).Bool("init", res.Init).
+	ev.Str("reason", reason).Int("rooms", res.Rooms).Int("seen", res.Seen).Int("missed", res.Missed).Int("delivered", res.Delivered).
+		Int("gaps", res.Gaps).Int("paged", res.Paged).Int("too_old", res.TooOld).Int("over_limit", res.OverLimit).Bool("init", res.Init).
 		Dur("took", res.Took).Msg("Catch-up pass done")
 	return cli
 }
@@ -322,6 +327,7 @@ func (r *Runner) Pass(ctx context.Context, cli *mautrix.Client, reason string) (
 		if room.Timeline.Limited && room.Timeline.PrevBatch != "" {
 			res.Gaps++
 			older := r.pageBack(ctx, cli, roomID, room.Timeline.PrevBatch, cp.Token, max(cutoff, floor), cfg.MaxEvents)
+			res.Paged += len(older)
 			evts = append(older, evts...)
 		}
 		var keep []*event.Event
@@ -330,6 +336,10 @@ func (r *Runner) Pass(ctx context.Context, cli *mautrix.Client, reason string) (
 				continue
 			}
 			res.Seen++
+			if r.Deliver.Handled(ctx, evt.ID) {
+				continue
+			}
+			res.Missed++
 			if evt.Timestamp < cutoff-clockSkew.Milliseconds() {
 				res.TooOld++
 				continue
@@ -357,13 +367,15 @@ func (r *Runner) Pass(ctx context.Context, cli *mautrix.Client, reason string) (
 }
 
 // pageBack fetches a room's events older than a limited sync timeline, back
-// to the checkpoint (to, where the homeserver honours it), no older than
-// floorMS and at most limit of them; oldest first.
+// to the checkpoint (to, where the homeserver honours it) and no older than
+// floorMS, until it has found limit the bridge has not handled, or after
+// maxPages pages; oldest first.
 func (r *Runner) pageBack(ctx context.Context, cli *mautrix.Client, room id.RoomID, from, to string, floorMS int64, limit int) []*event.Event {
 	var out []*event.Event
+	missed := 0
 	filter := &mautrix.FilterPart{Types: trackedTypes}
-	for page := 0; page < maxPages && len(out) < limit; page++ {
-		msgs, err := cli.Messages(ctx, room, from, to, mautrix.DirectionBackward, filter, min(pageSize, limit-len(out)))
+	for page := 0; page < maxPages && missed < limit; page++ {
+		msgs, err := cli.Messages(ctx, room, from, to, mautrix.DirectionBackward, filter, pageSize)
 		if err != nil {
 			r.Log.Warn().Err(err).Stringer("room_id", room).Msg("Catch-up could not page back; delivering what it has")
 			break
@@ -375,6 +387,9 @@ func (r *Runner) pageBack(ctx context.Context, cli *mautrix.Client, room id.Room
 				break
 			}
 			out = append(out, evt)
+			if !r.Own(evt.Sender) && !r.Deliver.Handled(ctx, evt.ID) {
+				missed++
+			}
 		}
 		if done {
 			break

@@ -224,6 +224,12 @@ func (d *recorder) DeliverMissed(_ context.Context, room id.RoomID, evts []*even
 	return n
 }
 
+func (d *recorder) Handled(_ context.Context, eid id.EventID) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.handled[eid]
+}
+
 func (d *recorder) Hold()    { d.note("hold", true) }
 func (d *recorder) Release() { d.note("release", false) }
 func (d *recorder) note(s string, held bool) {
@@ -421,5 +427,22 @@ func TestDisabledReleasesAtOnce(t *testing.T) {
 	}
 	if g.hs.syncs != 0 {
 		t.Fatal("disabled catch-up asked the homeserver")
+	}
+}
+
+// The count bound is on missed messages: a busy room whose messages the
+// transactions brought costs nothing against it.
+func TestMaxEventsCountsOnlyMissed(t *testing.T) {
+	g := newRig(t, Config{MaxEvents: 100})
+	g.pass(t)
+	for i := range 300 {
+		eid := g.hs.add(portal, alice, tMessage, fmt.Sprintf("h%03d", i), g.now)
+		if i < 250 {
+			g.rec.handled[id.EventID(eid)] = true // arrived by transaction
+		}
+	}
+	res := g.pass(t)
+	if res.Seen != 300 || res.Missed != 50 || res.Delivered != 50 || res.OverLimit != 0 {
+		t.Fatalf("pass = %+v, want 300 seen, 50 missed and delivered, none over the limit", res)
 	}
 }

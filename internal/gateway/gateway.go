@@ -277,12 +277,13 @@ func Run(ctx context.Context, cfg *Config, log zerolog.Logger, ls Listeners, rea
 	if err := ls.setUp(cfg, log); err != nil {
 		return err
 	}
-	txns := &astxn.Handler{AS: mx.AS, EP: mx.EventProcessor, Store: st, Log: log.With().Str("component", "astxn").Logger(), Claim: conn.ClaimPushed}
-	if cfg.CatchUp.Enabled() {
-		// Transactions wait for the start pass of catch-up, so a message
-		// the homeserver lost before a crash is delivered before newer ones.
-		txns.Hold()
-	}
+	own := func(u id.UserID) bool { return u == mx.AS.BotMXID() || br.IsGhostMXID(u) }
+	txns := &astxn.Handler{AS: mx.AS, EP: mx.EventProcessor, Store: st, Own: own, Log: log.With().Str("component", "astxn").Logger(), Claim: conn.ClaimPushed}
+	// Transactions wait until the bridge has started (logins loaded) and
+	// catch-up's start pass is done, so a message the homeserver lost
+	// before a crash is delivered before newer ones (catchup.Runner.Run
+	// releases them).
+	txns.Hold()
 	httpSrv, asLn := newAppserviceServer(ls.Appservice, astxn.Wrap(exhttp.ApplyMiddleware(mx.AS.Router, mx.AS.Middleware...), txns),
 		cfg.Appservice.HSToken, defaultAppserviceLimits)
 	errc := make(chan error, 4)
@@ -333,17 +334,21 @@ func Run(ctx context.Context, cfg *Config, log zerolog.Logger, ls Listeners, rea
 	catchUp := &catchup.Runner{
 		Cfg: cfg.CatchUp, Client: syncDevice, Store: st, Deliver: txns,
 		Portals: func(ctx context.Context) (map[id.RoomID]bool, error) { return portalRooms(ctx, br) },
-		Own:     func(u id.UserID) bool { return u == br.Bot.GetMXID() || br.IsGhostMXID(u) },
+		Own:     own,
 		Log:     log.With().Str("component", "catchup").Logger(),
-	}
-	go catchUp.Run(ctx)
-	if !cfg.Homeserver.PushEphemeral {
-		go txns.SyncEphemeral(ctx, syncDevice)
 	}
 	if err := br.StartLogins(ctx); err != nil {
 		return fmt.Errorf("start logins: %w", err)
 	}
 	br.PostStart(ctx)
+	if !cfg.Homeserver.PushEphemeral {
+		go txns.SyncEphemeral(ctx, syncDevice)
+	}
+	// Only now may Matrix events be handled: before the logins are loaded,
+	// bridgev2 answers a message "you're not logged in" and it is lost (an
+	// event handled before the crypto machine exists even panics). Until
+	// this start pass is done, transactions wait (held above).
+	go catchUp.Run(ctx)
 	chCtx, stopCh := context.WithCancel(ctx)
 	defer stopCh()
 	chDone, err := ch.Listen(chCtx, ls.Channel)
