@@ -27,16 +27,27 @@ demo: build $(BIN)/dendrite
 	$(BIN)/rcsgate-demo --state demo-state --bin $(BIN)
 
 ## test: unit, fuzz-seed and integration tests; the end-to-end suite once per
-## homeserver (RCSGATE_HOMESERVER=dendrite|synapse|both, default both)
-RCSGATE_HOMESERVER ?= both
+## homeserver (RCSGATE_HOMESERVER=dendrite|synapse|tuwunel|both|all, default all;
+## both = Dendrite and Synapse). tuwunel's pass needs its test build next to the
+## repository (TUWUNEL_DIR, default ../shared/peers/tuwunel): without it the pass
+## is skipped with one line.
+RCSGATE_HOMESERVER ?= all
+TUWUNEL_DIR ?= $(abspath $(CURDIR)/../shared/peers/tuwunel)
+TUWUNEL_ARCHIVE := tuwunel-1.4.6-x86_64-linux-gnu.xz
+export RCSGATE_TUWUNEL_DIR := $(TUWUNEL_DIR)
 # The first pass runs every package; only the end-to-end suite depends on
 # the homeserver, so further passes rerun just it.
-E2E_HOMESERVERS := $(if $(filter both,$(RCSGATE_HOMESERVER)),dendrite synapse,$(RCSGATE_HOMESERVER))
+E2E_HOMESERVERS := $(if $(filter all,$(RCSGATE_HOMESERVER)),dendrite synapse tuwunel,$(if $(filter both,$(RCSGATE_HOMESERVER)),dendrite synapse,$(RCSGATE_HOMESERVER)))
 test: build tools android android-test
 	$(GO) vet -tags $(TAGS) ./...
 	RCSGATE_HOMESERVER=$(firstword $(E2E_HOMESERVERS)) $(GO) test -tags $(TAGS) -count=1 -timeout 30m ./...
 	for hs in $(wordlist 2,$(words $(E2E_HOMESERVERS)),$(E2E_HOMESERVERS)); do \
+		if [ $$hs = tuwunel ] && [ ! -f "$(TUWUNEL_DIR)/$(TUWUNEL_ARCHIVE)" ]; then \
+			echo "tuwunel pass skipped: $(TUWUNEL_DIR)/$(TUWUNEL_ARCHIVE) not found (set TUWUNEL_DIR)"; continue; \
+		fi; \
+		echo "end-to-end suite on $$hs"; start=$$(date +%s); \
 		RCSGATE_HOMESERVER=$$hs $(GO) test -tags $(TAGS) -count=1 -timeout 30m ./internal/e2e || exit 1; \
+		echo "end-to-end suite on $$hs: $$(( $$(date +%s) - start )) s"; \
 	done
 
 ## build: the three binaries into bin/
@@ -136,6 +147,12 @@ chanbench:
 .PHONY: bench-phone-app
 bench-phone-app: build tools apk
 	$(GO) run -tags $(TAGS) ./cmd/rcsgate-bench --phone-app --bin $(BIN) $(BENCH_FLAGS)
+
+## bench-catchup: catch-up's start-up cost with 50 portals (vs. catch-up off) and how fast messages
+## the homeserver never pushed reach the phone after a bridge and a homeserver restart
+.PHONY: bench-catchup
+bench-catchup: build tools
+	$(GO) run -tags $(TAGS) ./cmd/rcsgate-bench --catchup --bin $(BIN)
 
 ## bench-media: time and peak RSS of rcsgate and the agent while a 100 MiB file goes
 ## phone -> Matrix and Matrix -> phone, vs. direct upload+download (RCSGATE_HOMESERVER=dendrite|synapse)

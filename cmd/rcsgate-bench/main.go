@@ -50,6 +50,10 @@ type Config struct {
 	RSSLimit  int64
 	// SentStatus is rcsgate's bridge.sent_status ("" keeps the default).
 	SentStatus string
+	// --catchup: what catch-up costs and how fast it delivers.
+	Catchup bool
+	Portals int
+	Missed  int
 }
 
 const minN = 200
@@ -73,6 +77,9 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.BoolVar(&c.Media, "media", false, "instead: time and peak RSS of the bridge while a large file goes phone -> Matrix and Matrix -> phone")
 	fs.Int64Var(&c.MediaSize, "media-size", wire.MaxMediaSize, "--media: file size in bytes (at most the phone limit)")
 	fs.Int64Var(&c.RSSLimit, "rss-limit", 64<<20, "--media: rcsgate's peak RSS must stay below this many bytes")
+	fs.BoolVar(&c.Catchup, "catchup", false, "instead: catch-up's start-up cost with many portals (against catch-up off) and how fast messages the homeserver never pushed reach the phone")
+	fs.IntVar(&c.Portals, "portals", 50, "--catchup: portals to create")
+	fs.IntVar(&c.Missed, "missed", 100, "--catchup: messages the homeserver 'loses' before each restart, spread over the portals")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: rcsgate-bench [flags]\n\nMeasures the bridge round trip against plain Matrix and the sustained rate, on loopback.\n\n")
 		fs.PrintDefaults()
@@ -115,6 +122,12 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 		return c, errors.New("--rss-limit must be positive")
 	case c.SentStatus != "" && c.SentStatus != "always" && c.SentStatus != "when_pending":
 		return c, fmt.Errorf("--sent-status %q: want always or when_pending", c.SentStatus)
+	case c.Portals < 1 || c.Portals > 1000:
+		return c, errors.New("--portals must be between 1 and 1000")
+	case c.Missed < 1 || c.Missed > 10000:
+		return c, errors.New("--missed must be between 1 and 10000")
+	case c.Media && c.Catchup:
+		return c, errors.New("--media and --catchup are separate runs")
 	}
 	return c, nil
 }
@@ -149,6 +162,8 @@ func run() int {
 		}
 	} else if cfg.Media {
 		err = mediaMain(ctx, cfg, dir)
+	} else if cfg.Catchup {
+		err = catchupMain(ctx, cfg, dir)
 	} else {
 		rep, err = bench(ctx, cfg, dir)
 	}

@@ -15,6 +15,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/rcsgate/rcsgate/internal/asreg"
 	"github.com/rcsgate/rcsgate/internal/cliflag"
 	"github.com/rcsgate/rcsgate/internal/connector"
 	"github.com/rcsgate/rcsgate/internal/gateway"
@@ -30,8 +31,9 @@ Usage:
   rcsgate init --state DIR --homeserver URL --domain NAME [--admin @you:NAME]
                                    write DIR/config.yaml and DIR/registration.yaml
   rcsgate serve [--config FILE]    run the bridge and the device channel
-  rcsgate registration [--config FILE]
+  rcsgate registration [--format yaml|tuwunel] [--config FILE]
                                    print the appservice registration for the homeserver
+                                   (tuwunel: the config table tuwunel before 1.6.0 needs)
   rcsgate pair --user @you:NAME [--name NAME] [--ttl 10m] [--config FILE]
                                    print a one-time pairing link for rcsgate-agent
   rcsgate status [--config FILE]   devices: connected since, last seen, RTT, queues both ways
@@ -170,10 +172,19 @@ func writeRegistration(cfg *gateway.Config, path string) error {
 }
 
 func cmdRegistration(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("registration", stderr, "Print the appservice registration YAML for the homeserver.")
+	fs := newFlags("registration", stderr, "Print the appservice registration for the homeserver: YAML (Synapse\n"+
+		"app_service_config_files, Dendrite app_service_api.config_files, tuwunel >= 1.6.0 appservice_dir, or\n"+
+		"tuwunel's admin room: `!admin appservices register` and the YAML in a code block), or with --format\n"+
+		"tuwunel the [global.appservice.<id>] table to paste into the config of tuwunel before 1.6.0.\n"+
+		"Either holds both tokens: keep it readable by the homeserver only.")
 	cfgPath := fs.String("config", defaultConfigPath(), "config file")
+	format := fs.String("format", "yaml", "yaml or tuwunel")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if *format != "yaml" && *format != "tuwunel" {
+		fmt.Fprintf(stderr, "--format %q: use yaml or tuwunel\n", *format)
+		return errUsage
 	}
 	cfg, err := gateway.LoadConfig(*cfgPath)
 	if err != nil {
@@ -186,6 +197,13 @@ func cmdRegistration(ctx context.Context, args []string, stdout, stderr io.Write
 	raw, err := reg.YAML()
 	if err != nil {
 		return err
+	}
+	if *format == "tuwunel" {
+		parsed, err := asreg.Parse([]byte(raw))
+		if err != nil {
+			return err
+		}
+		raw = "# rcsgate's appservice registration for tuwunel < 1.6.0: add to tuwunel.toml, restart tuwunel.\n" + parsed.TuwunelTable()
 	}
 	_, err = io.WriteString(stdout, raw)
 	return err

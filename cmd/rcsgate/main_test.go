@@ -32,6 +32,8 @@ func TestCLI(t *testing.T) {
 		{"init", []string{"init", "--state", state, "--homeserver", "http://127.0.0.1:8008", "--domain", "example.org"}, nil, "registration.yaml", ""},
 		{"init refuses overwrite", []string{"init", "--state", state, "--homeserver", "http://127.0.0.1:8008", "--domain", "example.org"}, errAny, "", ""},
 		{"registration", []string{"registration", "--config", cfg}, nil, "as_token:", ""},
+		{"registration for tuwunel", []string{"registration", "--config", cfg, "--format", "tuwunel"}, nil, "[global.appservice.rcsgate]", ""},
+		{"registration bad format", []string{"registration", "--config", cfg, "--format", "toml"}, errUsage, "", "use yaml or tuwunel"},
 		{"pair needs user", []string{"pair", "--config", cfg}, errUsage, "", "--user must be"},
 		{"pair bad ttl", []string{"pair", "--config", cfg, "--user", "@a:example.org", "--ttl", "48h"}, errUsage, "", "--ttl"},
 		{"pair", []string{"pair", "--config", cfg, "--user", "@a:example.org"}, nil, "rcsgate://pair?", ""},

@@ -147,6 +147,9 @@ func startStack(t *testing.T, ctx context.Context, o harness.Options) *harness.S
 			if d := os.Getenv("RCSGATE_KEEP_LOGS"); d != "" {
 				_ = os.WriteFile(filepath.Join(d, "rcsgate.log"), st.GatewayLog(), 0o644)
 				_ = os.WriteFile(filepath.Join(d, "agent.log"), st.AgentLog(), 0o644)
+				if hsLog, err := os.ReadFile(st.HS.LogPath()); err == nil {
+					_ = os.WriteFile(filepath.Join(d, st.Opts.Homeserver+".log"), hsLog, 0o644)
+				}
 			}
 			t.Logf("rcsgate log:\n%s", tailOf(st.GatewayLog()))
 			t.Logf("agent log:\n%s", tailOf(st.AgentLog()))

@@ -2,7 +2,9 @@ package harness
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"sync"
 	"time"
@@ -250,4 +252,78 @@ func (c *Client) isSpace(room id.RoomID) bool {
 		}
 	}
 	return false
+}
+
+// SendTextOnce sends a text and makes sure it is stored exactly once, as a
+// careful client does across a homeserver crash: each attempt has its own
+// deadline; after a failed one (no answer, a cut connection, a 5xx) it waits
+// until the homeserver answers, looks for the message among this user's
+// latest in the room (a homeserver that restarted may have stored it and
+// forgotten the transaction id — Dendrite keeps them in memory) and sends it
+// again with the same transaction id only if it is not there. It returns
+// the event id and how many attempts failed.
+func (c *Client) SendTextOnce(ctx context.Context, room id.RoomID, body string) (id.EventID, int, error) {
+	const attemptTimeout = 30 * time.Second
+	txn := c.TxnID()
+	content := &event.MessageEventContent{MsgType: event.MsgText, Body: body}
+	failed := 0
+	for {
+		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
+		resp, err := c.SendMessageEvent(actx, room, event.EventMessage, content, mautrix.ReqSendEvent{TransactionID: txn})
+		cancel()
+		if err == nil {
+			return resp.EventID, failed, nil
+		}
+		if ctx.Err() != nil {
+			return "", failed, fmt.Errorf("send %q: %w (last attempt: %v)", body, ctx.Err(), err)
+		}
+		var httpErr mautrix.HTTPError
+		if errors.As(err, &httpErr) && httpErr.Response != nil && httpErr.Response.StatusCode < 500 && httpErr.Response.StatusCode != http.StatusTooManyRequests {
+			return "", failed, fmt.Errorf("send %q: %w", body, err) // refused: retrying cannot help
+		}
+		failed++
+		evtID, err := c.findOwnText(ctx, room, body)
+		if err != nil {
+			return "", failed, err
+		}
+		if evtID != "" {
+			return evtID, failed, nil
+		}
+	}
+}
+
+// findOwnText waits until the homeserver answers and returns the event id
+// of this user's message with body among the room's latest, or "".
+func (c *Client) findOwnText(ctx context.Context, room id.RoomID, body string) (id.EventID, error) {
+	filter := &mautrix.FilterPart{Senders: []id.UserID{c.UserID}, Types: []event.Type{event.EventMessage}}
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	// A sync token to page back from: Dendrite (spec v1.2) wants one.
+	tokenFilter := fmt.Sprintf(`{"room":{"rooms":[%q],"timeline":{"limit":1},"state":{"types":[]},"ephemeral":{"types":[]}},"presence":{"types":[]},"account_data":{"types":[]}}`, room)
+	for {
+		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		var msgs *mautrix.RespMessages
+		snap, err := c.FullSyncRequest(actx, mautrix.ReqSync{FilterID: tokenFilter})
+		if err == nil {
+			msgs, err = c.Client.Messages(actx, room, snap.NextBatch, "", mautrix.DirectionBackward, filter, 200)
+		}
+		cancel()
+		if err == nil {
+			for _, e := range msgs.Chunk {
+				if e.Sender != c.UserID {
+					continue
+				}
+				_ = e.Content.ParseRaw(e.Type)
+				if m := e.Content.AsMessage(); m != nil && m.Body == body {
+					return e.ID, nil
+				}
+			}
+			return "", nil
+		}
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("homeserver not back to look for %q: %w", body, ctx.Err())
+		case <-tick.C:
+		}
+	}
 }
