@@ -28,12 +28,14 @@ import (
 // CatchupPass is one "Catch-up pass done" line of rcsgate's log.
 type CatchupPass struct {
 	Reason    string  `json:"reason"`
+	Round     int     `json:"round"`
 	Rooms     int     `json:"rooms"`
 	Seen      int     `json:"seen"`
 	Missed    int     `json:"missed"`
 	Delivered int     `json:"delivered"`
 	Gaps      int     `json:"gaps"`
 	Paged     int     `json:"paged"`
+	Left      int     `json:"left_for_next_round"`
 	TookMS    float64 `json:"took"`
 	Init      bool    `json:"init"`
 }

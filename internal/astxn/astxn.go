@@ -17,6 +17,7 @@ import (
 	"hash/maphash"
 	"io"
 	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -71,11 +72,18 @@ type Handler struct {
 	// back to the bridge only to be ignored, so they are not recorded
 	// (nil: every sender is recorded).
 	Own func(id.UserID) bool
+	// CatchUp, if set, runs a catch-up pass now (internal/catchup). It is
+	// called before handling a transaction whose id skips one: a homeserver
+	// that numbers its transactions (Synapse) has then left one behind.
+	CatchUp func(ctx context.Context, reason string)
 
 	rooms [roomStripes]sync.Mutex
 	seed  maphash.Seed
 	once  sync.Once
 	gate  gate
+
+	seqMu   sync.Mutex
+	lastSeq uint64 // the last numbered transaction id seen (0: none yet)
 }
 
 // Wrap routes transactions to h and everything else to the appservice router.
@@ -137,6 +145,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !h.gate.wait(ctx, GateWait) {
 		log.Warn().Dur("waited", GateWait).Msg("Catch-up pass still running; handling the transaction anyway")
 	}
+	if last, gap := h.skipsOne(txnID); gap && h.CatchUp != nil {
+		// Synapse 1.163, recovering from an appservice it had marked as
+		// down, can leave a transaction it created meanwhile unsent for
+		// good (the recoverer finished just before the transaction was
+		// stored, and the sender had already seen the service as down).
+		// Its events are in the rooms: catch-up delivers them now, before
+		// this transaction's newer ones.
+		log.Warn().Uint64("last_transaction_id", last).Msg("Transaction id skips one: the homeserver left one behind; catching up first")
+		h.CatchUp(ctx, "transaction gap")
+	}
 	h.handle(ctx, txn.Events, event.UnknownEventType)
 	// Typing and receipts (MSC2409): stable field first, then the unstable one.
 	if txn.EphemeralEvents != nil {
@@ -158,6 +176,26 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
+}
+
+// maxSeqGap: a numbered transaction id further ahead than this is not a
+// sequence (Dendrite names transactions after nanosecond timestamps).
+const maxSeqGap = 1000
+
+// skipsOne reports whether txnID is a number more than one past the last
+// numbered id seen, which it returns (and remembers the highest).
+func (h *Handler) skipsOne(txnID string) (last uint64, gap bool) {
+	n, err := strconv.ParseUint(txnID, 10, 64)
+	if err != nil {
+		return 0, false
+	}
+	h.seqMu.Lock()
+	defer h.seqMu.Unlock()
+	last = h.lastSeq
+	if n > last {
+		h.lastSeq = n
+	}
+	return last, last > 0 && n > last+1 && n-last <= maxSeqGap
 }
 
 // Hold makes transactions wait (at most GateWait) until Release: catch-up

@@ -202,3 +202,26 @@ func TestGateWaitIsBounded(t *testing.T) {
 		t.Fatal("a released gate made us wait")
 	}
 }
+
+// A numbered transaction id that skips one makes the handler catch up
+// before handling it; timestamps as ids (Dendrite) and hashes (tuwunel) do
+// not.
+func TestTransactionGapTriggersCatchUp(t *testing.T) {
+	g := newRig(t)
+	var reasons []string
+	g.h.CatchUp = func(_ context.Context, reason string) {
+		reasons = append(reasons, reason)
+		// The pass finds the left-behind transaction's event in the room.
+		g.h.DeliverMissed(t.Context(), "!r:x", []*event.Event{{ID: "$left", Type: event.EventMessage, Sender: "@a:x"}})
+	}
+	for _, txn := range []string{"7", "8", "8", "10", "11", "1796144280834300749", "1796144281579703653", "q3ZnV_hash", "12"} {
+		g.put(t, txn, msg("$"+txn))
+	}
+	if len(reasons) != 1 {
+		t.Fatalf("catch-up ran %d times (%v), want once (for 10 after 8)", len(reasons), reasons)
+	}
+	got := strings.Join(g.dispatched(), " ")
+	if !strings.HasPrefix(got, "$7 $8 $left $10 $11") {
+		t.Fatalf("dispatched %q: want the left-behind message before transaction 10's", got)
+	}
+}

@@ -6,12 +6,14 @@
 //
 // How: the bot's own sync device asks /sync for everything since a
 // checkpoint (a sync token kept in SQLite), in the order the homeserver
-// stored it; a room with more than a page of news is paged back with
-// /messages. Each pass is bounded by age and count (Config). A pass runs at
+// stored it; a room with more than a page of news is paged through with
+// /messages from the checkpoint on, oldest first. Each pass is bounded by age and count (Config). A pass runs at
 // start, when the homeserver comes back after the bot's long-poll on it
-// broke (it died or restarted), and every Config.Interval as a safety net.
-// While a start or come-back pass runs, transactions wait (astxn.Hold), so
-// a live message never overtakes an older lost one.
+// broke (it died or restarted), when a transaction id shows the homeserver
+// left one behind (PassNow, before that transaction is handled), and every
+// Config.Interval as a safety net. While a start or come-back pass runs,
+// transactions wait (astxn.Hold), so a live message never overtakes an
+// older lost one.
 package catchup
 
 import (
@@ -21,6 +23,8 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -41,8 +45,9 @@ type Config struct {
 	// MaxAge: messages older than this are not delivered late (0: 24 h;
 	// negative: catch-up off).
 	MaxAge time.Duration `yaml:"max_age"`
-	// MaxEvents: at most this many missed messages per portal per pass;
-	// past it the newest are delivered (0: 500).
+	// MaxEvents: at most this many missed messages per portal per round,
+	// oldest first; a pass runs up to 10 rounds, and what is left waits for
+	// the next pass (0: 500).
 	MaxEvents int `yaml:"max_events"`
 	// Interval between safety passes (0: 10 min; negative: only at start
 	// and when the homeserver comes back).
@@ -100,6 +105,9 @@ type Runner struct {
 	Own func(id.UserID) bool
 	Log zerolog.Logger
 	Now func() time.Time
+
+	passMu sync.Mutex                     // one pass at a time
+	cli    atomic.Pointer[mautrix.Client] // the client Run uses, for PassNow
 }
 
 // Result describes one pass.
@@ -112,7 +120,8 @@ type Result struct {
 	Gaps      int           // rooms paged back with /messages
 	Paged     int           // events those pages brought
 	TooOld    int           // older than MaxAge: not delivered
-	OverLimit int           // past MaxEvents in a room: not delivered
+	OverLimit int           // past MaxEvents in a room: left for the next round
+	More      bool          // a room had more than one round takes: run again
 	Took      time.Duration // wall time of the pass
 	Init      bool          // first pass ever: only took a checkpoint
 }
@@ -129,8 +138,8 @@ const checkpointKey = "catchup_checkpoint"
 // clock (usually the same machine's).
 const clockSkew = time.Minute
 
-// Pages of /messages when paging a room back: events per request, and at
-// most this many requests per room and pass (MaxEvents missed messages
+// Pages of /messages when paging through a room: events per request, and
+// at most this many requests per room and round (MaxEvents missed messages
 // found end it sooner).
 const (
 	pageSize = 100
@@ -169,7 +178,9 @@ func (r *Runner) Run(ctx context.Context) {
 		r.Deliver.Release()
 		return
 	}
+	r.cli.Store(cli)
 	cli = r.passOrLog(ctx, cli, "start")
+	r.cli.Store(cli)
 	r.Deliver.Release()
 
 	last := r.now()
@@ -187,6 +198,7 @@ func (r *Runner) Run(ctx context.Context) {
 			if cli = r.client(ctx); cli == nil {
 				return
 			}
+			r.cli.Store(cli)
 			continue
 		default:
 			// The long-poll broke: the homeserver died or restarted. Until
@@ -198,12 +210,14 @@ func (r *Runner) Run(ctx context.Context) {
 				return
 			}
 			cli = r.passOrLog(ctx, cli, "homeserver back")
+			r.cli.Store(cli)
 			r.Deliver.Release()
 			last = r.now()
 			continue
 		}
 		if cfg.Interval > 0 && r.now().Sub(last) >= cfg.Interval {
 			cli = r.passOrLog(ctx, cli, "periodic")
+			r.cli.Store(cli)
 			last = r.now()
 		}
 		if d := time.Since(started); d < minPoll {
@@ -211,6 +225,17 @@ func (r *Runner) Run(ctx context.Context) {
 				return
 			}
 		}
+	}
+}
+
+// PassNow runs a pass at once (astxn calls it when the homeserver left a
+// transaction behind); a no-op before Run has its client or when off.
+func (r *Runner) PassNow(ctx context.Context, reason string) {
+	if !r.Cfg.Enabled() {
+		return
+	}
+	if cli := r.cli.Load(); cli != nil {
+		r.passOrLog(ctx, cli, reason)
 	}
 }
 
@@ -230,27 +255,44 @@ func (r *Runner) client(ctx context.Context) *mautrix.Client {
 	}
 }
 
-// passOrLog runs a pass and logs its result; a refused device gets a new
-// login for next time.
+// passOrLog runs a pass (in rounds, while a portal has more missed
+// messages than one round delivers, at most maxRounds) and logs each
+// round; a refused device gets a new login for next time.
 func (r *Runner) passOrLog(ctx context.Context, cli *mautrix.Client, reason string) *mautrix.Client {
-	res, err := r.Pass(ctx, cli, reason)
-	if err != nil {
-		r.Log.Err(err).Str("reason", reason).Msg("Catch-up pass failed; the next one covers it")
-		if errors.Is(err, mautrix.MUnknownToken) {
-			if fresh := r.client(ctx); fresh != nil {
-				return fresh
+	for round := 1; ; round++ {
+		res, err := r.Pass(ctx, cli, reason)
+		if err != nil {
+			r.Log.Err(err).Str("reason", reason).Msg("Catch-up pass failed; the next one covers it")
+			if errors.Is(err, mautrix.MUnknownToken) {
+				if fresh := r.client(ctx); fresh != nil {
+					return fresh
+				}
 			}
+			return cli
 		}
-		return cli
+		r.logPass(res, reason, round)
+		if !res.More || ctx.Err() != nil {
+			return cli
+		}
+		if round == maxRounds {
+			r.Log.Warn().Str("reason", reason).Int("rounds", round).
+				Msg("More missed messages than catch-up delivers at once; the next pass goes on from here")
+			return cli
+		}
 	}
+}
+
+// maxRounds bounds the rounds of one pass (each up to MaxEvents per portal).
+const maxRounds = 10
+
+func (r *Runner) logPass(res Result, reason string, round int) {
 	ev := r.Log.Debug()
-	if res.Delivered > 0 || res.TooOld > 0 || res.OverLimit > 0 || reason != "periodic" {
+	if res.Delivered > 0 || res.TooOld > 0 || res.More || reason != "periodic" {
 		ev = r.Log.Info()
 	}
-	ev.Str("reason", reason).Int("rooms", res.Rooms).Int("seen", res.Seen).Int("missed", res.Missed).Int("delivered", res.Delivered).
-		Int("gaps", res.Gaps).Int("paged", res.Paged).Int("too_old", res.TooOld).Int("over_limit", res.OverLimit).Bool("init", res.Init).
-		Dur("took", res.Took).Msg("Catch-up pass done")
-	return cli
+	ev.Str("reason", reason).Int("round", round).Int("rooms", res.Rooms).Int("seen", res.Seen).Int("missed", res.Missed).
+		Int("delivered", res.Delivered).Int("gaps", res.Gaps).Int("paged", res.Paged).Int("too_old", res.TooOld).
+		Int("left_for_next_round", res.OverLimit).Bool("init", res.Init).Dur("took", res.Took).Msg("Catch-up pass done")
 }
 
 // waitBack polls until the homeserver answers again and returns a fresh
@@ -288,6 +330,8 @@ func (r *Runner) poll(ctx context.Context, cli *mautrix.Client, since string) (s
 // moves the checkpoint on. The first pass ever only takes a checkpoint:
 // there is no record of what was handled before.
 func (r *Runner) Pass(ctx context.Context, cli *mautrix.Client, reason string) (res Result, err error) {
+	r.passMu.Lock()
+	defer r.passMu.Unlock()
 	cfg := r.Cfg.withDefaults()
 	start := r.now()
 	res.Reason = reason
@@ -318,17 +362,26 @@ func (r *Runner) Pass(ctx context.Context, cli *mautrix.Client, reason string) (
 		return res, fmt.Errorf("catch-up: list portals: %w", err)
 	}
 	cutoff := start.Add(-cfg.MaxAge).UnixMilli()
-	floor := time.UnixMilli(cp.AtMS).Add(-clockSkew).UnixMilli() // the last pass covered what is older
 	for roomID, room := range resp.Rooms.Join {
 		if !portals[roomID] {
 			continue
 		}
 		evts := room.Timeline.Events
-		if room.Timeline.Limited && room.Timeline.PrevBatch != "" {
+		if room.Timeline.Limited {
+			// More news than a page: the rest comes from /messages, forward
+			// from the checkpoint, so the oldest missed are found first.
 			res.Gaps++
-			older := r.pageBack(ctx, cli, roomID, room.Timeline.PrevBatch, cp.Token, max(cutoff, floor), cfg.MaxEvents)
+			var first id.EventID
+			if len(evts) > 0 {
+				first = evts[0].ID
+			}
+			older, complete := r.pageForward(ctx, cli, roomID, cp.Token, first, cutoff-clockSkew.Milliseconds(), cfg.MaxEvents)
 			res.Paged += len(older)
-			evts = append(older, evts...)
+			if complete {
+				evts = append(older, evts...)
+			} else {
+				evts, res.More = older, true
+			}
 		}
 		var keep []*event.Event
 		for _, evt := range evts {
@@ -351,10 +404,17 @@ func (r *Runner) Pass(ctx context.Context, cli *mautrix.Client, reason string) (
 		}
 		res.Rooms++
 		if over := len(keep) - cfg.MaxEvents; over > 0 {
+			// The oldest first: the rest follows in the next round (or in
+			// the homeserver's own retries), never before them.
 			res.OverLimit += over
-			keep = keep[over:]
+			keep, res.More = keep[:cfg.MaxEvents], true
 		}
 		res.Delivered += r.Deliver.DeliverMissed(ctx, roomID, keep)
+	}
+	if res.More {
+		// Keep the checkpoint: the next round reads the same news again and
+		// goes on where this one stopped (what it delivered counts as handled).
+		return res, nil
 	}
 	if err := r.saveCheckpoint(ctx, checkpoint{Token: resp.NextBatch, AtMS: start.UnixMilli()}); err != nil {
 		return res, err
@@ -366,38 +426,37 @@ func (r *Runner) Pass(ctx context.Context, cli *mautrix.Client, reason string) (
 	return res, nil
 }
 
-// pageBack fetches a room's events older than a limited sync timeline, back
-// to the checkpoint (to, where the homeserver honours it) and no older than
-// floorMS, until it has found limit the bridge has not handled, or after
-// maxPages pages; oldest first.
-func (r *Runner) pageBack(ctx context.Context, cli *mautrix.Client, room id.RoomID, from, to string, floorMS int64, limit int) []*event.Event {
-	var out []*event.Event
+// pageForward fetches a room's events after the checkpoint (from), oldest
+// first, up to the first event of the sync's timeline (stop). It ends early
+// once it has found more than limit events from cutoffMS on that the bridge
+// has not handled, or after maxPages pages; complete says it reached stop
+// (or the room's end).
+func (r *Runner) pageForward(ctx context.Context, cli *mautrix.Client, room id.RoomID, from string, stop id.EventID, cutoffMS int64, limit int) (out []*event.Event, complete bool) {
 	missed := 0
 	filter := &mautrix.FilterPart{Types: trackedTypes}
-	for page := 0; page < maxPages && missed < limit; page++ {
-		msgs, err := cli.Messages(ctx, room, from, to, mautrix.DirectionBackward, filter, pageSize)
+	for page := 0; page < maxPages; page++ {
+		msgs, err := cli.Messages(ctx, room, from, "", mautrix.DirectionForward, filter, pageSize)
 		if err != nil {
-			r.Log.Warn().Err(err).Stringer("room_id", room).Msg("Catch-up could not page back; delivering what it has")
-			break
+			r.Log.Warn().Err(err).Stringer("room_id", room).Msg("Catch-up could not page through a room; the next round goes on")
+			return out, false
 		}
-		done := len(msgs.Chunk) == 0 || msgs.End == "" || msgs.End == from
 		for _, evt := range msgs.Chunk {
-			if evt.Timestamp < floorMS {
-				done = true
-				break
+			if stop != "" && evt.ID == stop {
+				return out, true
 			}
 			out = append(out, evt)
-			if !r.Own(evt.Sender) && !r.Deliver.Handled(ctx, evt.ID) {
-				missed++
+			if evt.Timestamp >= cutoffMS && !r.Own(evt.Sender) && !r.Deliver.Handled(ctx, evt.ID) {
+				if missed++; missed > limit {
+					return out, false
+				}
 			}
 		}
-		if done {
-			break
+		if len(msgs.Chunk) == 0 || msgs.End == "" || msgs.End == from {
+			return out, true
 		}
 		from = msgs.End
 	}
-	slices.Reverse(out)
-	return out
+	return out, false
 }
 
 func (r *Runner) checkpoint(ctx context.Context) (checkpoint, bool, error) {

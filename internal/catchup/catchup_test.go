@@ -132,30 +132,38 @@ func (f *fakeHS) sync(w http.ResponseWriter, r *http.Request) {
 	_ = json.NewEncoder(w).Encode(map[string]any{"next_batch": "s" + strconv.Itoa(len(f.events)), "rooms": map[string]any{"join": join}})
 }
 
-// messages pages backwards from "sN" (exclusive) in one room.
+// messages pages one room from a position: backwards from "sN"
+// (exclusive), forwards from "sN" (inclusive).
 func (f *fakeHS) messages(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	room := id.RoomID(strings.Split(strings.SplitN(r.URL.Path, "/rooms/", 2)[1], "/")[0])
 	q := r.URL.Query()
 	from, _ := strconv.Atoi(strings.TrimPrefix(q.Get("from"), "s"))
-	to := -1
-	if t := q.Get("to"); t != "" {
-		to, _ = strconv.Atoi(strings.TrimPrefix(t, "s"))
-	}
 	limit, _ := strconv.Atoi(q.Get("limit"))
 	var chunk []map[string]any
 	end := ""
-	for i := from - 1; i >= 0 && i >= to && len(chunk) < limit; i-- {
-		if f.events[i].room != room {
-			continue
-		}
+	add := func(i int) {
 		e := map[string]any{"room_id": room}
 		for k, v := range f.events[i].evt {
 			e[k] = v
 		}
 		chunk = append(chunk, e)
-		end = "s" + strconv.Itoa(i)
+	}
+	if q.Get("dir") == "f" {
+		for i := from; i < len(f.events) && len(chunk) < limit; i++ {
+			if f.events[i].room == room {
+				add(i)
+				end = "s" + strconv.Itoa(i+1)
+			}
+		}
+	} else {
+		for i := from - 1; i >= 0 && len(chunk) < limit; i-- {
+			if f.events[i].room == room {
+				add(i)
+				end = "s" + strconv.Itoa(i)
+			}
+		}
 	}
 	_ = json.NewEncoder(w).Encode(map[string]any{"chunk": chunk, "start": q.Get("from"), "end": end})
 }
@@ -346,17 +354,24 @@ func TestPassPagesBackAndKeepsBounds(t *testing.T) {
 		g.hs.add(portal, alice, tMessage, fmt.Sprintf("m%03d", i), g.now)
 	}
 	res := g.pass(t)
-	if res.Gaps != 1 || res.Delivered != 150 || res.OverLimit != 100 {
-		t.Fatalf("pass = %+v, want a gap paged back, 150 delivered, 100 over the limit", res)
+	if res.Gaps != 1 || res.Delivered != 150 || !res.More || res.TooOld != 2 {
+		t.Fatalf("round 1 = %+v, want a room paged through, the oldest 150 delivered, more to come, 2 too old", res)
+	}
+	res = g.pass(t) // the next round starts from the same checkpoint
+	if res.Delivered != 100 || res.More {
+		t.Fatalf("round 2 = %+v, want the other 100 and no more", res)
 	}
 	got := g.rec.bodies()
-	if got[0] != "m100" || got[149] != "m249" {
-		t.Fatalf("delivered %s … %s, want the newest 150 (m100 … m249) in order", got[0], got[len(got)-1])
+	if len(got) != 250 || got[0] != "m000" || got[249] != "m249" {
+		t.Fatalf("delivered %d: %s … %s, want m000 … m249", len(got), got[0], got[len(got)-1])
 	}
 	for i := 1; i < len(got); i++ {
 		if got[i] <= got[i-1] {
 			t.Fatalf("out of order at %d: %s after %s", i, got[i], got[i-1])
 		}
+	}
+	if res := g.pass(t); res.Seen != 0 {
+		t.Fatalf("a pass after everything was delivered saw %+v", res)
 	}
 }
 

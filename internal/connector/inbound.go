@@ -205,8 +205,14 @@ func (in *inbound) message() error {
 		return err
 	}
 	if inflight && since.UnixMilli() < in.c.started.UnixMilli() {
-		// A send of ours was cut by a stop: let the homeserver finish it,
-		// then look for it in the room before sending again.
+		// A send of ours was cut by a stop. If bridgev2 recorded it before
+		// the stop, it is done; else let the homeserver finish it, then
+		// look for it in the room before sending again.
+		if done, err := in.c.br.DB.Message.GetFirstPartByID(ctx, in.portal.Receiver, networkid.MessageID(in.msg.ID)); err != nil {
+			return err
+		} else if done != nil {
+			return in.c.store.ClearInflight(context.WithoutCancel(ctx), in.msg.ID)
+		}
 		if err := in.c.settleCrashedSend(ctx, in.msg.ID); err != nil {
 			return err
 		}

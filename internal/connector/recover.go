@@ -67,6 +67,11 @@ func (in *inbound) alreadyInRoom(ctx context.Context, since time.Time) (found bo
 			if got, _ := evt.Content.Raw[msgIDKey].(string); got != in.msg.ID {
 				continue
 			}
+			if known, err := c.br.DB.Message.GetPartByMXID(ctx, evt.ID); err != nil {
+				return false, fmt.Errorf("recover a cut send: %w", err)
+			} else if known != nil {
+				return true, nil // recorded already (the stop came after bridgev2's record)
+			}
 			msg := &database.Message{
 				ID: networkid.MessageID(in.msg.ID), MXID: evt.ID, Room: in.portal, SenderID: in.sender.Sender,
 				SenderMXID: evt.Sender, Timestamp: time.UnixMilli(evt.Timestamp),

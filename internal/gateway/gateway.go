@@ -348,6 +348,7 @@ func Run(ctx context.Context, cfg *Config, log zerolog.Logger, ls Listeners, rea
 	// bridgev2 answers a message "you're not logged in" and it is lost (an
 	// event handled before the crypto machine exists even panics). Until
 	// this start pass is done, transactions wait (held above).
+	txns.CatchUp = catchUp.PassNow
 	go catchUp.Run(ctx)
 	chCtx, stopCh := context.WithCancel(ctx)
 	defer stopCh()
