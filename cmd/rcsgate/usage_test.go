@@ -72,9 +72,12 @@ func TestEveryVerbAsItsUsageLineShows(t *testing.T) {
 		{line: "serve [--config FILE]",
 			vals:    func() map[string]string { return map[string]string{"FILE": filepath.Join(tmp, "missing.yaml")} },
 			wantErr: "read config"},
-		{line: "registration [--config FILE]",
+		{line: "registration [--format yaml] [--config FILE]", inUsage: "registration [--format yaml|tuwunel] [--config FILE]",
 			vals:    func() map[string]string { return map[string]string{"FILE": cfg} },
 			wantOut: "as_token:"},
+		{line: "registration [--format tuwunel] [--config FILE]", inUsage: "registration [--format yaml|tuwunel] [--config FILE]",
+			vals:    func() map[string]string { return map[string]string{"FILE": cfg} },
+			wantOut: "[global.appservice.rcsgate]"},
 		{line: "pair --user @you:NAME [--name NAME] [--ttl 10m] [--config FILE]",
 			vals: func() map[string]string {
 				return map[string]string{"@you:NAME": "@a:example.org", "NAME": "pixel", "FILE": cfg}
