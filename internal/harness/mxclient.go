@@ -212,20 +212,28 @@ func (c *Client) OpenDM(ctx context.Context, user id.UserID) (id.RoomID, error) 
 // and returns the portal once this client has joined it.
 func (c *Client) StartChat(ctx context.Context, mgmt id.RoomID, number string) (id.RoomID, id.UserID, error) {
 	from := c.Now()
+	// Rooms joined before: a homeserver may send our join again later
+	// (tuwunel repeats it in the state of a room joined since the last sync).
+	before := map[id.RoomID]bool{}
+	for _, e := range c.Events()[:from] {
+		if Joined("", c.UserID)(e) {
+			before[e.RoomID] = true
+		}
+	}
 	if _, err := c.SendText(ctx, mgmt, "start-chat "+number); err != nil {
 		return "", "", err
 	}
-	// The portal is the first room other than mgmt that we join (not the
-	// space the bridge makes for its chats, which it may create now).
+	// The portal is the first room new to us that we join (not mgmt, nor
+	// the space the bridge makes for its chats, which it may create now).
 	evt, _, err := c.WaitEvent(ctx, from, func(e *event.Event) bool {
-		return e.RoomID != mgmt && Joined("", c.UserID)(e) && !c.isSpace(e.RoomID)
+		return e.RoomID != mgmt && !before[e.RoomID] && Joined("", c.UserID)(e) && !c.isSpace(e.RoomID)
 	})
 	if err != nil {
 		return "", "", fmt.Errorf("no portal after start-chat: %w", err)
 	}
-	// The ghost may join just after us: wait for its join too.
+	// The ghost may join before or after us.
 	room := evt.RoomID
-	gj, _, err := c.WaitEvent(ctx, from, func(e *event.Event) bool {
+	gj, _, err := c.WaitEvent(ctx, 0, func(e *event.Event) bool {
 		if e.Type != event.StateMember || e.RoomID != room {
 			return false
 		}
