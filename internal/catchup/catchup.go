@@ -134,6 +134,9 @@ type checkpoint struct {
 
 const checkpointKey = "catchup_checkpoint"
 
+// passMarkType is the bot's account data a pass writes before its sync.
+const passMarkType = "net.rcsgate.catchup"
+
 // clockSkew widens the time bounds: homeserver timestamps come from another
 // clock (usually the same machine's).
 const clockSkew = time.Minute
@@ -348,6 +351,12 @@ func (r *Runner) Pass(ctx context.Context, cli *mautrix.Client, reason string) (
 		res.Init = true
 		return res, r.saveCheckpoint(ctx, checkpoint{Token: resp.NextBatch, AtMS: start.UnixMilli()})
 	}
+	// tuwunel holds a sync with nothing to say for at least its
+	// client_sync_timeout_min (5 s), whatever timeout we ask: a mark in
+	// the bot's account data gives this one something to say.
+	if err := cli.SetAccountData(ctx, passMarkType, map[string]int64{"at_ms": start.UnixMilli()}); err != nil {
+		r.Log.Debug().Err(err).Msg("Could not set the catch-up mark; a pass may wait on the homeserver")
+	}
 	resp, err := cli.FullSyncRequest(ctx, mautrix.ReqSync{Since: cp.Token, FilterID: passFilter})
 	if err != nil {
 		if badToken(err) {
@@ -524,9 +533,10 @@ var (
 			AccountData: &mautrix.FilterPart{NotTypes: []event.Type{{Type: "*"}}},
 		},
 	})
-	// passFilter: what users send into rooms, a page per room, no state.
+	// passFilter: what users send into rooms, a page per room, no state;
+	// of the account data only the pass's own mark.
 	passFilter = mustJSON(mautrix.Filter{
-		AccountData: &mautrix.FilterPart{NotTypes: []event.Type{{Type: "*"}}},
+		AccountData: &mautrix.FilterPart{Types: []event.Type{{Type: passMarkType, Class: event.AccountDataEventType}}},
 		Presence:    &mautrix.FilterPart{NotTypes: []event.Type{{Type: "*"}}},
 		Room: &mautrix.RoomFilter{
 			Timeline:    &mautrix.FilterPart{Limit: pageSize, Types: trackedTypes},
