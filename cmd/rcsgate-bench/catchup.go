@@ -21,6 +21,7 @@ import (
 
 	"maunium.net/go/mautrix/id"
 
+	"github.com/rcsgate/rcsgate/internal/ctxutil"
 	"github.com/rcsgate/rcsgate/internal/gateway"
 	"github.com/rcsgate/rcsgate/internal/harness"
 )
@@ -159,8 +160,8 @@ func runCatchup(ctx context.Context, cfg Config, dir string) (*CatchupReport, er
 				if time.Now().After(deadline) {
 					return nil, fmt.Errorf("the homeserver never pushed %s", e)
 				}
-				if err := pause(ctx, 20*time.Millisecond); err != nil {
-					return nil, err
+				if !ctxutil.Sleep(ctx, 20*time.Millisecond) {
+					return nil, ctx.Err()
 				}
 			}
 		}
@@ -190,8 +191,8 @@ func runCatchup(ctx context.Context, cfg Config, dir string) (*CatchupReport, er
 			if time.Since(t0) > 5*time.Minute {
 				return 0, fmt.Errorf("missed messages not on the phone after 5 minutes")
 			}
-			if err := pause(ctx, 50*time.Millisecond); err != nil {
-				return 0, err
+			if !ctxutil.Sleep(ctx, 50*time.Millisecond) {
+				return 0, ctx.Err()
 			}
 		}
 	}
@@ -303,20 +304,9 @@ func waitPass(ctx context.Context, st *harness.Stack, offset int, reason string)
 		if time.Now().After(deadline) {
 			return CatchupPass{}, fmt.Errorf("no catch-up pass %q in rcsgate's log", reason)
 		}
-		if err := pause(ctx, 50*time.Millisecond); err != nil {
-			return CatchupPass{}, err
+		if !ctxutil.Sleep(ctx, 50*time.Millisecond) {
+			return CatchupPass{}, ctx.Err()
 		}
-	}
-}
-
-func pause(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
 	}
 }
 

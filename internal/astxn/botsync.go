@@ -12,6 +12,8 @@ import (
 	"maunium.net/go/mautrix/appservice"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
+
+	"github.com/rcsgate/rcsgate/internal/ctxutil"
 )
 
 // SyncDeviceID is the bridge bot's device for its own /sync calls (typing,
@@ -105,7 +107,7 @@ func (h *Handler) SyncEphemeral(ctx context.Context, device func(context.Context
 		cli, err := device(ctx)
 		if err != nil {
 			log.Warn().Err(err).Msg("Bot sync device unavailable; typing and receipts from Matrix wait")
-			if !pause(ctx, 5*time.Second) {
+			if !ctxutil.Sleep(ctx, 5*time.Second) {
 				return
 			}
 			continue
@@ -172,20 +174,8 @@ func (h *Handler) syncEphemeral(ctx context.Context, cli *mautrix.Client) {
 			return
 		}
 		log.Warn().Err(err).Msg("Bot sync for typing and receipts failed; retrying")
-		if !pause(ctx, 5*time.Second) {
+		if !ctxutil.Sleep(ctx, 5*time.Second) {
 			return
 		}
-	}
-}
-
-// pause waits d or until ctx ends (false then).
-func pause(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }

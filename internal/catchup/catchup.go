@@ -31,6 +31,8 @@ import (
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
+
+	"github.com/rcsgate/rcsgate/internal/ctxutil"
 )
 
 // Defaults for Config fields left zero.
@@ -224,7 +226,7 @@ func (r *Runner) Run(ctx context.Context) {
 			last = r.now()
 		}
 		if d := time.Since(started); d < minPoll {
-			if !sleep(ctx, minPoll-d) {
+			if !ctxutil.Sleep(ctx, minPoll-d) {
 				return
 			}
 		}
@@ -251,7 +253,7 @@ func (r *Runner) client(ctx context.Context) *mautrix.Client {
 			return cli
 		}
 		r.Log.Warn().Err(err).Dur("retry_in", wait).Msg("Bot sync device unavailable; catch-up waits")
-		if !sleep(ctx, wait) {
+		if !ctxutil.Sleep(ctx, wait) {
 			return nil
 		}
 		wait = min(2*wait, maxBackoff)
@@ -303,7 +305,7 @@ func (r *Runner) logPass(res Result, reason string, round int) {
 func (r *Runner) waitBack(ctx context.Context, cli *mautrix.Client) (string, error) {
 	wait := minPoll
 	for {
-		if !sleep(ctx, wait) {
+		if !ctxutil.Sleep(ctx, wait) {
 			return "", ctx.Err()
 		}
 		next, err := r.poll(ctx, cli, "")
@@ -495,17 +497,6 @@ func badToken(err error) bool {
 	}
 	code := httpErr.Response.StatusCode
 	return code >= 400 && code < 500 && code != http.StatusUnauthorized && code != http.StatusForbidden && code != http.StatusTooManyRequests
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }
 
 // Filters (inline JSON, which the spec allows for the filter parameter).

@@ -23,16 +23,7 @@ import (
 func TestCatchUpDeliversWhatTheHomeserverLost(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	st := startStack(t, ctx, harness.Options{TransactionTap: true})
-	cli, err := harness.Login(ctx, st.Info.Homeserver, st.Info.UserID, st.Info.Password)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cli.Close)
-	mgmt, err := cli.OpenDM(ctx, id.UserID(st.Info.BotUserID))
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, cli, mgmt := upWith(t, ctx, harness.Options{TransactionTap: true})
 	const contact = "+12025550155" // a quiet contact: the phone's sent list is ours alone
 	portal, _, err := cli.StartChat(ctx, mgmt, contact)
 	if err != nil {
