@@ -158,6 +158,7 @@ type Agent struct {
 	netChanged chan struct{} // NetworkChanged: check the route / redial now
 
 	sendSlots chan struct{} // one token per backend send under way
+	fetched   sync.Map      // paths of server files fetched in this run (see fetchServerMedia)
 }
 
 // setConnected records the channel state and wakes connChanged waiters.
@@ -866,6 +867,7 @@ func (a *Agent) sendToPhone(ctx context.Context, log zerolog.Logger, m wire.Mess
 	ev.Target, ev.ReplyTo = backend.NativeID(m.Target), backend.NativeID(m.ReplyTo)
 	defer func() {
 		if ok && m.Kind == wire.KindMedia {
+			a.fetched.Delete(a.mediaPath("in-", m.ID))
 			if err := os.Remove(a.mediaPath("in-", m.ID)); err != nil && !errors.Is(err, os.ErrNotExist) {
 				log.Warn().Err(err).Msg("could not remove a handed media file")
 			}

@@ -19,7 +19,10 @@ import (
 // Media bytes live in files under <state>/media, never in the journal: a
 // phone file is copied there (fsync'd) before Deliver returns and removed
 // once the server acked its message; a server file is fetched there just
-// before it is handed to the phone and removed after.
+// before it is handed to the phone and removed after. A server file is not
+// fsync'd: nothing is acked on the strength of it (the server keeps the
+// file until the phone took it), so after a restart it is fetched again
+// rather than trusted; within a run it is reused while the phone retries.
 const mediaDirName = "media"
 
 // mediaFetchTimeout bounds one attempt to pull a file from the server.
@@ -36,15 +39,17 @@ func (a *Agent) mediaPath(prefix, id string) string {
 
 // keepPhoneMedia copies src into the media directory as the bytes of phone
 // message id, fsync'd, and returns their size and SHA-256. It streams: a
-// 100 MB file never sits in memory.
+// 100 MB file never sits in memory. The copy is the kernel's
+// (copy_file_range where the filesystem has it), and the hash is taken
+// from the copy, while it is flushed to disk: it vouches for the bytes the
+// agent will serve.
 func (a *Agent) keepPhoneMedia(src, id string, max int64) (int64, string, error) {
 	in, err := os.Open(src)
 	if err != nil {
 		return 0, "", fmt.Errorf("open phone file: %w", err)
 	}
 	defer in.Close()
-	h := sha256.New()
-	n, err := a.writeMedia(a.mediaPath("out-", id), io.TeeReader(io.LimitReader(in, max+1), h))
+	n, sum, err := a.writeMedia(a.mediaPath("out-", id), io.LimitReader(in, max+1), true, true)
 	if err != nil {
 		return 0, "", err
 	}
@@ -52,21 +57,41 @@ func (a *Agent) keepPhoneMedia(src, id string, max int64) (int64, string, error)
 		_ = os.Remove(a.mediaPath("out-", id))
 		return 0, "", fmt.Errorf("phone file over the %d-byte limit", max)
 	}
-	return n, hex.EncodeToString(h.Sum(nil)), nil
+	return n, sum, nil
 }
 
-// writeMedia writes r to path via a temporary file, fsync'd and renamed.
-func (a *Agent) writeMedia(path string, r io.Reader) (int64, error) {
+// mediaChunk is the buffer for hashing a stored file.
+const mediaChunk = 256 << 10
+
+// writeMedia writes r to path via a temporary file, renamed once whole
+// (and fsync'd first if durable); with withSum it also returns the SHA-256
+// of what it wrote, read back while the file is flushed.
+func (a *Agent) writeMedia(path string, r io.Reader, durable, withSum bool) (int64, string, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return 0, fmt.Errorf("media dir: %w", err)
+		return 0, "", fmt.Errorf("media dir: %w", err)
 	}
 	tmp, err := os.CreateTemp(filepath.Dir(path), ".part-*")
 	if err != nil {
-		return 0, fmt.Errorf("media file: %w", err)
+		return 0, "", fmt.Errorf("media file: %w", err)
 	}
 	n, err := io.Copy(tmp, r)
+	var sum string
 	if err == nil {
-		err = tmp.Sync()
+		synced := make(chan error, 1)
+		if durable {
+			go func() { synced <- tmp.Sync() }()
+		} else {
+			synced <- nil
+		}
+		if withSum {
+			h := sha256.New()
+			if _, err = io.CopyBuffer(h, io.NewSectionReader(tmp, 0, n), make([]byte, mediaChunk)); err == nil {
+				sum = hex.EncodeToString(h.Sum(nil))
+			}
+		}
+		if serr := <-synced; err == nil {
+			err = serr
+		}
 	}
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
@@ -76,9 +101,9 @@ func (a *Agent) writeMedia(path string, r io.Reader) (int64, error) {
 	}
 	if err != nil {
 		_ = os.Remove(tmp.Name())
-		return 0, fmt.Errorf("media file: %w", err)
+		return 0, "", fmt.Errorf("media file: %w", err)
 	}
-	return n, nil
+	return n, sum, nil
 }
 
 // openPhoneMedia serves the server's MediaGet for a phone message. A file's
@@ -138,8 +163,10 @@ func (s *session) serveMedia(ctx context.Context) error {
 // longer has is a permanent failure.
 func (a *Agent) fetchServerMedia(ctx context.Context, m wire.Message) (string, error) {
 	path := a.mediaPath("in-", m.ID)
-	if fi, err := os.Stat(path); err == nil && m.Media != nil && fi.Size() == m.Media.Size {
-		return path, nil // fetched before a restart
+	if _, ok := a.fetched.Load(path); ok {
+		if _, err := os.Stat(path); err == nil {
+			return path, nil // fetched in this run: the phone is retrying
+		}
 	}
 	for {
 		cc := a.curConn.Load()
@@ -181,17 +208,14 @@ func (a *Agent) fetchOnce(ctx context.Context, cc *chanConn, m wire.Message, pat
 	if m.Media != nil {
 		want = m.Media.SHA256
 	}
-	pr, pw := io.Pipe()
-	done := make(chan error, 1)
-	go func() {
-		_, err := a.writeMedia(path, pr)
-		pr.CloseWithError(err)
-		done <- err
-	}()
-	_, ferr := wire.FetchMedia(str, m.ID, 0, want, wire.MaxMediaSize, pw, nil)
-	pw.CloseWithError(ferr)
-	if werr := <-done; ferr == nil && werr != nil {
-		ferr = werr
+	// The file is written straight from the stream as the bytes arrive and
+	// checked (wire.MediaReader): no pipe, no goroutine in between.
+	r, ferr := wire.OpenMediaStream(str, m.ID, 0, want, wire.MaxMediaSize, 0)
+	if ferr == nil {
+		_, _, ferr = a.writeMedia(path, r, false, false)
+	}
+	if ferr == nil {
+		a.fetched.Store(path, struct{}{})
 	}
 	if ferr != nil {
 		_ = os.Remove(path)

@@ -34,6 +34,9 @@ type Channel interface {
 	Pin() [32]byte
 	// FetchMedia pulls a phone message's file from the device into dst.
 	FetchMedia(ctx context.Context, deviceID, msgID, want string, dst io.Writer, onHeader func(wire.MediaHeader) error) (wire.MediaHeader, error)
+	// StreamMedia opens a phone message's file for reading as it arrives
+	// (checked against want; the last holdback bytes only once all checked).
+	StreamMedia(ctx context.Context, deviceID, msgID, want string, holdback int) (wire.MediaStream, error)
 	// SendTyping passes a Matrix user's typing to a connected device.
 	SendTyping(deviceID, chat string, active bool) error
 	// Caps is what the device's backend carries per transport.

@@ -371,39 +371,34 @@ func (in *inbound) streamUpload(ctx context.Context, portal *bridgev2.Portal, in
 			return "", nil, fmt.Errorf("is the room encrypted: %w", err)
 		}
 	}
-	pr, pw := io.Pipe()
-	hold := &holdbackWriter{w: pw, keep: uploadHoldback}
-	fetched := make(chan error, 1)
-	go func() {
-		_, err := in.c.ch.FetchMedia(ctx, in.devID, msgID, md.SHA256, hold, func(h wire.MediaHeader) error {
-			if h.Total != md.Size {
-				return fmt.Errorf("%w: the phone announced %d bytes and serves %d", wire.ErrMalformed, md.Size, h.Total)
-			}
-			return nil
-		})
-		if err == nil {
-			err = hold.flush()
-		}
-		pw.CloseWithError(err) // nil: the upload reads EOF after the last byte
-		fetched <- err
-	}()
-	req := mautrix.ReqUploadMedia{Content: pr, ContentLength: md.Size, ContentType: md.Mime, FileName: name}
+	// The upload reads straight from the device's stream: no pipe, no
+	// goroutine between QUIC and the homeserver's connection.
+	ms, err := in.c.ch.StreamMedia(ctx, in.devID, msgID, md.SHA256, uploadHoldback)
+	if err != nil {
+		return "", nil, err
+	}
+	defer ms.Close()
+	if total := ms.Header().Total; total != md.Size {
+		return "", nil, fmt.Errorf("%w: the phone announced %d bytes and serves %d", wire.ErrMalformed, md.Size, total)
+	}
+	body := &readErr{r: ms}
+	req := mautrix.ReqUploadMedia{Content: body, ContentLength: md.Size, ContentType: md.Mime, FileName: name}
 	var file *event.EncryptedFileInfo
 	var enc io.ReadCloser
 	if encrypted {
 		file = &event.EncryptedFileInfo{EncryptedFile: *attachment.NewEncryptedFile()}
-		enc = file.EncryptStream(pr)
+		enc = file.EncryptStream(body)
 		req.Content, req.ContentType, req.FileName = enc, "application/octet-stream", ""
 	}
 	resp, uerr := in.c.uploadStreamed(ctx, ghost.ASIntent.Matrix.Client, req)
-	if uerr != nil {
-		pr.CloseWithError(uerr) // stops the fetch if the homeserver gave up early
-	}
-	if ferr := <-fetched; ferr != nil {
-		return "", nil, ferr
+	if body.err != nil { // the device's bytes failed: that, not the upload's echo of it, is the error
+		return "", nil, body.err
 	}
 	if uerr != nil {
 		return "", nil, uerr
+	}
+	if !ms.Checked() {
+		return "", nil, fmt.Errorf("%w: the upload finished before the file checked out", wire.ErrMalformed)
 	}
 	if file != nil {
 		_ = enc.Close() // fills in the ciphertext's hash
@@ -413,37 +408,19 @@ func (in *inbound) streamUpload(ctx context.Context, portal *bridgev2.Portal, in
 	return resp.ContentURI.CUString(), nil, nil
 }
 
-// holdbackWriter passes bytes on except the last keep, which it releases
-// only on flush.
-type holdbackWriter struct {
-	w    io.Writer
-	keep int
-	tail []byte
+// readErr remembers the first error other than io.EOF that r returned, so
+// the caller can tell a failed source from a failed destination.
+type readErr struct {
+	r   io.Reader
+	err error
 }
 
-func (h *holdbackWriter) Write(p []byte) (int, error) {
-	n := len(p)
-	if over := len(h.tail) + len(p) - h.keep; over > 0 { // the oldest bytes may go
-		fromTail := min(over, len(h.tail))
-		if _, err := h.w.Write(h.tail[:fromTail]); err != nil {
-			return 0, err
-		}
-		h.tail = append(h.tail[:0], h.tail[fromTail:]...)
-		if fromP := over - fromTail; fromP > 0 {
-			if _, err := h.w.Write(p[:fromP]); err != nil {
-				return 0, err
-			}
-			p = p[fromP:]
-		}
+func (r *readErr) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if err != nil && err != io.EOF && r.err == nil {
+		r.err = err
 	}
-	h.tail = append(h.tail, p...)
-	return n, nil
-}
-
-func (h *holdbackWriter) flush() error {
-	_, err := h.w.Write(h.tail)
-	h.tail = h.tail[:0]
-	return err
+	return n, err
 }
 
 func msgTypeFor(md wire.Media) event.MessageType {

@@ -28,6 +28,9 @@ func (f *fakeChannel) Caps(string) (map[string]wire.Caps, []int, bool) { return 
 func (f *fakeChannel) FetchMedia(context.Context, string, string, string, io.Writer, func(wire.MediaHeader) error) (wire.MediaHeader, error) {
 	return wire.MediaHeader{}, wire.ErrMediaUnavailable
 }
+func (f *fakeChannel) StreamMedia(context.Context, string, string, string, int) (wire.MediaStream, error) {
+	return wire.NewMediaStream(&wire.MediaReader{}, nil), wire.ErrMediaUnavailable
+}
 
 const testDevice = "dev-0123456789"
 

@@ -205,3 +205,134 @@ func TestEventValidation(t *testing.T) {
 		}
 	}
 }
+
+// chunkReader hands out at most n bytes per Read, as a QUIC stream does
+// when the reader is ahead of the network.
+type chunkReader struct {
+	r io.Reader
+	n int
+}
+
+func (c chunkReader) Read(p []byte) (int, error) { return c.r.Read(p[:min(len(p), c.n)]) }
+
+// A MediaReader with a holdback hands out the last bytes only once the
+// whole file checked out, whatever the read sizes; a file that does not
+// check out fails before its last bytes are handed out.
+func TestMediaReaderHoldback(t *testing.T) {
+	data := make([]byte, 10_000)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	bad := bytes.Clone(data)
+	bad[len(bad)-1] ^= 1
+	answer := func(body []byte, trailer bool) []byte {
+		var b bytes.Buffer
+		hdr := MediaHeader{ID: "m", Size: int64(len(body)), Total: int64(len(body)), SHA256: sha(data)}
+		if trailer {
+			hdr.SHA256 = ""
+		}
+		_ = WriteMsg(&b, hdr)
+		b.Write(body)
+		if trailer {
+			_ = WriteMsg(&b, MediaTrailer{SHA256: sha(data)})
+		}
+		return b.Bytes()
+	}
+	for _, tc := range []struct {
+		name                string
+		body                []byte
+		trailer             bool
+		keep, chunk, readSz int
+		wantErr             bool
+	}{
+		{name: "small reads", body: data, keep: 100, chunk: 7, readSz: 5},
+		{name: "reads larger than the tail", body: data, keep: 100, chunk: 1000, readSz: 4096},
+		{name: "tail larger than the file", body: data, keep: 20_000, chunk: 512, readSz: 512},
+		{name: "no holdback", body: data, keep: 0, chunk: 1 << 20, readSz: 1 << 20},
+		{name: "hash in the trailer", body: data, trailer: true, keep: 64, chunk: 300, readSz: 1000},
+		{name: "wrong last byte", body: bad, keep: 64, chunk: 700, readSz: 1000, wantErr: true},
+		{name: "wrong last byte, trailer", body: bad, trailer: true, keep: 1, chunk: 700, readSz: 333, wantErr: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rw := &fakeStream{r: chunkReader{bytes.NewReader(answer(tc.body, tc.trailer)), tc.chunk}}
+			r, err := OpenMediaStream(rw, "m", 0, "", 1<<20, tc.keep)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []byte
+			buf := make([]byte, tc.readSz)
+			for {
+				n, err := r.Read(buf)
+				got = append(got, buf[:n]...)
+				if !r.Checked() && len(got) > len(data)-tc.keep {
+					t.Fatalf("%d bytes handed out before the file checked out (holdback %d of %d)", len(got), tc.keep, len(data))
+				}
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					if !tc.wantErr || !errors.Is(err, ErrMalformed) {
+						t.Fatalf("read after %d bytes: %v", len(got), err)
+					}
+					return
+				}
+			}
+			if tc.wantErr {
+				t.Fatal("a file that does not match its hash read to the end")
+			}
+			if !bytes.Equal(got, data) || r.Header().SHA256 != sha(data) {
+				t.Fatalf("read %d bytes, header %+v", len(got), r.Header())
+			}
+		})
+	}
+}
+
+type failWriter struct{ after int }
+
+func (w *failWriter) Write(p []byte) (int, error) {
+	if w.after -= len(p); w.after < 0 {
+		return 0, errors.New("peer gone")
+	}
+	return len(p), nil
+}
+
+// copyAhead writes exactly n bytes in order, reports a source that ends
+// early, and stops at the first failed write.
+func TestCopyAhead(t *testing.T) {
+	data := make([]byte, 3*mediaChunk+12345)
+	for i := range data {
+		data[i] = byte(i * 31)
+	}
+	for _, tc := range []struct {
+		name    string
+		src     io.Reader
+		n       int64
+		dst     io.Writer
+		want    []byte
+		wantErr error
+	}{
+		{name: "whole", src: chunkReader{bytes.NewReader(data), 1000}, n: int64(len(data)), want: data},
+		{name: "prefix", src: bytes.NewReader(data), n: 100, want: data[:100]},
+		{name: "nothing", src: bytes.NewReader(data), n: 0, want: []byte{}},
+		{name: "source ends early", src: bytes.NewReader(data[:5000]), n: int64(len(data)), wantErr: io.ErrUnexpectedEOF},
+		{name: "writer fails", src: bytes.NewReader(data), n: int64(len(data)), dst: &failWriter{after: mediaChunk}, wantErr: errors.New("")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got bytes.Buffer
+			dst := tc.dst
+			if dst == nil {
+				dst = &got
+			}
+			n, err := copyAhead(dst, tc.src, tc.n)
+			if tc.wantErr != nil {
+				if err == nil || (tc.wantErr == io.ErrUnexpectedEOF && !errors.Is(err, io.ErrUnexpectedEOF)) {
+					t.Fatalf("copied %d bytes, err %v; want %v", n, err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || n != tc.n || !bytes.Equal(got.Bytes(), tc.want) {
+				t.Fatalf("copied %d bytes (%d in dst), err %v", n, got.Len(), err)
+			}
+		})
+	}
+}
