@@ -19,6 +19,14 @@ func (st *Stack) InjectEvent(ctx context.Context, req sim.InjectRequest) error {
 	return st.control(ctx, http.MethodPost, "/v1/inject", req, nil)
 }
 
+// PhoneFile puts a file of size sim.Pattern bytes on the simulated phone
+// and names it for an injected event's File (which takes it).
+func (st *Stack) PhoneFile(ctx context.Context, size int64) (string, error) {
+	var out sim.FilesResponse
+	err := st.control(ctx, http.MethodPost, "/v1/files", sim.FilesRequest{Generate: size}, &out)
+	return out.File, err
+}
+
 // ContactTyping makes a contact start or stop typing in chat.
 func (st *Stack) ContactTyping(ctx context.Context, chat string, active bool) error {
 	return st.control(ctx, http.MethodPost, "/v1/typing", sim.TypingRequest{Chat: chat, Active: active}, nil)
@@ -99,7 +107,7 @@ func (st *Stack) control(ctx context.Context, method, path string, in, out any) 
 	return st.controlAt(ctx, st.ControlURL, method, path, in, out)
 }
 
-// controlAt calls the sim's control API at base; it answers 200 or 202.
+// controlAt calls the sim's control API at base; it answers 200, 201 or 202.
 func (st *Stack) controlAt(ctx context.Context, base, method, path string, in, out any) error {
 	return controlPhone(ctx, Phone{URL: base, Token: st.ControlToken}, method, path, in, out)
 }
@@ -109,7 +117,7 @@ func (st *Stack) InjectOn(ctx context.Context, ph Phone, from, text string) erro
 	return controlPhone(ctx, ph, http.MethodPost, "/v1/inject", sim.InjectRequest{From: from, Text: text}, nil)
 }
 
-// controlPhone calls a phone's sim control API; it answers 200 or 202.
+// controlPhone calls a phone's sim control API; it answers 200, 201 or 202.
 func controlPhone(ctx context.Context, ph Phone, method, path string, in, out any) error {
 	base := ph.URL
 	var body io.Reader
@@ -130,7 +138,7 @@ func controlPhone(ctx context.Context, ph Phone, method, path string, in, out an
 		return fmt.Errorf("sim %s: %w", path, err)
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusAccepted {
+	if resp.StatusCode/100 != 2 {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 		return fmt.Errorf("sim %s: HTTP %d: %s", path, resp.StatusCode, b)
 	}

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -48,6 +49,7 @@ type InjectRequest struct {
 	Media     *wire.Media   `json:"media,omitempty"`
 	Data      []byte        `json:"data,omitempty"`     // the file's bytes (base64 in JSON)
 	Generate  int64         `json:"generate,omitempty"` // or: this many deterministic bytes, written to disk in chunks
+	File      string        `json:"file,omitempty"`     // or: a file made by POST /v1/files (taken by this event)
 	Group     *wire.Group   `json:"group,omitempty"`
 	Contact   *wire.Contact `json:"contact,omitempty"`
 	Backfill  bool          `json:"backfill,omitempty"`
@@ -69,8 +71,24 @@ func (req InjectRequest) event(dir string) (backend.Inbound, func(), error) {
 		in.TS = time.UnixMilli(req.TSMS)
 	}
 	cleanup := func() {}
-	if req.Data == nil && req.Generate == 0 {
+	sources := 0
+	for _, set := range []bool{req.Data != nil, req.Generate != 0, req.File != ""} {
+		if set {
+			sources++
+		}
+	}
+	switch {
+	case sources == 0:
 		return in, cleanup, nil
+	case sources > 1:
+		return in, cleanup, errors.New("give the file's bytes one way: data, generate or file")
+	case req.File != "":
+		path, err := readyPath(dir, req.File)
+		if err != nil {
+			return in, cleanup, err
+		}
+		in.File = path
+		return in, func() { _ = os.Remove(path) }, nil
 	}
 	if req.Generate < 0 || req.Generate > wire.MaxMediaSize+1<<20 {
 		return in, cleanup, errors.New("generate must be between 0 and 101 MiB")
@@ -86,7 +104,7 @@ func (req InjectRequest) event(dir string) (backend.Inbound, func(), error) {
 	if req.Data != nil {
 		_, err = f.Write(req.Data)
 	} else {
-		_, err = io.CopyN(f, Pattern(), req.Generate)
+		_, err = io.CopyBuffer(f, io.LimitReader(Pattern(), req.Generate), make([]byte, 256<<10))
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
@@ -99,18 +117,82 @@ func (req InjectRequest) event(dir string) (backend.Inbound, func(), error) {
 	return in, cleanup, nil
 }
 
+// FilesRequest is the body of POST /v1/files: a file that appears on the
+// phone (as a photo lands in its gallery) before any message carries it.
+type FilesRequest struct {
+	Generate int64 `json:"generate"` // this many sim.Pattern bytes
+}
+
+// FilesResponse names the file for InjectRequest.File.
+type FilesResponse struct {
+	File string `json:"file"`
+}
+
+// readyPrefix starts the names of files made by POST /v1/files.
+const readyPrefix = "ready-"
+
+// makeReady writes a file of n pattern bytes under dir and returns its name.
+func makeReady(dir string, n int64) (string, error) {
+	if n < 0 || n > wire.MaxMediaSize+1<<20 {
+		return "", errors.New("generate must be between 0 and 101 MiB")
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	var b [12]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	name := readyPrefix + hex.EncodeToString(b[:])
+	f, err := os.CreateTemp(dir, ".ready-*") // named once whole
+	if err != nil {
+		return "", err
+	}
+	_, err = io.CopyBuffer(f, io.LimitReader(Pattern(), n), make([]byte, 256<<10))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), filepath.Join(dir, name))
+	}
+	if err != nil {
+		_ = os.Remove(f.Name())
+		return "", err
+	}
+	return name, nil
+}
+
+// readyPath resolves a name from makeReady inside dir (nothing else: the
+// name comes from a request).
+func readyPath(dir, name string) (string, error) {
+	raw, ok := strings.CutPrefix(name, readyPrefix)
+	if b, err := hex.DecodeString(raw); !ok || err != nil || len(b) != 12 {
+		return "", errors.New("file must name a file made by POST /v1/files")
+	}
+	path := filepath.Join(dir, name)
+	if _, err := os.Stat(path); err != nil {
+		return "", errors.New("no such file on the phone (made by POST /v1/files, and not sent yet?)")
+	}
+	return path, nil
+}
+
 // Pattern is an endless deterministic byte stream for generated files; tests
 // compare what arrives against it without holding either in memory.
 func Pattern() io.Reader { return &pattern{} }
 
 type pattern struct{ n uint64 }
 
+// patternStep: byte n of the pattern is the top byte of n·patternStep
+// (mod 2^64), so each byte's product is the last one's plus patternStep.
+const patternStep = 0x9E3779B97F4A7C15
+
 func (p *pattern) Read(b []byte) (int, error) {
+	x := p.n * patternStep
 	for i := range b {
-		x := p.n * 0x9E3779B97F4A7C15
 		b[i] = byte(x >> 56)
-		p.n++
+		x += patternStep
 	}
+	p.n += uint64(len(b))
 	return len(b), nil
 }
 
@@ -205,6 +287,8 @@ func isJSON(ct string) bool {
 //
 //	POST /v1/inject {"from": "+1...", "text": "..."} → 202 {"queued": true}
 //	  (answered only once the agent has stored the message durably)
+//	POST /v1/files {"generate": N}                  → 201 {"file": "ready-..."}: N pattern
+//	  bytes on the phone, for an inject's "file" to send (and take)
 //	GET  /v1/sent                                   → 200 [{"id","chat","text","ts"}, ...]
 //	POST /v1/typing {"chat": "+1...", "active": true} → 202: the contact types
 //	GET  /v1/typing?chat=+1...                      → 200 {"active","known"}: what the phone was told
@@ -237,6 +321,19 @@ func (s *Sim) Handler(connected func() bool, token string) http.Handler {
 			return
 		}
 		writeJSON(w, http.StatusAccepted, map[string]bool{"queued": true})
+	})
+	mux.HandleFunc("POST /v1/files", func(w http.ResponseWriter, r *http.Request) {
+		var req FilesRequest
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&req); err != nil {
+			writeJSON(w, http.StatusBadRequest, errorBody{"body must be JSON {\"generate\": N}"})
+			return
+		}
+		name, err := makeReady(s.mediaDir, req.Generate)
+		if err != nil {
+			writeJSON(w, http.StatusBadRequest, errorBody{err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusCreated, FilesResponse{File: name})
 	})
 	mux.HandleFunc("GET /v1/sent", func(w http.ResponseWriter, r *http.Request) {
 		sent := s.SentMessages()

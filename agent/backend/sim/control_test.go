@@ -1,7 +1,12 @@
 package sim
 
 import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -11,7 +16,10 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/rs/zerolog"
+
 	"github.com/rcsgate/rcsgate/agent/backend"
+	"github.com/rcsgate/rcsgate/internal/wire"
 )
 
 func TestControlAPI(t *testing.T) {
@@ -209,4 +217,112 @@ func TestListenControlLoopbackOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	ln.Close()
+}
+
+// fileSink reads each delivered file while Deliver runs, as the agent
+// copies it before it answers.
+type fileSink struct {
+	c     chan backend.Inbound
+	bytes chan []byte
+}
+
+func (s fileSink) Typing(string, bool) {}
+func (s fileSink) Deliver(ctx context.Context, in backend.Inbound) error {
+	b, err := os.ReadFile(in.File)
+	if err != nil {
+		return err
+	}
+	s.bytes <- b
+	s.c <- in
+	return nil
+}
+
+// POST /v1/files puts a file on the phone before any message; an inject
+// naming it sends those bytes and takes the file. Names not made by
+// /v1/files, and a file given two ways, are refused.
+func TestControlPhoneFiles(t *testing.T) {
+	s := New(zerolog.Nop())
+	sink := fileSink{c: make(chan backend.Inbound, 4), bytes: make(chan []byte, 4)}
+	if err := s.Start(t.Context(), sink); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	srv := httptest.NewServer(s.Handler(nil, testToken))
+	defer srv.Close()
+	call := func(path, body string, out any) int {
+		t.Helper()
+		resp, err := do(t, http.MethodPost, srv.URL+path, body, testToken)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if out != nil {
+			if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return resp.StatusCode
+	}
+
+	var made FilesResponse
+	if code := call("/v1/files", `{"generate": 100000}`, &made); code != http.StatusCreated || made.File == "" {
+		t.Fatalf("files: %d %+v", code, made)
+	}
+	want := make([]byte, 100000)
+	_, _ = io.ReadFull(Pattern(), want)
+	inject := `{"from":"+15551234567","kind":"media","media":{"name":"a.bin","mime":"application/octet-stream"},"file":"` + made.File + `"}`
+	if code := call("/v1/inject", inject, nil); code != http.StatusAccepted {
+		t.Fatalf("inject: %d", code)
+	}
+	if got := <-sink.bytes; !bytes.Equal(got, want) {
+		t.Fatalf("delivered %d bytes, not the file's %d pattern bytes", len(got), len(want))
+	}
+	if in := <-sink.c; in.Kind != wire.KindMedia {
+		t.Fatalf("delivered %+v", in)
+	}
+	if _, err := os.Stat(filepath.Join(s.mediaDir, made.File)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the sent file is still on the phone: %v", err)
+	}
+
+	var fail errorBody
+	for _, body := range []string{
+		strings.Replace(inject, made.File, made.File, 1),                        // taken already
+		strings.Replace(inject, made.File, "../control.token", 1),               // not a name from /v1/files
+		strings.Replace(inject, made.File, "ready-"+strings.Repeat("0", 24), 1), // well formed, never made
+		strings.Replace(inject, `"file":`, `"generate":10,"file":`, 1),          // two ways
+	} {
+		if code := call("/v1/inject", body, &fail); code != http.StatusBadRequest || fail.Error == "" {
+			t.Fatalf("%s: %d %+v, want 400 with an error", body, code, fail)
+		}
+	}
+	if code := call("/v1/files", `{"generate": -1}`, &fail); code != http.StatusBadRequest {
+		t.Fatalf("negative size: %d", code)
+	}
+}
+
+// A file the phone sends is kept (linked, or copied) under its id and
+// hashed from what was kept; the agent may remove its own copy at once.
+func TestSendKeepsFile(t *testing.T) {
+	s, _ := started(t)
+	src := filepath.Join(t.TempDir(), "in-file")
+	data := []byte("the bytes of a file the agent hands to the phone")
+	if err := os.WriteFile(src, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ev := backend.Event{ID: "$file1", Chat: "+4915112345678", Kind: wire.KindMedia, File: src,
+		Media: &wire.Media{Name: "x.txt", Mime: "text/plain"}}
+	if err := s.Send(t.Context(), ev); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(src); err != nil {
+		t.Fatal(err)
+	}
+	sent := s.SentMessages()
+	h := sha256.Sum256(data)
+	if len(sent) != 1 || sent[0].Media == nil || sent[0].Media.Size != int64(len(data)) || sent[0].Media.SHA256 != hex.EncodeToString(h[:]) {
+		t.Fatalf("sent %+v", sent)
+	}
+	if got, err := os.ReadFile(s.MediaPath("$file1")); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("kept %q, %v", got, err)
+	}
 }

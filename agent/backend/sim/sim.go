@@ -287,31 +287,55 @@ func (s *Sim) Send(ctx context.Context, ev backend.Event) error {
 	return nil
 }
 
-// keep copies a file the agent handed us under <state>/sim-media (or a
-// temporary directory for an in-memory sim), streaming and hashing it.
+// keep takes a file the agent handed us under <state>/sim-media (or a
+// temporary directory for an in-memory sim) and hashes what it kept, as a
+// messaging app reads a file it sends. The agent never changes a file it
+// handed over (it only removes it afterwards), so a hard link is a copy;
+// across filesystems the bytes are copied.
 func (s *Sim) keep(id, src string) (path string, size int64, sum string, err error) {
-	in, err := os.Open(src)
-	if err != nil {
-		return "", 0, "", fmt.Errorf("sim: read file to send: %w", err)
-	}
-	defer in.Close()
 	if err := os.MkdirAll(s.mediaDir, 0o700); err != nil {
 		return "", 0, "", fmt.Errorf("sim: %w", err)
 	}
 	path = filepath.Join(s.mediaDir, shortHash(id))
-	out, err := os.Create(path)
-	if err != nil {
-		return "", 0, "", fmt.Errorf("sim: %w", err)
+	tmp := path + ".tmp"
+	_ = os.Remove(tmp)
+	if err := os.Link(src, tmp); err != nil {
+		if err := copyFile(src, tmp); err != nil {
+			_ = os.Remove(tmp)
+			return "", 0, "", fmt.Errorf("sim: keep file: %w", err)
+		}
 	}
+	if err := os.Rename(tmp, path); err != nil {
+		_ = os.Remove(tmp)
+		return "", 0, "", fmt.Errorf("sim: keep file: %w", err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return "", 0, "", fmt.Errorf("sim: read kept file: %w", err)
+	}
+	defer f.Close()
 	h := sha256.New()
-	size, err = io.Copy(io.MultiWriter(out, h), in)
+	if size, err = io.CopyBuffer(h, f, make([]byte, 256<<10)); err != nil {
+		return "", 0, "", fmt.Errorf("sim: read kept file: %w", err)
+	}
+	return path, size, hex.EncodeToString(h.Sum(nil)), nil
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.Create(dst)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(out, in)
 	if cerr := out.Close(); err == nil {
 		err = cerr
 	}
-	if err != nil {
-		return "", 0, "", fmt.Errorf("sim: keep file: %w", err)
-	}
-	return path, size, hex.EncodeToString(h.Sum(nil)), nil
+	return err
 }
 
 // MediaPath returns where the sim kept the bytes of sent event id.
