@@ -26,6 +26,7 @@ import (
 	"github.com/rcsgate/rcsgate/agent/backend/sim"
 	"github.com/rcsgate/rcsgate/internal/atomicfile"
 	"github.com/rcsgate/rcsgate/internal/cliflag"
+	"github.com/rcsgate/rcsgate/internal/cpuprof"
 	"github.com/rcsgate/rcsgate/internal/redact"
 	"github.com/rcsgate/rcsgate/internal/wire"
 )
@@ -39,6 +40,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()
+	cpuprof.Stop() // RCSGATE_CPUPROFILE: the last profile is written out
 	os.Exit(code)
 }
 

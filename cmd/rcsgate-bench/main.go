@@ -47,7 +47,11 @@ type Config struct {
 	// --phone-app: the round trip through the phone app's path next to the sim's.
 	PhoneApp  bool
 	MediaSize int64
-	RSSLimit  int64
+	// MediaRounds: how many times --media runs its three legs.
+	MediaRounds int
+	RSSLimit    int64
+	// CPUProfile: --media writes CPU profiles per leg into this directory.
+	CPUProfile string
 	// SentStatus is rcsgate's bridge.sent_status ("" keeps the default).
 	SentStatus string
 	// --catchup: what catch-up costs and how fast it delivers.
@@ -76,10 +80,12 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.StringVar(&c.SentStatus, "sent-status", "", "rcsgate's bridge.sent_status for the run: when_pending (the default) or always")
 	fs.BoolVar(&c.Media, "media", false, "instead: time and peak RSS of the bridge while a large file goes phone -> Matrix and Matrix -> phone")
 	fs.Int64Var(&c.MediaSize, "media-size", wire.MaxMediaSize, "--media: file size in bytes (at most the phone limit)")
+	fs.IntVar(&c.MediaRounds, "rounds", 3, "--media: rounds of the three transfers (medians are compared)")
 	fs.Int64Var(&c.RSSLimit, "rss-limit", 64<<20, "--media: rcsgate's peak RSS must stay below this many bytes")
 	fs.BoolVar(&c.Catchup, "catchup", false, "instead: catch-up's start-up cost with many portals (against catch-up off) and how fast messages the homeserver never pushed reach the phone")
 	fs.IntVar(&c.Portals, "portals", 50, "--catchup: portals to create")
 	fs.IntVar(&c.Missed, "missed", 100, "--catchup: messages the homeserver 'loses' before each restart, spread over the portals")
+	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "--media: write CPU profiles of rcsgate, the agent and the bench, one per leg, into `DIR` (go tool pprof)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: rcsgate-bench [flags]\n\nMeasures the bridge round trip against plain Matrix and the sustained rate, on loopback.\n\n")
 		fs.PrintDefaults()
@@ -116,6 +122,8 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 		return c, errors.New("--window must be at least 1")
 	case c.Limit < 1:
 		return c, errors.New("--max-messages must be at least 1")
+	case c.MediaRounds < 1 || c.MediaRounds > 20:
+		return c, errors.New("--rounds must be between 1 and 20")
 	case c.MediaSize < 1 || c.MediaSize > wire.MaxMediaSize:
 		return c, fmt.Errorf("--media-size must be between 1 and %d", wire.MaxMediaSize)
 	case c.RSSLimit < 1:

@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,6 +37,9 @@ import (
 )
 
 const (
+	// targetMediaRatio: each bridge leg at most this many times the direct
+	// transfer (issue 14).
+	targetMediaRatio = 1.5
 	// mediaWait bounds each transfer (one direction, or the direct baseline).
 	mediaWait = 10 * time.Minute
 	// rssEvery is how often resident memory is sampled.
@@ -56,6 +60,8 @@ type RSS struct {
 // MediaLeg is one transfer.
 type MediaLeg struct {
 	Name    string  `json:"name"`
+	Kind    string  `json:"kind"` // legUp, legDown, legDirect
+	Round   int     `json:"round"`
 	Bytes   int64   `json:"bytes"`
 	Seconds float64 `json:"total_s"` // sender starts until the receiver checked every byte
 	// Steps: what Seconds is made of, in order; Hops: the bridge's part of
@@ -71,6 +77,16 @@ type MediaLeg struct {
 	Rcsgate RSS            `json:"rcsgate_rss"`
 	Agent   RSS            `json:"agent_rss"`
 	Self    RSS            `json:"bench_rss"` // this process: the Go client streams too
+	CPU     LegCPU         `json:"cpu_s"`
+}
+
+// LegCPU is the CPU time each process used during a leg, in seconds; Rest
+// is the rest of the bench's process tree (the homeserver, mostly).
+type LegCPU struct {
+	Rcsgate float64 `json:"rcsgate"`
+	Agent   float64 `json:"agent"`
+	Bench   float64 `json:"bench"`
+	Rest    float64 `json:"homeserver_and_rest"`
 }
 
 // MediaStep is a timed part of a leg.
@@ -91,15 +107,20 @@ type MediaReport struct {
 	Size     int64      `json:"size"`
 	SHA256   string     `json:"sha256"`
 	LimitRSS int64      `json:"rcsgate_rss_limit"`
-	Legs     []MediaLeg `json:"legs"` // phone→Matrix, Matrix→phone, direct
+	Legs     []MediaLeg `json:"legs"` // per round: phone→Matrix, Matrix→phone, direct
+	Rounds   int        `json:"rounds"`
+	// Summary: each kind of leg over the rounds (medians and ratios).
+	Summary []MediaSummary `json:"summary"`
 	// VmHWM at the end: the peak over each process's whole life, start-up
 	// and every leg included (the kernel's counter cannot be reset).
-	RcsgateHWM   int64    `json:"rcsgate_vmhwm"`
-	AgentHWM     int64    `json:"agent_vmhwm"`
-	SelfHWM      int64    `json:"bench_vmhwm"`
-	TotalSeconds float64  `json:"total_s"`
-	Failures     []string `json:"failures"`
-	OK           bool     `json:"ok"`
+	RcsgateHWM   int64   `json:"rcsgate_vmhwm"`
+	AgentHWM     int64   `json:"agent_vmhwm"`
+	SelfHWM      int64   `json:"bench_vmhwm"`
+	TotalSeconds float64 `json:"total_s"`
+	// Profiles: leg → its CPU profiles (--cpuprofile).
+	Profiles map[string][]string `json:"cpu_profiles,omitempty"`
+	Failures []string            `json:"failures"`
+	OK       bool                `json:"ok"`
 }
 
 // mediaMark is one point of a leg's hop breakdown.
@@ -107,7 +128,7 @@ type mediaMark struct{ hop, what string }
 
 var (
 	upMarks = []mediaMark{
-		{hoptrace.Delivered, "phone: file stored by the agent (copy, hash, fsync)"},
+		{hoptrace.Delivered, "phone: file stored by the agent (copy, hash, fsync) and journaled"},
 		{hoptrace.InRecv, "agent -> rcsgate: the message"},
 		{hoptrace.MediaUpStart, "rcsgate: portal event handling starts"},
 		{hoptrace.MediaUpDone, "agent -> QUIC -> rcsgate -> homeserver upload (streamed)"},
@@ -118,8 +139,8 @@ var (
 		{hoptrace.OnStream, "rcsgate: handled, outbox, on the QUIC stream"},
 		{hoptrace.AgentStored, "agent: message journaled"},
 		{hoptrace.MediaDownStart, "agent: starts pulling the file"},
-		{hoptrace.MediaDownDone, "homeserver -> rcsgate -> QUIC -> agent disk (streamed, fsync)"},
-		{hoptrace.Handed, "phone: took the file"},
+		{hoptrace.MediaDownDone, "homeserver -> rcsgate -> QUIC -> agent disk (streamed)"},
+		{hoptrace.Handed, "phone: took the file, hash checked (the leg's end)"},
 	}
 )
 
@@ -144,7 +165,7 @@ func runMedia(ctx context.Context, cfg Config, dir string) (*MediaReport, error)
 		return nil, err
 	}
 	rep := &MediaReport{StartedAt: time.Now().UTC().Truncate(time.Second), Size: cfg.MediaSize,
-		LimitRSS: cfg.RSSLimit, Failures: []string{}}
+		LimitRSS: cfg.RSSLimit, Rounds: cfg.MediaRounds, Failures: []string{}}
 	rep.Host.OS, rep.Host.Arch, rep.Host.CPUs = runtime.GOOS, runtime.GOARCH, runtime.NumCPU()
 	started := time.Now()
 	if rep.SHA256, err = patternSum(cfg.MediaSize); err != nil {
@@ -154,6 +175,14 @@ func runMedia(ctx context.Context, cfg Config, dir string) (*MediaReport, error)
 	traceDir, err := traceHops(dir)
 	if err != nil {
 		return nil, err
+	}
+	var prof *profiler
+	if cfg.CPUProfile != "" {
+		pdir, err := profileChildren(cfg.CPUProfile)
+		if err != nil {
+			return nil, fmt.Errorf("--cpuprofile: %w", err)
+		}
+		prof = &profiler{dir: pdir}
 	}
 	progress("media: starting the homeserver, rcsgate and the simulated phone in %s", dir)
 	st, err := harness.Up(ctx, harness.Options{Dir: dir, BinDir: binDir})
@@ -178,54 +207,66 @@ func runMedia(ctx context.Context, cfg Config, dir string) (*MediaReport, error)
 	}
 	defer a.Close()
 	pids := [3]int{gwPID, agentPID, os.Getpid()}
+	if prof != nil {
+		prof.procs = map[string]int{"rcsgate": gwPID, "rcsgate-agent": agentPID}
+	}
 
 	// The portal exists before the clock starts: creating a room is not
-	// moving a file.
+	// moving a file. Nor is making the file: every leg starts with it on
+	// the sender's disk (the phone's, or the Matrix client's) and ends
+	// when the receiver has checked every byte, so the bridge legs and the
+	// direct one are timed between the same points.
 	room, err := openQuietPortal(ctx, st, a)
 	if err != nil {
 		return nil, err
 	}
-
-	// 1. Phone → Matrix.
-	up, err := measure(ctx, pids, func(ctx context.Context, leg *MediaLeg) error {
-		return phoneToMatrix(ctx, st, a, cfg.MediaSize, rep.SHA256, leg)
-	})
+	plain, err := a.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "bench media direct"})
 	if err != nil {
-		return nil, fmt.Errorf("phone -> Matrix: %w", err)
+		return nil, fmt.Errorf("media: a plain room for the direct transfer: %w", err)
 	}
-	up.Name = "bridge phone -> Matrix"
-
-	// 2. Matrix → phone, in the same portal.
-	down, err := measure(ctx, pids, func(ctx context.Context, leg *MediaLeg) error {
-		return matrixToPhone(ctx, st, a, room, cfg.MediaSize, rep.SHA256, leg)
-	})
+	local, err := writePatternFile(filepath.Join(dir, "bench-media.bin"), cfg.MediaSize)
 	if err != nil {
-		return nil, fmt.Errorf("Matrix -> phone: %w", err)
+		return nil, err
 	}
-	down.Name = "bridge Matrix -> phone"
+	defer os.Remove(local)
 
-	// 3. Baseline: the same file up to the media repository and back, no bridge.
-	direct, err := measure(ctx, pids, func(ctx context.Context, leg *MediaLeg) error {
-		mxc, err := upload(ctx, a, cfg.MediaSize, "direct", leg)
+	// Rounds of three legs each, in turn, so a shared machine's changing
+	// load falls on all three alike; the medians are compared.
+	for r := 1; r <= cfg.MediaRounds; r++ {
+		progress("media: round %d of %d (%s)", r, cfg.MediaRounds, loadNow())
+		legs, err := mediaRound(ctx, st, a, pids, prof, r, room, plain.RoomID, local, cfg.MediaSize, rep.SHA256)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		return download(ctx, a, mxc, cfg.MediaSize, rep.SHA256, leg)
-	})
-	if err != nil {
-		return nil, fmt.Errorf("direct upload and download: %w", err)
+		rep.Legs = append(rep.Legs, legs...)
 	}
-	direct.Name = "direct upload+download (no bridge)"
-	if direct.Seconds > 0 {
-		up.Ratio, down.Ratio = up.Seconds/direct.Seconds, down.Seconds/direct.Seconds
-	}
-	rep.Legs = []MediaLeg{up, down, direct}
 	trace, err := hoptrace.Read(traceDir)
 	if err != nil {
 		return nil, fmt.Errorf("reading the hop trace: %w", err)
 	}
-	for i := range rep.Legs[:2] {
-		rep.Legs[i].hops(trace)
+	for i := range rep.Legs {
+		l := &rep.Legs[i]
+		// The phone reports a file it took through a list the bench polls;
+		// the agent's mark says when it took it, to the millisecond.
+		if l.Kind == legDown {
+			if at, ok := trace.At(hoptrace.Handed, l.key); ok && at.After(l.t0) && at.Sub(l.t0).Seconds() < l.Seconds {
+				l.Seconds = at.Sub(l.t0).Seconds()
+				l.MBps = float64(l.Bytes) / 1e6 / l.Seconds
+			}
+		}
+		l.hops(trace)
+	}
+	for i := range rep.Legs { // ratios within a round
+		l := &rep.Legs[i]
+		for _, d := range rep.Legs {
+			if d.Kind == legDirect && d.Round == l.Round && l.Kind != legDirect && d.Seconds > 0 {
+				l.Ratio = l.Seconds / d.Seconds
+			}
+		}
+	}
+	rep.Summary = summarize(rep.Legs)
+	if prof != nil {
+		rep.Profiles = prof.Files
 	}
 
 	var hwm [3]int64
@@ -237,8 +278,8 @@ func runMedia(ctx context.Context, cfg Config, dir string) (*MediaReport, error)
 		hwm[i] = s.hwm
 	}
 	rep.RcsgateHWM, rep.AgentHWM, rep.SelfHWM = hwm[0], hwm[1], hwm[2]
-	for _, l := range rep.Legs[:2] {
-		if l.Rcsgate.Max >= cfg.RSSLimit {
+	for _, l := range rep.Legs {
+		if l.Kind != legDirect && l.Rcsgate.Max >= cfg.RSSLimit {
 			rep.Failures = append(rep.Failures, fmt.Sprintf("MISS: rcsgate peak RSS %.1f MiB during %s, limit %.0f MiB",
 				float64(l.Rcsgate.Max)/mib, l.Name, float64(cfg.RSSLimit)/mib))
 		}
@@ -252,23 +293,146 @@ func runMedia(ctx context.Context, cfg Config, dir string) (*MediaReport, error)
 	return rep, nil
 }
 
+// Leg kinds.
+const (
+	legUp     = "up"
+	legDown   = "down"
+	legDirect = "direct"
+)
+
+var legNames = map[string]string{
+	legUp:     "bridge phone -> Matrix",
+	legDown:   "bridge Matrix -> phone",
+	legDirect: "direct upload+download (no bridge)",
+}
+
+// mediaRound runs the three legs once each: phone → Matrix, Matrix → phone
+// in the portal, and the same file between Matrix users without the bridge.
+func mediaRound(ctx context.Context, st *harness.Stack, a *harness.Client, pids [3]int, prof *profiler, round int,
+	portal, plain id.RoomID, local string, size int64, sum string) ([]MediaLeg, error) {
+	tag := fmt.Sprintf("-%d", round)
+	phoneFile, err := st.PhoneFile(ctx, size)
+	if err != nil {
+		return nil, fmt.Errorf("media: a file on the phone: %w", err)
+	}
+	up, err := measure(ctx, pids, prof, legUp+tag, func(ctx context.Context, leg *MediaLeg) error {
+		return phoneToMatrix(ctx, st, a, phoneFile, size, sum, leg)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("phone -> Matrix: %w", err)
+	}
+	var sentID string
+	down, err := measure(ctx, pids, prof, legDown+tag, func(ctx context.Context, leg *MediaLeg) error {
+		var err error
+		sentID, err = matrixToPhone(ctx, st, a, portal, local, size, sum, leg)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("Matrix -> phone: %w", err)
+	}
+	// Once more, off the clock: the phone's kept copy, read back whole.
+	if n, got, err := sentFileSum(ctx, st, sentID); err != nil {
+		return nil, fmt.Errorf("Matrix -> phone: %w", err)
+	} else if n != size || got != sum {
+		return nil, fmt.Errorf("Matrix -> phone: the phone's copy is %d bytes with sha256 %s, want %d bytes with %s", n, got, size, sum)
+	}
+	direct, err := measure(ctx, pids, prof, legDirect+tag, func(ctx context.Context, leg *MediaLeg) error {
+		return matrixToMatrix(ctx, a, plain, local, size, sum, leg)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("direct upload and download: %w", err)
+	}
+	legs := []MediaLeg{up, down, direct}
+	for i, kind := range []string{legUp, legDown, legDirect} {
+		legs[i].Kind, legs[i].Round, legs[i].Name = kind, round, legNames[kind]
+	}
+	return legs, nil
+}
+
+// MediaSummary is one kind of leg over every round.
+type MediaSummary struct {
+	Kind    string    `json:"kind"`
+	Name    string    `json:"name"`
+	Seconds []float64 `json:"total_s"`  // per round
+	Median  float64   `json:"median_s"` // of Seconds
+	// Ratio: this kind's median over the direct leg's median; Ratios: each
+	// round's own ratio.
+	Ratio  float64   `json:"ratio_over_direct,omitempty"`
+	Ratios []float64 `json:"round_ratios,omitempty"`
+	median int       // index in the report's legs of the median round's leg
+}
+
+func summarize(legs []MediaLeg) []MediaSummary {
+	var out []MediaSummary
+	for _, kind := range []string{legUp, legDown, legDirect} {
+		sum := MediaSummary{Kind: kind, Name: legNames[kind]}
+		var idx []int
+		for i, l := range legs {
+			if l.Kind == kind {
+				idx = append(idx, i)
+				sum.Seconds = append(sum.Seconds, l.Seconds)
+				if l.Ratio > 0 {
+					sum.Ratios = append(sum.Ratios, l.Ratio)
+				}
+			}
+		}
+		if len(idx) == 0 {
+			continue
+		}
+		sorted := append([]int(nil), idx...)
+		sort.Slice(sorted, func(a, b int) bool { return legs[sorted[a]].Seconds < legs[sorted[b]].Seconds })
+		sum.median = sorted[(len(sorted)-1)/2]
+		sum.Median = legs[sum.median].Seconds
+		out = append(out, sum)
+	}
+	var direct float64
+	for _, s := range out {
+		if s.Kind == legDirect {
+			direct = s.Median
+		}
+	}
+	for i := range out {
+		if out[i].Kind != legDirect && direct > 0 {
+			out[i].Ratio = out[i].Median / direct
+		}
+	}
+	return out
+}
+
 // measure runs one leg under a deadline while sampling the three processes'
-// resident memory.
-func measure(ctx context.Context, pids [3]int, run func(context.Context, *MediaLeg) error) (MediaLeg, error) {
+// resident memory (and profiling them, with --cpuprofile).
+func measure(ctx context.Context, pids [3]int, prof *profiler, name string, run func(context.Context, *MediaLeg) error) (MediaLeg, error) {
 	ctx, cancel := context.WithTimeout(ctx, mediaWait)
 	defer cancel()
+	if err := prof.start(name); err != nil {
+		return MediaLeg{}, err
+	}
 	s := startSampler(pids)
 	load := loadmeter.Take()
+	cpu0 := processCPU(pids)
 	leg := MediaLeg{t0: time.Now()}
 	err := run(ctx, &leg)
 	leg.Seconds = time.Since(leg.t0).Seconds()
+	cpu1 := processCPU(pids)
+	if perr := prof.stop(); err == nil {
+		err = perr
+	}
 	leg.Load = loadmeter.Since(load)
+	leg.CPU = LegCPU{Rcsgate: cpu1[0] - cpu0[0], Agent: cpu1[1] - cpu0[1], Bench: cpu1[2] - cpu0[2]}
+	leg.CPU.Rest = max(0, leg.Load.OursCPU-leg.CPU.Rcsgate-leg.CPU.Agent-leg.CPU.Bench)
 	rss := s.stop()
 	leg.Rcsgate, leg.Agent, leg.Self = rss[0], rss[1], rss[2]
 	if leg.Seconds > 0 {
 		leg.MBps = float64(leg.Bytes) / 1e6 / leg.Seconds
 	}
 	return leg, err
+}
+
+func processCPU(pids [3]int) (s [3]float64) {
+	for i, pid := range pids {
+		s[i], _ = loadmeter.ProcessCPU(pid)
+	}
+	return s
 }
 
 func (l *MediaLeg) step(what string, since time.Time) {
@@ -292,18 +456,18 @@ func openQuietPortal(ctx context.Context, st *harness.Stack, a *harness.Client) 
 	return evt.RoomID, nil
 }
 
-// phoneToMatrix makes the quiet contact send a generated file and waits for
-// it in Matrix, then downloads it from the media repository.
-func phoneToMatrix(ctx context.Context, st *harness.Stack, a *harness.Client, size int64, sum string, leg *MediaLeg) error {
+// phoneToMatrix makes the quiet contact send a file that is on the phone
+// and waits for it in Matrix, then downloads it from the media repository.
+func phoneToMatrix(ctx context.Context, st *harness.Stack, a *harness.Client, file string, size int64, sum string, leg *MediaLeg) error {
 	name := "bench-up-" + nonce() + ".bin"
 	from := a.Now()
 	t := time.Now()
 	err := st.InjectEvent(ctx, sim.InjectRequest{ID: "bench-media-" + nonce(), From: mediaNumber, Kind: wire.KindMedia,
-		Media: &wire.Media{Name: name, Mime: "application/octet-stream"}, Generate: size})
+		Media: &wire.Media{Name: name, Mime: "application/octet-stream"}, File: file})
 	if err != nil {
 		return fmt.Errorf("inject: %w", err)
 	}
-	leg.step("phone: file generated, agent stored it", t)
+	leg.step("phone: agent stored the file", t)
 	t = time.Now()
 	evt, _, err := a.WaitEvent(ctx, from, func(e *event.Event) bool {
 		if e.Type != event.EventMessage {
@@ -332,45 +496,84 @@ func phoneToMatrix(ctx context.Context, st *harness.Stack, a *harness.Client, si
 }
 
 // matrixToPhone uploads a file, sends it to the portal and waits until the
-// phone sent it, then reads the phone's copy.
-func matrixToPhone(ctx context.Context, st *harness.Stack, a *harness.Client, room id.RoomID, size int64, sum string, leg *MediaLeg) error {
+// phone sent it with the right hash; it returns the event's id.
+func matrixToPhone(ctx context.Context, st *harness.Stack, a *harness.Client, room id.RoomID, local string, size int64, sum string, leg *MediaLeg) (string, error) {
 	name := "bench-down-" + nonce() + ".bin"
-	mxc, err := upload(ctx, a, size, name, leg)
+	mxc, err := upload(ctx, a, local, size, name, leg)
 	if err != nil {
-		return err
+		return "", err
 	}
 	t := time.Now()
-	resp, err := a.SendMessageEvent(ctx, room, event.EventMessage, &event.MessageEventContent{MsgType: event.MsgFile,
-		Body: name, FileName: name, URL: mxc.CUString(), Info: &event.FileInfo{MimeType: "application/octet-stream", Size: int(size)}})
+	resp, err := a.SendMessageEvent(ctx, room, event.EventMessage, fileEvent(name, mxc, size))
 	if err != nil {
-		return fmt.Errorf("send m.file: %w", err)
+		return "", fmt.Errorf("send m.file: %w", err)
 	}
 	leg.key, leg.marks = string(resp.EventID), downMarks
 	s, err := st.WaitSent(ctx, func(s sim.Sent) bool { return s.ID == string(resp.EventID) })
 	if err != nil {
-		return fmt.Errorf("the phone did not send the file within %s: %w", mediaWait, err)
+		return "", fmt.Errorf("the phone did not send the file within %s: %w", mediaWait, err)
 	}
-	leg.step("bridge: event -> rcsgate -> agent -> phone sent", t)
+	leg.step("bridge: event -> rcsgate -> agent -> phone sent (polled)", t)
 	if s.Media == nil || s.Media.Size != size || s.Media.SHA256 != sum {
-		return fmt.Errorf("the phone sent %+v, want %d bytes with sha256 %s", s.Media, size, sum)
+		return "", fmt.Errorf("the phone sent %+v, want %d bytes with sha256 %s", s.Media, size, sum)
 	}
-	t = time.Now()
-	n, got, err := sentFileSum(ctx, st, string(resp.EventID))
+	leg.Bytes = size
+	return string(resp.EventID), nil
+}
+
+// matrixToMatrix is the baseline: the file uploaded, announced in a room,
+// the event seen in sync, the file downloaded and checked.
+func matrixToMatrix(ctx context.Context, a *harness.Client, room id.RoomID, local string, size int64, sum string, leg *MediaLeg) error {
+	name := "bench-direct-" + nonce() + ".bin"
+	mxc, err := upload(ctx, a, local, size, name, leg)
 	if err != nil {
 		return err
 	}
-	if n != size || got != sum {
-		return fmt.Errorf("the phone's copy is %d bytes with sha256 %s, want %d bytes with %s", n, got, size, sum)
+	t := time.Now()
+	from := a.Now()
+	resp, err := a.SendMessageEvent(ctx, room, event.EventMessage, fileEvent(name, mxc, size))
+	if err != nil {
+		return fmt.Errorf("send m.file: %w", err)
 	}
-	leg.step("check: read the phone's copy", t)
-	leg.Bytes = size
-	return nil
+	if _, _, err := a.WaitEvent(ctx, from, func(e *event.Event) bool { return e.ID == resp.EventID }); err != nil {
+		return fmt.Errorf("the file's event did not come back in sync: %w", err)
+	}
+	leg.step("client: m.file event sent, seen in sync", t)
+	return download(ctx, a, mxc, size, sum, leg)
 }
 
-// upload streams size pattern bytes to the media repository.
-func upload(ctx context.Context, a *harness.Client, size int64, name string, leg *MediaLeg) (id.ContentURI, error) {
+func fileEvent(name string, mxc id.ContentURI, size int64) *event.MessageEventContent {
+	return &event.MessageEventContent{MsgType: event.MsgFile, Body: name, FileName: name, URL: mxc.CUString(),
+		Info: &event.FileInfo{MimeType: "application/octet-stream", Size: int(size)}}
+}
+
+// writePatternFile puts size sim.Pattern bytes in a file at path: the file
+// a Matrix user sends.
+func writePatternFile(path string, size int64) (string, error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return "", err
+	}
+	_, err = io.CopyBuffer(f, io.LimitReader(sim.Pattern(), size), make([]byte, 256<<10))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+		return "", fmt.Errorf("media: the file to send: %w", err)
+	}
+	return path, nil
+}
+
+// upload streams a local file to the media repository.
+func upload(ctx context.Context, a *harness.Client, local string, size int64, name string, leg *MediaLeg) (id.ContentURI, error) {
 	t := time.Now()
-	up, err := a.UploadMedia(ctx, mautrix.ReqUploadMedia{Content: io.LimitReader(sim.Pattern(), size), ContentLength: size,
+	f, err := os.Open(local)
+	if err != nil {
+		return id.ContentURI{}, err
+	}
+	defer f.Close()
+	up, err := a.UploadMedia(ctx, mautrix.ReqUploadMedia{Content: f, ContentLength: size,
 		ContentType: "application/octet-stream", FileName: name})
 	if err != nil {
 		return id.ContentURI{}, fmt.Errorf("upload %d bytes: %w", size, err)
@@ -560,26 +763,49 @@ func mibs(n int64) string { return fmt.Sprintf("%.1f", float64(n)/mib) }
 func (r *MediaReport) print(w io.Writer) {
 	fmt.Fprintf(w, "rcsgate-bench --media  %s  %s/%s, %d CPUs, loopback, %s\n",
 		r.StartedAt.Format(time.RFC3339), r.Host.OS, r.Host.Arch, r.Host.CPUs, r.Homeserver)
-	fmt.Fprintf(w, "file: %d bytes (%.1f MiB) of sim.Pattern, sha256 %s, checked at the receiving end\n\n", r.Size, float64(r.Size)/mib, r.SHA256)
+	fmt.Fprintf(w, "file: %d bytes (%.1f MiB) of sim.Pattern, sha256 %s, checked at the receiving end\n", r.Size, float64(r.Size)/mib, r.SHA256)
+	fmt.Fprintf(w, "each leg: from the file on the sender's disk to the receiver's check of every byte (direct: upload, m.file event seen in sync, download)\n\n")
 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "\ttime s\tMB/s\tx direct\trcsgate RSS MiB start/max\tagent RSS MiB start/max\tbench RSS MiB max\t")
+	fmt.Fprintln(tw, "\ttime s\tMB/s\tx direct (same round)\trcsgate RSS MiB start/max\tagent RSS MiB start/max\tbench RSS MiB max\t")
 	for _, l := range r.Legs {
 		ratio := ""
 		if l.Ratio > 0 {
 			ratio = fmt.Sprintf("%.2fx", l.Ratio)
 		}
-		fmt.Fprintf(tw, "%s\t%.2f\t%.1f\t%s\t%s / %s\t%s / %s\t%s\t\n", l.Name, l.Seconds, l.MBps, ratio,
+		fmt.Fprintf(tw, "#%d %s\t%.2f\t%.1f\t%s\t%s / %s\t%s / %s\t%s\t\n", l.Round, l.Name, l.Seconds, l.MBps, ratio,
 			mibs(l.Rcsgate.Start), mibs(l.Rcsgate.Max), mibs(l.Agent.Start), mibs(l.Agent.Max), mibs(l.Self.Max))
 	}
 	_ = tw.Flush()
-
 	for _, l := range r.Legs {
-		loadNote(w, l.Name, l.Load)
+		loadNote(w, fmt.Sprintf("#%d %s", l.Round, l.Name), l.Load)
 	}
-	fmt.Fprintf(w, "\nSteps (s):\n")
+
+	fmt.Fprintf(w, "\nMedian of %d rounds (s), and its ratio to the direct transfer's median:\n", r.Rounds)
+	for _, sm := range r.Summary {
+		ratio := ""
+		if sm.Ratio > 0 {
+			ratio = fmt.Sprintf("  %.2fx (rounds:", sm.Ratio)
+			for _, x := range sm.Ratios {
+				ratio += fmt.Sprintf(" %.2fx", x)
+			}
+			ratio += ")"
+		}
+		fmt.Fprintf(w, "  %-36s %6.2f%s\n", sm.Name, sm.Median, ratio)
+	}
+
+	fmt.Fprintf(w, "\nCPU-s during each leg (/proc, 10 ms ticks):\n")
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "\trcsgate\tagent\tbench\thomeserver+rest\tall\t")
 	for _, l := range r.Legs {
-		fmt.Fprintf(w, "  %s\n", l.Name)
+		c := l.CPU
+		fmt.Fprintf(tw, "#%d %s\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t\n", l.Round, l.Name, c.Rcsgate, c.Agent, c.Bench, c.Rest, c.Rcsgate+c.Agent+c.Bench+c.Rest)
+	}
+	_ = tw.Flush()
+	fmt.Fprintf(w, "\nSteps of each kind's median round (s):\n")
+	for _, sm := range r.Summary {
+		l := r.Legs[sm.median]
+		fmt.Fprintf(w, "  #%d %s\n", l.Round, l.Name)
 		for _, s := range l.Steps {
 			fmt.Fprintf(w, "    %7.2f  %s\n", s.Seconds, s.What)
 		}
@@ -587,6 +813,19 @@ func (r *MediaReport) print(w io.Writer) {
 			fmt.Fprintf(w, "    hops, from the leg's start (rcsgate's and the agent's marks):\n")
 			for _, s := range l.Hops {
 				fmt.Fprintf(w, "      %7.3f  %s\n", s.Seconds, s.What)
+			}
+		}
+	}
+	if len(r.Profiles) > 0 {
+		fmt.Fprintf(w, "\nCPU profiles (go tool pprof -top FILE):\n")
+		legs := make([]string, 0, len(r.Profiles))
+		for leg := range r.Profiles {
+			legs = append(legs, leg)
+		}
+		sort.Strings(legs)
+		for _, leg := range legs {
+			for _, f := range r.Profiles[leg] {
+				fmt.Fprintf(w, "  %-9s  %s\n", leg, f)
 			}
 		}
 	}
@@ -598,10 +837,25 @@ func (r *MediaReport) print(w io.Writer) {
 		}
 		return "MISS"
 	}
-	for _, l := range r.Legs[:2] {
-		fmt.Fprintf(w, "  %s  rcsgate peak %s MiB during %s (limit %s MiB)\n", verdict(l.Rcsgate.Max), mibs(l.Rcsgate.Max), l.Name, mibs(r.LimitRSS))
+	var peak int64
+	for _, l := range r.Legs {
+		if l.Kind != legDirect {
+			peak = max(peak, l.Rcsgate.Max)
+		}
 	}
+	fmt.Fprintf(w, "  %s  rcsgate peak %s MiB during the bridge legs (limit %s MiB)\n", verdict(peak), mibs(peak), mibs(r.LimitRSS))
 	fmt.Fprintf(w, "  %s  rcsgate VmHWM %s MiB (limit %s MiB)\n", verdict(r.RcsgateHWM), mibs(r.RcsgateHWM), mibs(r.LimitRSS))
+	fmt.Fprintf(w, "\nTargets (median over the direct transfer's median):\n")
+	for _, sm := range r.Summary {
+		if sm.Kind == legDirect {
+			continue
+		}
+		met := "met"
+		if sm.Ratio > targetMediaRatio {
+			met = "MISSED"
+		}
+		fmt.Fprintf(w, "  %s %.2fx direct (target <= %.1fx): %s\n", sm.Name, sm.Ratio, targetMediaRatio, met)
+	}
 	writeVerdict(w, r.OK, r.TotalSeconds, r.Failures)
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/rcsgate/rcsgate/internal/asreg"
 	"github.com/rcsgate/rcsgate/internal/cliflag"
 	"github.com/rcsgate/rcsgate/internal/connector"
+	"github.com/rcsgate/rcsgate/internal/cpuprof"
 	"github.com/rcsgate/rcsgate/internal/gateway"
 	"github.com/rcsgate/rcsgate/internal/pki"
 	"github.com/rcsgate/rcsgate/internal/qrterm"
@@ -55,6 +56,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	cpuprof.Stop() // RCSGATE_CPUPROFILE: the last profile is written out
 	switch {
 	case err == nil:
 	case errors.Is(err, errUsage) || errors.Is(err, flag.ErrHelp):

@@ -181,3 +181,10 @@ func treeTicks(root int) int64 {
 	}
 	return total
 }
+
+// ProcessCPU is the CPU time process pid has used so far (its waited-for
+// children included), in seconds; ok is false if it cannot be read.
+func ProcessCPU(pid int) (seconds float64, ok bool) {
+	st, ok := readProcStat(fmt.Sprintf("/proc/%d/stat", pid))
+	return float64(st.ticks) / clockTicks, ok
+}

@@ -59,6 +59,10 @@ func TestTakeCountsOwnTree(t *testing.T) {
 		t.Skip("no /proc")
 	}
 	start := Take()
+	own, ok := ProcessCPU(os.Getpid())
+	if !ok {
+		t.Fatal("ProcessCPU cannot read this process")
+	}
 	deadline := time.Now().Add(300 * time.Millisecond)
 	for x := 0; time.Now().Before(deadline); x++ {
 		_ = x * x // burn CPU: this is what must be counted
@@ -66,6 +70,9 @@ func TestTakeCountsOwnTree(t *testing.T) {
 	sp := Since(start)
 	if !sp.Known || sp.OursCPU < 0.1 {
 		t.Fatalf("span %+v: 0.3 s of busy loop must count as at least 0.1 CPU-s of ours", sp)
+	}
+	if after, _ := ProcessCPU(os.Getpid()); after-own < 0.1 {
+		t.Fatalf("ProcessCPU grew by %.2f s over 0.3 s of busy loop", after-own)
 	}
 	if !strings.Contains(sp.String(), "other processes") {
 		t.Fatalf("String() = %q", sp.String())
