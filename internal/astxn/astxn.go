@@ -76,6 +76,9 @@ type Handler struct {
 	// called before handling a transaction whose id skips one: a homeserver
 	// that numbers its transactions (Synapse) has then left one behind.
 	CatchUp func(ctx context.Context, reason string)
+	// Quiet, if set, sees every membership event: the bridge's own users
+	// that join get their notifications turned off.
+	Quiet *Quiet
 
 	rooms [roomStripes]sync.Mutex
 	seed  maphash.Seed
@@ -270,6 +273,7 @@ func (h *Handler) handle(ctx context.Context, evts []*event.Event, class event.T
 		}
 		if evt.Type.IsState() {
 			mautrix.UpdateStateStore(ctx, h.AS.StateStore, evt)
+			h.Quiet.Member(evt)
 		}
 		if class == event.UnknownEventType && h.Claim != nil && !h.Claim(ctx, evt) {
 			log.Debug().Stringer("event_id", evt.ID).Msg("Event already handled; not dispatched again")

@@ -59,6 +59,9 @@ func (i *idempotentIntent) SendMessage(ctx context.Context, roomID id.RoomID, ev
 	if extra != nil && extra.MessageMeta != nil {
 		hoptrace.Mark(hoptrace.InSend, string(extra.MessageMeta.ID))
 	}
+	if i.s.quiet != nil {
+		i.s.quiet(i.GetMXID())
+	}
 	sent, err, ok := i.sendAsGhostDevice(ctx, roomID, eventType, content, extra)
 	if !ok {
 		sent, err = i.ASIntent.SendMessage(ctx, roomID, eventType, content, extra)

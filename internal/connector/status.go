@@ -60,7 +60,14 @@ type StatusMatrix struct {
 	sendMSS func(statusJob)
 	// ghosts: each ghost's own device, where the homeserver allows it.
 	ghosts atomic.Pointer[ghostcrypto.Devices]
+	// quiet, if set, is told which ghost sends (see SetQuiet).
+	quiet func(id.UserID)
 }
+
+// SetQuiet has every ghost that sends passed to quiet (astxn.Quiet.Ensure:
+// its notifications are turned off, once per process), covering ghosts
+// that joined before it ran. Call it before the bridge starts.
+func (s *StatusMatrix) SetQuiet(quiet func(id.UserID)) { s.quiet = quiet }
 
 // pendingGrace is how long a connected phone has to take a message before
 // its sender is shown "pending". A phone on a working connection takes a

@@ -17,8 +17,10 @@ import (
 	"testing"
 	"time"
 
+	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
+	"maunium.net/go/mautrix/pushrules"
 
 	"github.com/rcsgate/rcsgate/internal/gateway"
 	"github.com/rcsgate/rcsgate/internal/harness"
@@ -101,6 +103,13 @@ func TestChatThroughBridge(t *testing.T) {
 		t.Fatalf("message sent by %s, want a new ghost", evt.Sender)
 	}
 
+	sctx, done = step("the bot and the ghosts never notify; the person's own rules are untouched")
+	waitMasterRules(t, sctx, st, id.UserID(st.Info.BotUserID), ghost, evt.Sender)
+	done()
+	if rule, err := cli.GetPushRule(ctx, "global", pushrules.OverrideRule, ".m.rule.master"); err != nil || rule.Enabled {
+		t.Fatalf("the person's own master rule: %+v, %v; want it left off", rule, err)
+	}
+
 	// No body and no full number at the default log level, on either side.
 	st.Down()
 	for name, log := range map[string][]byte{"rcsgate": st.GatewayLog(), "agent": st.AgentLog()} {
@@ -111,6 +120,43 @@ func TestChatThroughBridge(t *testing.T) {
 			if bytes.Contains(log, []byte(secret)) {
 				t.Errorf("%s log contains %q", name, secret)
 			}
+		}
+	}
+}
+
+// waitMasterRules waits until each of the bridge's users has its "never
+// notify" push rule (.m.rule.master) enabled, reading the rules as the
+// appservice (the bridge sets them in the background).
+func waitMasterRules(t *testing.T, ctx context.Context, st *harness.Stack, users ...id.UserID) {
+	t.Helper()
+	cfg, err := gateway.LoadConfig(st.ConfigPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	as, err := mautrix.NewClient(st.Info.Homeserver, "", cfg.Appservice.ASToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		wrong := ""
+		for _, user := range users {
+			as.UserID = user
+			as.SetAppServiceUserID = true
+			rule, err := as.GetPushRule(ctx, "global", pushrules.OverrideRule, ".m.rule.master")
+			if err != nil || !rule.Enabled {
+				wrong = fmt.Sprintf("%s: master rule %+v (%v), want it enabled", user, rule, err)
+				break
+			}
+		}
+		if wrong == "" {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal(wrong)
+		case <-tick.C:
 		}
 	}
 }

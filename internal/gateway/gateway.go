@@ -278,7 +278,11 @@ func Run(ctx context.Context, cfg *Config, log zerolog.Logger, ls Listeners, rea
 		return err
 	}
 	own := func(u id.UserID) bool { return u == mx.AS.BotMXID() || br.IsGhostMXID(u) }
-	txns := &astxn.Handler{AS: mx.AS, EP: mx.EventProcessor, Store: st, Own: own, Log: log.With().Str("component", "astxn").Logger(), Claim: conn.ClaimPushed}
+	// The bot and the ghosts never notify anyone: see astxn.Quiet.
+	quiet := &astxn.Quiet{AS: mx.AS, Log: log.With().Str("component", "quiet").Logger(), Ours: own}
+	mxStatus.SetQuiet(quiet.Ensure)
+	txns := &astxn.Handler{AS: mx.AS, EP: mx.EventProcessor, Store: st, Own: own, Log: log.With().Str("component", "astxn").Logger(),
+		Claim: conn.ClaimPushed, Quiet: quiet}
 	// Transactions wait until the bridge has started (logins loaded) and
 	// catch-up's start pass is done, so a message the homeserver lost
 	// before a crash is delivered before newer ones (catchup.Runner.Run
@@ -330,6 +334,8 @@ func Run(ctx context.Context, cfg *Config, log zerolog.Logger, ls Listeners, rea
 	}
 	// After StartConnectors: the bot is registered with the homeserver by
 	// then. Its /sync calls use a device of their own (astxn.SyncDevice).
+	quiet.Start(ctx)
+	quiet.Ensure(mx.AS.BotMXID())
 	syncDevice := (&astxn.SyncDevice{AS: mx.AS, Store: st}).Client
 	catchUp := &catchup.Runner{
 		Cfg: cfg.CatchUp, Client: syncDevice, Store: st, Deliver: txns,
