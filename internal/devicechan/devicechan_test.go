@@ -32,6 +32,8 @@ type recorder struct {
 	denied  string // an owner MayPair refuses
 	// onInbound, if set, sees each message as it is handled.
 	onInbound func(wire.Message)
+	// onStatus, if set, sees each status before it is recorded.
+	onStatus func(wire.Status)
 }
 
 func (r *recorder) MayPair(_ context.Context, owner string) error {
@@ -63,6 +65,12 @@ func (r *recorder) OpenMedia(context.Context, string, string) (wire.MediaFile, e
 	return wire.MediaFile{}, wire.ErrMediaUnavailable
 }
 func (r *recorder) HandleStatus(_ context.Context, _ string, s wire.Status) {
+	r.mu.Lock()
+	on := r.onStatus
+	r.mu.Unlock()
+	if on != nil {
+		on(s)
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.status = append(r.status, s)
@@ -301,6 +309,49 @@ func TestDeliveryBothWaysWithoutDuplicates(t *testing.T) {
 	if len(sent) != 2 || sent[0].ID != "mx-1" || sent[1].ID != "mx-2" {
 		t.Fatalf("phone sent %+v, want mx-1 then mx-2 once each", sent)
 	}
+}
+
+// A status being recorded does not hold up the phone message read after
+// it (the contact's answer usually follows the phone's "sent"); the status
+// is recorded (and acked) once its handler returns.
+func TestStatusDoesNotHoldUpAnswer(t *testing.T) {
+	f := newFixture(t)
+	entered, release := make(chan struct{}), make(chan struct{})
+	var once, released sync.Once
+	free := func() { released.Do(func() { close(release) }) }
+	t.Cleanup(free) // a failed test must not leave the session stuck
+	f.rec.mu.Lock()
+	f.rec.onStatus = func(wire.Status) { once.Do(func() { close(entered) }); <-release }
+	f.rec.mu.Unlock()
+	id, phone, _, _ := runAgent(t, f)
+	dev := id.String()
+	if err := f.srv.Enqueue(f.ctx, dev, wire.Message{ID: "mx-1", Chat: "+12025550123", Text: "to a quiet contact"}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the phone's sent status never reached the handler")
+	}
+	if err := phone.Inject("+12025550124", "an answer"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the phone's message while its status is still being recorded", func() bool {
+		for _, m := range f.rec.snapshot().inbound {
+			if m.Text == "an answer" {
+				return true
+			}
+		}
+		return false
+	})
+	if n := len(f.rec.snapshot().status); n != 0 {
+		t.Fatalf("%d statuses recorded while their handler was held", n)
+	}
+	free()
+	eventually(t, "the sent status recorded", func() bool {
+		st := f.rec.snapshot().status
+		return len(st) == 1 && st[0].ID == "mx-1" && st[0].State == wire.StateSent
+	})
 }
 
 func TestRevocationClosesAndRefuses(t *testing.T) {

@@ -38,6 +38,7 @@ type session struct {
 	statusAcks bool // the agent keeps statuses until we ack them
 	hello      wire.Hello
 	inbound    chan wire.Message // to the inbound worker, in order
+	statuses   chan wire.Status  // to the status worker, in order
 	// early: the connection resumed with 0-RTT data and its handshake had
 	// not completed when it was accepted (see serveEarly); live is closed
 	// once the session is registered as the device's.
@@ -112,6 +113,7 @@ func (s *Server) handleChannel(ctx context.Context, conn *quic.Conn, early bool)
 	sess.statusAcks = wire.HasFeature(hello.Features, wire.FeatureStatusAck)
 	sess.hello = hello
 	sess.inbound = make(chan wire.Message, inboundDepth)
+	sess.statuses = make(chan wire.Status, statusDepth)
 	welcome := wire.Welcome{Proto: wire.ProtocolVersion, DeviceID: sess.devID, ServerMS: time.Now().UnixMilli()}
 	if sess.statusAcks {
 		welcome.Features = []string{wire.FeatureStatusAck}
@@ -125,9 +127,10 @@ func (s *Server) handleChannel(ctx context.Context, conn *quic.Conn, early bool)
 	var wg sync.WaitGroup
 	readErr := make(chan error, 1)
 	startReading := func() {
-		wg.Add(2)
+		wg.Add(3)
 		go func() { defer wg.Done(); defer stop(); readErr <- sess.readLoop(sctx) }()
 		go func() { defer wg.Done(); defer stop(); sess.inboundLoop(sctx) }()
+		go func() { defer wg.Done(); defer stop(); sess.statusLoop(sctx) }()
 	}
 	if early {
 		startReading()
@@ -243,14 +246,13 @@ func (s *session) readLoop(ctx context.Context) error {
 			s.wake()
 		case wire.Status:
 			hoptrace.Mark(hoptrace.StatusIn, m.ID)
-			// HandleStatus commits the state change before it returns; the
-			// ack lets the agent forget the status (resends are dropped by
-			// the store's state order).
-			s.srv.handler.HandleStatus(ctx, s.devID, m)
-			if s.statusAcks {
-				if err := s.write(wire.Ack{Statuses: []wire.StatusRef{{ID: m.ID, State: m.State}}}); err != nil {
-					return err
-				}
+			// Handled by the status worker, so the phone message that
+			// usually follows a status (a contact's answer) is read at once
+			// instead of after the status's commit.
+			select {
+			case s.statuses <- m:
+			case <-ctx.Done():
+				return ctx.Err()
 			}
 		case wire.Ping:
 			if err := s.write(wire.Pong(m)); err != nil {
@@ -276,6 +278,40 @@ func (s *session) readLoop(ctx context.Context) error {
 
 // inboundDepth bounds phone messages read but not yet handled.
 const inboundDepth = 256
+
+// statusDepth bounds statuses read but not yet handled.
+const statusDepth = 256
+
+// statusLoop records the phone's statuses in order. HandleStatus commits
+// the state change before it returns; only then does the ack let the agent
+// forget the status. Statuses and phone messages are handled apart: the
+// store's state order makes a late "sent" after a contact's delivery
+// report a no-op, so their relative order does not matter.
+func (s *session) statusLoop(ctx context.Context) {
+	for {
+		var m wire.Status
+		select {
+		case m = <-s.statuses:
+		case <-ctx.Done():
+			// Statuses read before the connection ended are still recorded:
+			// an agent without status acks never sends them again.
+			for {
+				select {
+				case m := <-s.statuses:
+					s.srv.handler.HandleStatus(context.WithoutCancel(ctx), s.devID, m)
+				default:
+					return
+				}
+			}
+		}
+		s.srv.handler.HandleStatus(ctx, s.devID, m)
+		if s.statusAcks {
+			if err := s.write(wire.Ack{Statuses: []wire.StatusRef{{ID: m.ID, State: m.State}}}); err != nil {
+				return
+			}
+		}
+	}
+}
 
 // inboundLoop hands phone messages to the bridge one at a time, in order,
 // and acks each only once it is durably handled; on error it stays silent
