@@ -94,17 +94,26 @@ func (s *Store) NoteTransport(ctx context.Context, k ChatKey, transport string, 
 	if k.Login == "" {
 		return "", errNoLogin
 	}
+	// Unchanged (nearly every message): a read, which takes no write lock,
+	// so the phone's message does not queue behind other commits.
+	var prevSIM int
+	err = s.db.QueryRowContext(ctx, `SELECT transport, sim FROM chat WHERE login_id = ? AND opaque_id = ?`, k.Login, k.Contact).Scan(&prev, &prevSIM)
+	switch {
+	case err == nil && prev == transport && (sim <= 0 || sim == prevSIM):
+		return prev, nil
+	case err != nil && !errors.Is(err, sql.ErrNoRows):
+		return "", fmt.Errorf("store: chat: %w", err)
+	}
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return "", fmt.Errorf("store: chat: %w", err)
 	}
 	defer tx.Rollback()
+	prev = ""
 	err = tx.QueryRowContext(ctx, `SELECT transport FROM chat WHERE login_id = ? AND opaque_id = ?`, k.Login, k.Contact).Scan(&prev)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return "", fmt.Errorf("store: chat: %w", err)
 	}
-	// Unchanged (nearly every message): no row is rewritten, so the commit
-	// writes and syncs nothing.
 	if _, err := tx.ExecContext(ctx, `INSERT INTO chat (login_id, opaque_id, transport, sim) VALUES (?, ?, ?, ?)
 		ON CONFLICT (login_id, opaque_id) DO UPDATE SET transport = excluded.transport,
 		sim = CASE WHEN excluded.sim > 0 THEN excluded.sim ELSE chat.sim END

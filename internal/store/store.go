@@ -436,8 +436,17 @@ func (s *Store) QueueDepth(ctx context.Context, deviceID string) (int, error) {
 // PutContact remembers which number an opaque id stands for; a new contact
 // whose masked number looks like others' gets the next seq.
 func (s *Store) PutContact(ctx context.Context, opaqueID, number string) error {
+	// Known (every message but a contact's first): a read, which takes no
+	// write lock.
+	var known int
+	err := s.db.QueryRowContext(ctx, `SELECT 1 FROM contact WHERE opaque_id = ?`, opaqueID).Scan(&known)
+	if err == nil {
+		return nil
+	} else if !errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("store: put contact: %w", err)
+	}
 	masked := redact.Number(number)
-	_, err := s.db.ExecContext(ctx, `INSERT INTO contact (opaque_id, number, masked, seq)
+	_, err = s.db.ExecContext(ctx, `INSERT INTO contact (opaque_id, number, masked, seq)
 		SELECT ?, ?, ?, 1 + (SELECT COUNT(*) FROM contact WHERE masked = ?)
 		WHERE NOT EXISTS (SELECT 1 FROM contact WHERE opaque_id = ?)`, opaqueID, number, masked, masked, opaqueID)
 	if err != nil {
