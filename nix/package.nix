@@ -30,7 +30,7 @@ let
       ]);
   };
 
-  vendorHash = "sha256-HQeQ4YZ2c/tb6QLr4V62WC1y6r6guMMNPMxZAfu5JU4=";
+  vendorHash = "sha256-fcCZqgZAs59hleTYy8/2GV0dybVPvakWUKal+f/WVJE=";
 
   meta = {
     homepage = "https://github.com/rcsgate/rcsgate";
