@@ -16,6 +16,7 @@ import (
 	"errors"
 	"hash/maphash"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"sync"
@@ -87,6 +88,9 @@ type Handler struct {
 
 	seqMu   sync.Mutex
 	lastSeq uint64 // the last numbered transaction id seen (0: none yet)
+
+	connected atomic.Bool // a connection has carried a transaction (see onNewConn)
+	reusing   atomic.Bool // a connection has carried two
 }
 
 // Wrap routes transactions to h and everything else to the appservice router.
@@ -148,6 +152,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !h.gate.wait(ctx, GateWait) {
 		log.Warn().Dur("waited", GateWait).Msg("Catch-up pass still running; handling the transaction anyway")
 	}
+	if h.CatchUp != nil && h.onNewConn(r.Context()) {
+		// The homeserver opened a new connection for this transaction: it
+		// may have restarted, and one that keeps its queue on disk
+		// (Dendrite) pushes what it had queued the moment it is back —
+		// possibly after losing older ones. Catch-up delivers those first.
+		log.Info().Msg("Transaction on a new homeserver connection; catching up first")
+		h.CatchUp(ctx, "homeserver reconnected")
+	}
 	if last, gap := h.skipsOne(txnID); gap && h.CatchUp != nil {
 		// Synapse 1.163, recovering from an appservice it had marked as
 		// down, can leave a transaction it created meanwhile unsent for
@@ -179,6 +191,39 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
+}
+
+// connKey carries a connection's record in its requests' contexts.
+type connKey struct{}
+
+// conn is what a connection from the homeserver has carried.
+type conn struct{ transactions atomic.Int64 }
+
+// ConnContext is http.Server.ConnContext for the appservice listener: it
+// lets the handler tell a transaction that opens a connection.
+func ConnContext(ctx context.Context, _ net.Conn) context.Context {
+	return context.WithValue(ctx, connKey{}, &conn{})
+}
+
+// onNewConn reports whether this transaction is the first on its connection
+// while an earlier connection carried one: the homeserver reconnected
+// (after a restart, or an idle timeout). The first connection of a run is
+// covered by catch-up's start pass. A homeserver that does not keep its
+// connections (a new one per transaction) would make this a pass per
+// transaction, so it counts only once a connection carried two.
+func (h *Handler) onNewConn(ctx context.Context) bool {
+	c, _ := ctx.Value(connKey{}).(*conn)
+	if c == nil {
+		return false
+	}
+	switch c.transactions.Add(1) {
+	case 1:
+		return h.reusing.Load() && h.connected.Swap(true)
+	case 2:
+		h.reusing.Store(true)
+	}
+	h.connected.Store(true)
+	return false
 }
 
 // maxSeqGap: a numbered transaction id further ahead than this is not a

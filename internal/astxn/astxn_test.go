@@ -3,6 +3,7 @@ package astxn
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -53,6 +54,8 @@ type rig struct {
 	srv *httptest.Server
 	mu  sync.Mutex
 	got []string // event ids dispatched, in order
+	// client plays the homeserver's HTTP client (nil: http.DefaultClient).
+	client *http.Client
 }
 
 func newRig(t *testing.T) *rig {
@@ -91,10 +94,15 @@ func (g *rig) put(t *testing.T, txnID string, events ...string) int {
 	body := `{"events":[` + strings.Join(events, ",") + `]}`
 	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPut, g.srv.URL+"/_matrix/app/v1/transactions/"+txnID, strings.NewReader(body))
 	req.Header.Set("Authorization", "Bearer hs-token")
-	resp, err := http.DefaultClient.Do(req)
+	c := g.client
+	if c == nil {
+		c = http.DefaultClient
+	}
+	resp, err := c.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
+	_, _ = io.Copy(io.Discard, resp.Body) // so the connection is kept
 	resp.Body.Close()
 	return resp.StatusCode
 }
@@ -223,5 +231,38 @@ func TestTransactionGapTriggersCatchUp(t *testing.T) {
 	got := strings.Join(g.dispatched(), " ")
 	if !strings.HasPrefix(got, "$7 $8 $left $10 $11") {
 		t.Fatalf("dispatched %q: want the left-behind message before transaction 10's", got)
+	}
+}
+
+// A transaction that opens a new connection after an earlier one carried
+// transactions (the homeserver restarted) is preceded by a catch-up pass;
+// transactions on a kept connection, and the run's first, are not.
+func TestReconnectedHomeserverTriggersCatchUp(t *testing.T) {
+	g := newRig(t)
+	g.srv.Close()
+	g.srv = httptest.NewUnstartedServer(Wrap(http.NotFoundHandler(), g.h))
+	g.srv.Config.ConnContext = ConnContext
+	g.srv.Start()
+	t.Cleanup(g.srv.Close)
+	g.client = &http.Client{Transport: &http.Transport{}}
+	var reasons []string
+	g.h.CatchUp = func(_ context.Context, reason string) {
+		reasons = append(reasons, reason)
+		g.h.DeliverMissed(t.Context(), "!r:x", []*event.Event{{ID: "$lost-in-restart", Type: event.EventMessage, Sender: "@a:x"}})
+	}
+	g.put(t, "a1", msg("$a1"))
+	g.put(t, "a2", msg("$a2"))
+	if len(reasons) != 0 {
+		t.Fatalf("catch-up ran for %v on the first connection", reasons)
+	}
+	g.srv.CloseClientConnections() // the homeserver restarts: a new process, a new client
+	g.client = &http.Client{Transport: &http.Transport{}}
+	g.put(t, "b1", msg("$b1"))
+	g.put(t, "b2", msg("$b2"))
+	if len(reasons) != 1 || reasons[0] != "homeserver reconnected" {
+		t.Fatalf("catch-up ran for %v, want once for the reconnection", reasons)
+	}
+	if got := strings.Join(g.dispatched(), " "); got != "$a1 $a2 $lost-in-restart $b1 $b2" {
+		t.Fatalf("dispatched %q: want what catch-up found before the new connection's transaction", got)
 	}
 }

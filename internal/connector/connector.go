@@ -92,6 +92,9 @@ type Connector struct {
 	br      *bridgev2.Bridge
 	status  *StatusMatrix
 	started time.Time // when this process started handling messages
+	// caughtUp: portals whose history the homeserver has shown up to a
+	// mark written after this process started (see awaitRoomCaughtUp).
+	caughtUp sync.Map
 
 	// streamClient carries streamed files (see mediahttp.go).
 	streamOnce   sync.Once

@@ -69,7 +69,15 @@ func TestCatchUpDeliversWhatTheHomeserverLost(t *testing.T) {
 	waitPhone := func(stage string) {
 		t.Helper()
 		if _, err := st.WaitSent(ctx, func(s sim.Sent) bool { return s.Text == want[len(want)-1] }); err != nil {
-			t.Fatalf("%s: %v", stage, err)
+			var got []string
+			sent, lerr := st.Sent(context.WithoutCancel(ctx))
+			for _, s := range sent {
+				got = append(got, s.Text)
+			}
+			if lerr != nil {
+				got = append(got, "(listing failed: "+lerr.Error()+")")
+			}
+			t.Fatalf("%s: %v; want %q, the phone sent %q", stage, err, want[len(want)-1], got)
 		}
 	}
 

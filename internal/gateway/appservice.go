@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"maunium.net/go/mautrix"
+
+	"github.com/rcsgate/rcsgate/internal/astxn"
 )
 
 // The appservice listener takes transactions from the homeserver, and
@@ -46,6 +48,7 @@ func newAppserviceServer(ln net.Listener, h http.Handler, hsToken string, lim ap
 		ReadTimeout:       lim.ReadTimeout,
 		IdleTimeout:       lim.IdleTimeout,
 		MaxHeaderBytes:    lim.MaxHeaderBytes,
+		ConnContext:       astxn.ConnContext,
 	}
 	return srv, &limitListener{Listener: ln, sem: make(chan struct{}, lim.MaxConns)}
 }

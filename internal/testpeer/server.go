@@ -25,6 +25,10 @@ type server struct {
 	client       *http.Client
 	proc         *process
 	startupTime  time.Duration
+	// crashedAtStart, if set, recognises in the log a crash during start-up
+	// that a supervisor (systemd's Restart=) would answer by starting the
+	// server again: start does the same, on the same port.
+	crashedAtStart func(logTail string) bool
 }
 
 // prepare does the set-up common to every peer: an absolute, existing state
@@ -56,10 +60,6 @@ func prepare(ctx context.Context, opts Options) (dir, serverName string, sctx co
 // for it (portInUse says so from its log), tries another. args gives the
 // command line for a port and rewrites whatever else depends on it.
 func (s *server) start(ctx context.Context, opts Options, bin string, args func(port int) ([]string, error), portInUse func(logTail string) bool) error {
-	attempts := 1
-	if opts.Port == 0 {
-		attempts = portAttempts
-	}
 	for attempt := 1; ; attempt++ {
 		port := opts.Port
 		if port == 0 {
@@ -80,7 +80,15 @@ func (s *server) start(ctx context.Context, opts Options, bin string, args func(
 		if err == nil {
 			return nil
 		}
-		if attempt >= attempts || !errors.Is(err, errExitedEarly) || !portInUse(s.proc.logTail()) {
+		if attempt >= portAttempts || !errors.Is(err, errExitedEarly) {
+			return err
+		}
+		tail := s.proc.logTail()
+		if s.crashedAtStart != nil && s.crashedAtStart(tail) {
+			opts.Port = port // as a supervisor would: same server, same port
+			continue
+		}
+		if opts.Port != 0 || !portInUse(tail) {
 			return err
 		}
 	}
