@@ -157,18 +157,8 @@ const (
 // Poll timing for the watch on the homeserver.
 const (
 	watchTimeout = 30 * time.Second
-)
-
-// settleSchedule: extra passes after a start or a come-back, counted from
-// it. A homeserver that just restarted can leave its first pushes out:
-// Dendrite 0.13.8 after its own crash did not push a message sent a moment
-// later (its queue's consumer was ahead of the queue it found on disk), and
-// nothing else would have triggered a pass for 10 minutes.
-var settleSchedule = []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second, 32 * time.Second}
-
-const (
-	minPoll    = 250 * time.Millisecond
-	maxBackoff = 5 * time.Second
+	minPoll      = 250 * time.Millisecond
+	maxBackoff   = 5 * time.Second
 )
 
 // trackedTypes are what astxn.Tracked accepts: what users send, no state.
@@ -202,24 +192,10 @@ func (r *Runner) Run(ctx context.Context) {
 	r.Deliver.Release()
 
 	last := r.now()
-	settle := settleAfter(time.Now())
 	var since string
 	for ctx.Err() == nil {
-		if len(settle) > 0 && !time.Now().Before(settle[0]) {
-			for len(settle) > 0 && !time.Now().Before(settle[0]) {
-				settle = settle[1:]
-			}
-			r.Deliver.Hold()
-			cli = r.passOrLog(ctx, cli, "settling")
-			r.cli.Store(cli)
-			r.Deliver.Release()
-		}
-		wait := watchTimeout
-		if len(settle) > 0 {
-			wait = min(wait, time.Until(settle[0]))
-		}
 		started := time.Now()
-		next, fresh, err := r.poll(ctx, cli, since, wait)
+		next, fresh, err := r.poll(ctx, cli, since)
 		switch {
 		case ctx.Err() != nil:
 			return
@@ -233,7 +209,7 @@ func (r *Runner) Run(ctx context.Context) {
 			cli = r.passOrLog(ctx, cli, "homeserver back")
 			r.cli.Store(cli)
 			r.Deliver.Release()
-			since, last, settle = next, r.now(), settleAfter(time.Now())
+			since, last = next, r.now()
 			continue
 		case err == nil:
 			since = next
@@ -256,7 +232,7 @@ func (r *Runner) Run(ctx context.Context) {
 			cli = r.passOrLog(ctx, cli, "homeserver back")
 			r.cli.Store(cli)
 			r.Deliver.Release()
-			last, settle = r.now(), settleAfter(time.Now())
+			last = r.now()
 			continue
 		}
 		if cfg.Interval > 0 && r.now().Sub(last) >= cfg.Interval {
@@ -347,7 +323,7 @@ func (r *Runner) waitBack(ctx context.Context, cli *mautrix.Client) (string, err
 		if !ctxutil.Sleep(ctx, wait) {
 			return "", ctx.Err()
 		}
-		next, _, err := r.poll(ctx, cli, "", 0)
+		next, _, err := r.poll(ctx, cli, "")
 		if err == nil {
 			r.Log.Info().Msg("Homeserver answers again")
 			return next, nil
@@ -362,10 +338,10 @@ func (r *Runner) waitBack(ctx context.Context, cli *mautrix.Client) (string, err
 // its own and polls one at a time, so its connection is replaced only when
 // the homeserver closed it — as a restart does, even one quick enough to
 // fall between two polls.
-func (r *Runner) poll(ctx context.Context, cli *mautrix.Client, since string, wait time.Duration) (next string, fresh bool, err error) {
+func (r *Runner) poll(ctx context.Context, cli *mautrix.Client, since string) (next string, fresh bool, err error) {
 	req := mautrix.ReqSync{Since: since, FilterID: watchFilter, Client: r.watchClient(cli)}
-	if since != "" && wait > 0 {
-		req.Timeout = int(wait / time.Millisecond)
+	if since != "" {
+		req.Timeout = int(watchTimeout / time.Millisecond)
 	}
 	var newConn atomic.Bool
 	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
@@ -376,15 +352,6 @@ func (r *Runner) poll(ctx context.Context, cli *mautrix.Client, since string, wa
 		return "", false, err
 	}
 	return resp.NextBatch, newConn.Load(), nil
-}
-
-// settleAfter is settleSchedule from t on.
-func settleAfter(t time.Time) []time.Time {
-	out := make([]time.Time, len(settleSchedule))
-	for i, d := range settleSchedule {
-		out[i] = t.Add(d)
-	}
-	return out
 }
 
 // watchClient is cli's HTTP client with a connection pool of its own (see

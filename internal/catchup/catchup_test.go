@@ -404,7 +404,6 @@ func TestPassDropsTooOldAndResetsBadCheckpoint(t *testing.T) {
 }
 
 func TestRunHoldsTransactionsUntilCaughtUp(t *testing.T) {
-	noSettling(t)
 	g := newRig(t, Config{Interval: -1})
 	g.pass(t) // a checkpoint from an earlier run
 	g.hs.add(portal, alice, tMessage, "lost before the restart", g.now)
@@ -446,7 +445,6 @@ func TestRunHoldsTransactionsUntilCaughtUp(t *testing.T) {
 // A homeserver that restarts between two of the watcher's polls (no poll in
 // flight to break) is noticed by the watcher's renewed connection.
 func TestRunCatchesUpAfterRestartBetweenPolls(t *testing.T) {
-	noSettling(t)
 	g := newRig(t, Config{Interval: -1})
 	g.pass(t)
 	g.hs.busy = true
@@ -480,46 +478,6 @@ func TestRunCatchesUpAfterRestartBetweenPolls(t *testing.T) {
 	g.rec.mu.Unlock()
 	if holds != 3 {
 		t.Fatalf("holds = %d (%v), want release, hold, release", holds, g.rec.holds)
-	}
-}
-
-// noSettling turns off the extra passes after a start or come-back, for
-// tests that count passes.
-func noSettling(t *testing.T) {
-	saved := settleSchedule
-	settleSchedule = nil
-	t.Cleanup(func() { settleSchedule = saved })
-}
-
-// A homeserver that comes back may leave out its first pushes: the passes
-// that follow a start deliver a message nobody pushed, without any restart
-// or transaction to trigger them.
-func TestSettlingPassesAfterStart(t *testing.T) {
-	saved := settleSchedule
-	settleSchedule = []time.Duration{50 * time.Millisecond, 100 * time.Millisecond}
-	t.Cleanup(func() { settleSchedule = saved })
-	g := newRig(t, Config{Interval: -1})
-	g.pass(t)
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan struct{})
-	go func() { defer close(done); g.r.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	if held := within(t, g.rec.held); held {
-		t.Fatal("Run held again instead of releasing after the start pass")
-	}
-	g.hs.add(portal, alice, tMessage, "never pushed after the start", g.now)
-	// Two settling passes, each holding transactions while it runs; the
-	// message is delivered by one of them (the first may run before it).
-	for range 2 {
-		if !within(t, g.rec.held) || within(t, g.rec.held) {
-			t.Fatal("a settling pass must hold transactions, then release them")
-		}
-		if len(g.rec.bodies()) > 0 {
-			break
-		}
-	}
-	if got := g.rec.bodies(); len(got) != 1 || got[0] != "never pushed after the start" {
-		t.Fatalf("settling passes delivered %q", got)
 	}
 }
 
