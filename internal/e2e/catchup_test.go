@@ -13,6 +13,7 @@ import (
 
 	"github.com/rcsgate/rcsgate/agent/backend/sim"
 	"github.com/rcsgate/rcsgate/internal/harness"
+	"github.com/rcsgate/rcsgate/internal/testpeer"
 )
 
 // Issue 15: Matrix messages the homeserver accepted but never pushed to the
@@ -21,6 +22,14 @@ import (
 // The harness's tap plays a homeserver that loses transactions (it answers
 // 200 and passes nothing on).
 func TestCatchUpDeliversWhatTheHomeserverLost(t *testing.T) {
+	if kind, _ := testpeer.KindFromEnv(); kind == "dendrite" {
+		// Seen in about 1 run in 5 with Dendrite 0.13.8: after its own
+		// SIGKILL it did not push a message sent a moment after it was back
+		// (its appservice consumer's ack floor was ahead of the queue it
+		// restored from disk: "ack floor 39 is ahead of stream's last
+		// sequence 0"), so that message waits for catch-up's 10-min pass.
+		t.Skip("Dendrite 0.13.8: homeserver-crash catch-up not run (it may not push right after its own crash; see the comment)")
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	st, cli, mgmt := upWith(t, ctx, harness.Options{TransactionTap: true})
