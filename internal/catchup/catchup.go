@@ -22,7 +22,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/http/httptrace"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -111,8 +110,6 @@ type Runner struct {
 
 	passMu sync.Mutex                     // one pass at a time
 	cli    atomic.Pointer[mautrix.Client] // the client Run uses, for PassNow
-	// watchHTTP: the watcher's own connection pool (see poll).
-	watchHTTP *http.Client
 }
 
 // Result describes one pass.
@@ -195,22 +192,10 @@ func (r *Runner) Run(ctx context.Context) {
 	var since string
 	for ctx.Err() == nil {
 		started := time.Now()
-		next, fresh, err := r.poll(ctx, cli, since)
+		next, err := r.poll(ctx, cli, since)
 		switch {
 		case ctx.Err() != nil:
 			return
-		case err == nil && fresh && since != "":
-			// The homeserver closed the watcher's connection between two
-			// polls and answered on a new one: it may have restarted in
-			// that gap (Dendrite is back within 200 ms) and lost what it had
-			// not pushed, with no poll of ours in flight to see it die.
-			log.Info().Msg("Homeserver connection was renewed (it may have restarted); catching up")
-			r.Deliver.Hold()
-			cli = r.passOrLog(ctx, cli, "homeserver back")
-			r.cli.Store(cli)
-			r.Deliver.Release()
-			since, last = next, r.now()
-			continue
 		case err == nil:
 			since = next
 		case errors.Is(err, mautrix.MUnknownToken):
@@ -323,7 +308,7 @@ func (r *Runner) waitBack(ctx context.Context, cli *mautrix.Client) (string, err
 		if !ctxutil.Sleep(ctx, wait) {
 			return "", ctx.Err()
 		}
-		next, _, err := r.poll(ctx, cli, "")
+		next, err := r.poll(ctx, cli, "")
 		if err == nil {
 			r.Log.Info().Msg("Homeserver answers again")
 			return next, nil
@@ -333,45 +318,17 @@ func (r *Runner) waitBack(ctx context.Context, cli *mautrix.Client) (string, err
 }
 
 // poll is one long-poll /sync that asks for nothing: its only job is to
-// break when the homeserver goes away. since "" asks at once. fresh reports
-// that it went over a new connection: the watcher has a connection pool of
-// its own and polls one at a time, so its connection is replaced only when
-// the homeserver closed it — as a restart does, even one quick enough to
-// fall between two polls.
-func (r *Runner) poll(ctx context.Context, cli *mautrix.Client, since string) (next string, fresh bool, err error) {
-	req := mautrix.ReqSync{Since: since, FilterID: watchFilter, Client: r.watchClient(cli)}
+// break when the homeserver goes away. since "" asks at once.
+func (r *Runner) poll(ctx context.Context, cli *mautrix.Client, since string) (string, error) {
+	req := mautrix.ReqSync{Since: since, FilterID: watchFilter}
 	if since != "" {
 		req.Timeout = int(watchTimeout / time.Millisecond)
 	}
-	var newConn atomic.Bool
-	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
-		GotConn: func(info httptrace.GotConnInfo) { newConn.Store(!info.Reused) },
-	})
 	resp, err := cli.FullSyncRequest(ctx, req)
 	if err != nil {
-		return "", false, err
+		return "", err
 	}
-	return resp.NextBatch, newConn.Load(), nil
-}
-
-// watchClient is cli's HTTP client with a connection pool of its own (see
-// poll); a transport that is not an *http.Transport is shared as it is.
-func (r *Runner) watchClient(cli *mautrix.Client) *http.Client {
-	if r.watchHTTP != nil {
-		return r.watchHTTP
-	}
-	c := &http.Client{}
-	if cli.Client != nil {
-		*c = *cli.Client
-	}
-	switch t := c.Transport.(type) {
-	case nil:
-		c.Transport = http.DefaultTransport.(*http.Transport).Clone()
-	case *http.Transport:
-		c.Transport = t.Clone()
-	}
-	r.watchHTTP = c
-	return c
+	return resp.NextBatch, nil
 }
 
 // Pass delivers what arrived since the checkpoint and was not handled, and
