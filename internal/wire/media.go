@@ -297,8 +297,16 @@ func (r *MediaReader) Read(p []byte) (int, error) {
 		if r.h != nil {
 			r.h.Write(p[:n])
 		}
+		// A reader may hand the last bytes together with io.EOF (a QUIC
+		// stream whose sender closed right after them): only an end
+		// before every byte is an error; a trailer still owed is asked
+		// for, and found missing, in finish.
 		if err == io.EOF {
-			err = io.ErrUnexpectedEOF
+			if r.left > 0 {
+				err = io.ErrUnexpectedEOF
+			} else {
+				err = nil
+			}
 		}
 		if err != nil {
 			r.err = fmt.Errorf("media receive after %d of %d bytes: %w", r.hdr.Size-r.left, r.hdr.Size, err)

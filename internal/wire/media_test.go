@@ -9,6 +9,7 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"testing/iotest"
 )
 
 func sha(b []byte) string { h := sha256.Sum256(b); return hex.EncodeToString(h[:]) }
@@ -332,6 +333,52 @@ func TestCopyAhead(t *testing.T) {
 			}
 			if err != nil || n != tc.n || !bytes.Equal(got.Bytes(), tc.want) {
 				t.Fatalf("copied %d bytes (%d in dst), err %v", n, got.Len(), err)
+			}
+		})
+	}
+}
+
+// A stream may hand its last bytes together with io.EOF (the sender closed
+// right after them): that is the end of a complete file, but still an
+// error for a file cut short or a trailer that never came.
+func TestMediaReaderLastBytesWithEOF(t *testing.T) {
+	data := bytes.Repeat([]byte("rcsgate "), 9_000)
+	frame := func(body []byte, hash string, trailer *MediaTrailer) []byte {
+		var b bytes.Buffer
+		_ = WriteMsg(&b, MediaHeader{ID: "m", Size: int64(len(data)), Total: int64(len(data)), SHA256: hash})
+		b.Write(body)
+		if trailer != nil {
+			_ = WriteMsg(&b, *trailer)
+		}
+		return b.Bytes()
+	}
+	for _, tc := range []struct {
+		name    string
+		answer  []byte
+		keep    int
+		wantErr bool
+	}{
+		{name: "complete, hash up front", answer: frame(data, sha(data), nil)},
+		{name: "complete, hash up front, holdback", answer: frame(data, sha(data), nil), keep: 4096},
+		{name: "complete, hash in the trailer", answer: frame(data, "", &MediaTrailer{SHA256: sha(data)})},
+		{name: "cut short", answer: frame(data[:len(data)-10], sha(data), nil), wantErr: true},
+		{name: "trailer missing", answer: frame(data, "", nil), wantErr: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rw := &fakeStream{r: iotest.DataErrReader(chunkReader{bytes.NewReader(tc.answer), 1 << 20})}
+			r, err := OpenMediaStream(rw, "m", 0, "", 1<<20, tc.keep)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got bytes.Buffer
+			_, err = r.WriteTo(&got)
+			switch {
+			case tc.wantErr && err == nil:
+				t.Fatal("an incomplete stream read as complete")
+			case !tc.wantErr && err != nil:
+				t.Fatalf("complete stream failed: %v", err)
+			case !tc.wantErr && (!bytes.Equal(got.Bytes(), data) || !r.Checked()):
+				t.Fatalf("read %d of %d bytes, checked %v", got.Len(), len(data), r.Checked())
 			}
 		})
 	}
