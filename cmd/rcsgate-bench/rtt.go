@@ -8,6 +8,7 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/rcsgate/rcsgate/internal/ctxutil"
 	"github.com/rcsgate/rcsgate/internal/harness"
 )
 
@@ -92,14 +93,10 @@ func interleavedRoundTrips(paths []rttPath, warmup, n int) ([][]trip, error) {
 // settle lets the previous block's leftover work finish (a pause in a
 // measurement, not a wait for a result).
 func settle(ctx context.Context) error {
-	t := time.NewTimer(rttSettle)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
+	if !ctxutil.Sleep(ctx, rttSettle) {
 		return ctx.Err()
-	case <-t.C:
-		return nil
 	}
+	return nil
 }
 
 // roundTrip sends body into p's room and waits for p's peer to send it back.

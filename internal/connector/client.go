@@ -15,6 +15,7 @@ import (
 	"maunium.net/go/mautrix/bridgev2/status"
 	"maunium.net/go/mautrix/event"
 
+	"github.com/rcsgate/rcsgate/internal/ctxutil"
 	"github.com/rcsgate/rcsgate/internal/phone"
 	"github.com/rcsgate/rcsgate/internal/redact"
 	"github.com/rcsgate/rcsgate/internal/wire"
@@ -302,14 +303,10 @@ func (c *Connector) settleCrashedSend(ctx context.Context, msgID string) error {
 	}
 	zerolog.Ctx(ctx).Info().Str("msg_id", msgID).Dur("wait", wait).
 		Msg("Message was being sent when the bridge stopped; letting the homeserver finish first")
-	t := time.NewTimer(wait)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
+	if !ctxutil.Sleep(ctx, wait) {
 		return ctx.Err()
-	case <-t.C:
-		return nil
 	}
+	return nil
 }
 
 // HandleStatus turns the phone's delivery states into Matrix send statuses,

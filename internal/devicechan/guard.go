@@ -15,6 +15,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 
+	"github.com/rcsgate/rcsgate/internal/ctxutil"
 	"github.com/rcsgate/rcsgate/internal/pki"
 	"github.com/rcsgate/rcsgate/internal/ratelog"
 	"github.com/rcsgate/rcsgate/internal/store"
@@ -265,12 +266,7 @@ func (s *Server) verifyPeer(cs tls.ConnectionState, remote net.Addr) error {
 // lingerClose ends a refused connection once the peer has closed it or
 // refuseLinger has passed, whichever comes first.
 func lingerClose(conn *quic.Conn, code quic.ApplicationErrorCode, msg string) {
-	t := time.NewTimer(refuseLinger)
-	defer t.Stop()
-	select {
-	case <-conn.Context().Done():
-	case <-t.C:
-	}
+	ctxutil.Sleep(conn.Context(), refuseLinger)
 	_ = conn.CloseWithError(code, msg)
 }
 
