@@ -211,7 +211,7 @@ func (in *inbound) message() error {
 		if done, err := in.c.br.DB.Message.GetFirstPartByID(ctx, in.portal.Receiver, networkid.MessageID(in.msg.ID)); err != nil {
 			return err
 		} else if done != nil {
-			return in.c.store.ClearInflight(context.WithoutCancel(ctx), in.msg.ID)
+			return in.c.store.ClearInflight(context.WithoutCancel(ctx), key)
 		}
 		if err := in.c.settleCrashedSend(ctx, in.msg.ID); err != nil {
 			return err

@@ -2,9 +2,11 @@ package e2e
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"math/rand"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"sync"
@@ -80,6 +82,30 @@ func TestCrashBothWaysExactlyOnce(t *testing.T) {
 		n, total.Round(time.Millisecond), handedIn.Round(time.Millisecond), downtime, l.sendRetries.Load(), l.injectRetries.Load())
 	t.Logf("agent log: duplicate sends dropped by the phone %d, re-handed inbound %d; rcsgate log lines with 'duplicate' %d",
 		countLog(st.AgentLog(), "duplicate send dropped"), countLog(st.AgentLog(), "phone handed a message again"), countLog(st.GatewayLog(), "uplicate"))
+	// Every phone message is in Matrix, so no send is still marked in
+	// flight — also those a kill cut after bridgev2 had recorded them.
+	if err := st.StopGateway(syscall.SIGTERM); err != nil {
+		t.Fatalf("stop bridge: %v", err)
+	}
+	if n := countInflight(t, filepath.Join(st.Opts.Dir, "rcsgate", "rcsgate.db")); n != 0 {
+		t.Errorf("%d phone messages still marked in flight after all were delivered; want 0", n)
+	}
+}
+
+// countInflight counts the phone messages rcsgate's store marks as being
+// sent to Matrix.
+func countInflight(t *testing.T, path string) int {
+	t.Helper()
+	db, err := sql.Open("sqlite3", "file:"+path+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var n int
+	if err := db.QueryRow(`SELECT COUNT(*) FROM inflight`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 // skipCrash skips the long crash tests with RCSGATE_CRASH=0 or -short.

@@ -106,6 +106,13 @@ namespaces:
 			putJSON(t, ctx, again.URL()+"/_matrix/client/v3/rooms/"+room.RoomID+"/send/m.room.message/q2", acct.AccessToken,
 				map[string]any{"msgtype": "m.text", "body": "after the restart"}, &after)
 			waitSeen(t, ctx, as.seen, sent.EventID, "delivery after the restart")
+			if kind == "dendrite" && jetstreamLostItsSequence(again.LogPath()) {
+				// Dendrite 0.13.8's NATS, killed, sometimes restores a
+				// stream at sequence 0 while its consumers keep their ack
+				// floor: the events that reuse those numbers are never
+				// handed on (rcsgate's catch-up finds them; see README).
+				t.Skip("Dendrite 0.13.8: JetStream restored a stream behind its consumers' ack floor; the queue's next events are not pushed")
+			}
 			// and the queue goes on.
 			waitSeen(t, ctx, as.seen, after.EventID, "delivery of a message sent after the restart")
 		})
@@ -163,4 +170,11 @@ func waitSeen(t *testing.T, ctx context.Context, seen <-chan string, eventID, wh
 			t.Fatalf("no %s of %s: %v", what, eventID, ctx.Err())
 		}
 	}
+}
+
+// jetstreamLostItsSequence reports whether Dendrite's log shows NATS
+// restoring a stream whose consumers had acknowledged past its end.
+func jetstreamLostItsSequence(logPath string) bool {
+	b, err := os.ReadFile(logPath)
+	return err == nil && strings.Contains(string(b), "is ahead of stream's last sequence")
 }
