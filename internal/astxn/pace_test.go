@@ -21,8 +21,9 @@ func TestPaceSyncs(t *testing.T) {
 	inner := &countingTransport{}
 	cli := &http.Client{Transport: inner}
 	PaceSyncs(cli, time.Hour)
+	timeout := "30000"
 	get := func(ctx context.Context, path, token string) error {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://hs"+path+"?filter=1&timeout=30000", nil)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://hs"+path+"?filter=1&timeout="+timeout, nil)
 		req.Header.Set("Authorization", "Bearer "+token)
 		resp, err := cli.Do(req)
 		if err == nil {
@@ -45,7 +46,11 @@ func TestPaceSyncs(t *testing.T) {
 	if err := get(ctx, "/_matrix/client/v1/media/download/hs/x", "crypto"); err != nil {
 		t.Fatalf("other requests must not wait: %v", err)
 	}
-	if len(inner.calls) != 3 {
-		t.Fatalf("requests sent %v, want three (the held sync never went)", inner.calls)
+	timeout = "0"
+	if err := get(cancelled, "/_matrix/client/v3/sync", "crypto"); err != nil {
+		t.Fatalf("a sync that does not long-poll must go at once: %v", err)
+	}
+	if len(inner.calls) != 4 {
+		t.Fatalf("requests sent %v, want four (the held sync never went)", inner.calls)
 	}
 }
