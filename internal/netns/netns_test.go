@@ -149,13 +149,16 @@ func TestDelayRelay(t *testing.T) {
 	if _, err := c.Write([]byte("ping")); err != nil {
 		t.Fatal(err)
 	}
-	_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	// The echo must come back (a deadline only so a lost packet fails
+	// rather than hangs; generous, as a loaded machine is slow) and no
+	// sooner than the relay's delay each way: that is what it is for.
+	_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
 	buf := make([]byte, 64)
 	n, err := c.Read(buf)
 	if err != nil || string(buf[:n]) != "ping" {
 		t.Fatalf("echo through relay: %q %v", buf[:n], err)
 	}
-	if rtt := time.Since(start); rtt < 200*time.Millisecond || rtt > time.Second {
-		t.Fatalf("round trip %s, want about 200 ms", rtt)
+	if rtt := time.Since(start); rtt < 200*time.Millisecond {
+		t.Fatalf("round trip %s, want at least the relay's 100 ms each way", rtt)
 	}
 }
