@@ -1,6 +1,7 @@
 package astxn
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -33,12 +34,21 @@ type ValueStore interface {
 	SetValue(ctx context.Context, key, value string) error
 }
 
-// SyncDevice hands out clients of the bot's sync device. Callers share its
-// one access token: logging the device in again (tuwunel then drops the old
-// token) happens only when the homeserver no longer takes the token.
+// SyncDevice hands out clients of a sync device: the bot's (RCSGATESYNC),
+// or, with User set, a device of another user of the appservice's
+// namespace (registered first if needed). Callers share its one access
+// token: logging the device in again (tuwunel then drops the old token)
+// happens only when the homeserver no longer takes the token.
 type SyncDevice struct {
 	AS    *appservice.AppService
 	Store ValueStore
+	// User, Device and TokenKey name another user's device and where its
+	// token is kept; zero: the bot's SyncDeviceID under syncTokenKey.
+	User     id.UserID
+	Device   id.DeviceID
+	TokenKey string
+	// Purpose is the device's display name.
+	Purpose string
 
 	mu sync.Mutex
 }
@@ -50,18 +60,21 @@ func (d *SyncDevice) Client(ctx context.Context) (*mautrix.Client, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	bot := d.AS.BotClient()
+	user := cmp.Or(d.User, bot.UserID)
+	device := cmp.Or(d.Device, SyncDeviceID)
+	tokenKey := cmp.Or(d.TokenKey, syncTokenKey)
 	newClient := func(token string) (*mautrix.Client, error) {
-		cli, err := mautrix.NewClient(bot.HomeserverURL.String(), bot.UserID, token)
+		cli, err := mautrix.NewClient(bot.HomeserverURL.String(), user, token)
 		if err != nil {
 			return nil, err
 		}
-		cli.DeviceID = SyncDeviceID
+		cli.DeviceID = device
 		cli.Client = d.AS.HTTPClient
-		cli.Log = bot.Log.With().Str("device", string(SyncDeviceID)).Logger()
+		cli.Log = bot.Log.With().Str("device", string(device)).Logger()
 		cli.UserAgent = bot.UserAgent
 		return cli, nil
 	}
-	if token, ok, err := d.Store.Value(ctx, syncTokenKey); err != nil {
+	if token, ok, err := d.Store.Value(ctx, tokenKey); err != nil {
 		return nil, err
 	} else if ok {
 		cli, err := newClient(token)
@@ -69,24 +82,29 @@ func (d *SyncDevice) Client(ctx context.Context) (*mautrix.Client, error) {
 			return nil, err
 		}
 		who, err := cli.Whoami(ctx)
-		if err == nil && who.UserID == bot.UserID {
+		if err == nil && who.UserID == user {
 			return cli, nil
 		}
 		if err != nil && !errors.Is(err, mautrix.MUnknownToken) {
-			return nil, fmt.Errorf("bot sync device: check token: %w", err)
+			return nil, fmt.Errorf("sync device %s: check token: %w", device, err)
 		}
 		// Forgotten by the homeserver (a restored or reset server): log in again.
 	}
+	if user != bot.UserID {
+		if err := d.AS.Intent(user).EnsureRegistered(ctx); err != nil {
+			return nil, fmt.Errorf("sync device %s: register %s: %w", device, user, err)
+		}
+	}
 	resp, err := bot.Login(ctx, &mautrix.ReqLogin{
 		Type:                     mautrix.AuthTypeAppservice,
-		Identifier:               mautrix.UserIdentifier{Type: mautrix.IdentifierTypeUser, User: string(bot.UserID)},
-		DeviceID:                 SyncDeviceID,
-		InitialDeviceDisplayName: "rcsgate sync (typing, receipts, catch-up; no keys)",
+		Identifier:               mautrix.UserIdentifier{Type: mautrix.IdentifierTypeUser, User: string(user)},
+		DeviceID:                 device,
+		InitialDeviceDisplayName: cmp.Or(d.Purpose, "rcsgate sync (typing, receipts, catch-up; no keys)"),
 	})
 	if err != nil {
-		return nil, fmt.Errorf("bot sync device: appservice login: %w", err)
+		return nil, fmt.Errorf("sync device %s: appservice login: %w", device, err)
 	}
-	if err := d.Store.SetValue(ctx, syncTokenKey, resp.AccessToken); err != nil {
+	if err := d.Store.SetValue(ctx, tokenKey, resp.AccessToken); err != nil {
 		return nil, err
 	}
 	return newClient(resp.AccessToken)

@@ -8,7 +8,7 @@
 // checkpoint (a sync token kept in SQLite), in the order the homeserver
 // stored it; a room with more than a page of news is paged through with
 // /messages from the checkpoint on, oldest first. Each pass is bounded by age and count (Config). A pass runs at
-// start, when the homeserver comes back after the bot's long-poll on it
+// start, when the homeserver comes back after the watch's long-poll on it
 // broke (it died or restarted), when a transaction id shows the homeserver
 // left one behind (PassNow, before that transaction is handled), and every
 // Config.Interval as a safety net. While a start or come-back pass runs,
@@ -96,9 +96,15 @@ type Runner struct {
 	Cfg Config
 	// Client returns the bot's sync device (astxn.SyncDevice); it is called
 	// again after the homeserver refused the device's token.
-	Client  func(ctx context.Context) (*mautrix.Client, error)
-	Store   Store
-	Deliver Deliverer
+	Client func(ctx context.Context) (*mautrix.Client, error)
+	// WatchClient, if set, returns the client whose long-poll watches the
+	// homeserver (nil: Client's). A user in no room is best: the homeserver
+	// computes a sync for each of the bot's long-polls at every event in
+	// any portal — work on the message's path — and wakes a roomless
+	// user's only for its own news.
+	WatchClient func(ctx context.Context) (*mautrix.Client, error)
+	Store       Store
+	Deliver     Deliverer
 	// Portals lists the portal rooms; nothing elsewhere is delivered late
 	// (a bot command replayed in a management room could act twice).
 	Portals func(ctx context.Context) (map[id.RoomID]bool, error)
@@ -187,30 +193,39 @@ func (r *Runner) Run(ctx context.Context) {
 	cli = r.passOrLog(ctx, cli, "start")
 	r.cli.Store(cli)
 	r.Deliver.Release()
+	watch := r.watchClient(ctx, cli)
+	if watch == nil {
+		return
+	}
 
 	last := r.now()
 	var since string
 	for ctx.Err() == nil {
 		started := time.Now()
-		next, err := r.poll(ctx, cli, since)
+		next, err := r.poll(ctx, watch, since)
 		switch {
 		case ctx.Err() != nil:
 			return
 		case err == nil:
 			since = next
 		case errors.Is(err, mautrix.MUnknownToken):
-			log.Warn().Err(err).Msg("Homeserver no longer knows the bot's sync device; logging it in again")
-			if cli = r.client(ctx); cli == nil {
+			log.Warn().Err(err).Msg("Homeserver no longer knows the watch's device; logging it in again")
+			if r.WatchClient == nil {
+				if cli = r.client(ctx); cli == nil {
+					return
+				}
+				r.cli.Store(cli)
+			}
+			if watch = r.watchClient(ctx, cli); watch == nil {
 				return
 			}
-			r.cli.Store(cli)
 			continue
 		default:
 			// The long-poll broke: the homeserver died or restarted. Until
 			// the pass after it is back, transactions wait.
 			log.Warn().Err(err).Msg("Homeserver unreachable; catching up once it is back")
 			r.Deliver.Hold()
-			if since, err = r.waitBack(ctx, cli); err != nil {
+			if since, err = r.waitBack(ctx, watch); err != nil {
 				r.Deliver.Release()
 				return
 			}
@@ -246,13 +261,27 @@ func (r *Runner) PassNow(ctx context.Context, reason string) {
 
 // client gets the sync device, retrying with backoff; nil when ctx ended.
 func (r *Runner) client(ctx context.Context) *mautrix.Client {
+	return r.retry(ctx, r.Client, "Bot sync device unavailable; catch-up waits")
+}
+
+// watchClient is the client that watches the homeserver: WatchClient's, or
+// cli when there is none; nil when ctx ended.
+func (r *Runner) watchClient(ctx context.Context, cli *mautrix.Client) *mautrix.Client {
+	if r.WatchClient == nil {
+		return cli
+	}
+	return r.retry(ctx, r.WatchClient, "Catch-up's watch device unavailable; it waits")
+}
+
+// retry calls get until it gives a client, with backoff; nil when ctx ended.
+func (r *Runner) retry(ctx context.Context, get func(context.Context) (*mautrix.Client, error), msg string) *mautrix.Client {
 	wait := minPoll
 	for {
-		cli, err := r.Client(ctx)
+		cli, err := get(ctx)
 		if err == nil {
 			return cli
 		}
-		r.Log.Warn().Err(err).Dur("retry_in", wait).Msg("Bot sync device unavailable; catch-up waits")
+		r.Log.Warn().Err(err).Dur("retry_in", wait).Msg(msg)
 		if !ctxutil.Sleep(ctx, wait) {
 			return nil
 		}

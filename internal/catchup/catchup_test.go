@@ -3,9 +3,11 @@ package catchup
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,6 +29,9 @@ type fakeHS struct {
 	syncs   int
 	pollers int // long-polls under way
 	polled  chan struct{}
+	// who asked: "poll <token>" for each long-poll, "sync <token>" for
+	// each other sync
+	asked []string
 }
 
 type fakeEvent struct {
@@ -77,9 +82,11 @@ func (f *fakeHS) sync(w http.ResponseWriter, r *http.Request) {
 		}
 		since = n
 	}
+	token := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if tm, _ := strconv.Atoi(q.Get("timeout")); tm > 0 { // a long-poll: held until it breaks
 		f.mu.Lock()
 		f.pollers++
+		f.asked = append(f.asked, "poll "+token)
 		f.mu.Unlock()
 		select {
 		case f.polled <- struct{}{}:
@@ -91,6 +98,7 @@ func (f *fakeHS) sync(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.syncs++
+	f.asked = append(f.asked, "sync "+token)
 	limit := 100
 	if filter.Room != nil && filter.Room.Timeline != nil && filter.Room.Timeline.Limit > 0 {
 		limit = filter.Room.Timeline.Limit
@@ -431,6 +439,59 @@ func TestRunHoldsTransactionsUntilCaughtUp(t *testing.T) {
 	}
 	if got := g.rec.bodies(); len(got) != 2 || got[1] != "lost in the homeserver crash" {
 		t.Fatalf("after the come-back pass delivered %q", got)
+	}
+}
+
+// The watch long-polls with its own client (a user in no room, so portal
+// traffic never wakes it), and passes sync with the bot's; a watch device
+// the homeserver will not give does not keep transactions held.
+func TestWatchUsesItsOwnClient(t *testing.T) {
+	g := newRig(t, Config{Interval: -1})
+	g.pass(t) // a checkpoint from an earlier run
+	watchUp := make(chan bool, 1)
+	watchUp <- false // the first attempt fails
+	g.r.WatchClient = func(context.Context) (*mautrix.Client, error) {
+		select {
+		case ok := <-watchUp:
+			if !ok {
+				return nil, errors.New("login refused")
+			}
+		default:
+		}
+		return mautrix.NewClient(g.srv.URL, "@rcs__watch:x", "watch-token")
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { defer close(done); g.r.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	if held := <-g.rec.held; held {
+		t.Fatal("Run held instead of releasing after the start pass")
+	}
+	<-g.hs.polled // the watch got its client after a retry and polls
+
+	g.hs.mu.Lock()
+	g.hs.down = true
+	g.hs.mu.Unlock()
+	g.srv.CloseClientConnections()
+	if held := <-g.rec.held; !held {
+		t.Fatal("transactions not held while the homeserver is away")
+	}
+	g.hs.mu.Lock()
+	g.hs.down = false
+	g.hs.mu.Unlock()
+	if held := <-g.rec.held; held {
+		t.Fatal("not released after the homeserver came back")
+	}
+	<-g.hs.polled // watching again
+	g.hs.mu.Lock()
+	asked := append([]string(nil), g.hs.asked...)
+	g.hs.mu.Unlock()
+	// The rig's first pass, the start pass, the watch's first sync (no
+	// since: timeout 0) and its long-poll, its first sync once the
+	// homeserver is back, the come-back pass, the watch's long-poll.
+	want := []string{"sync token", "sync token", "sync watch-token", "poll watch-token", "sync watch-token", "sync token", "poll watch-token"}
+	if !slices.Equal(asked, want) {
+		t.Fatalf("syncs asked %q, want %q", asked, want)
 	}
 }
 

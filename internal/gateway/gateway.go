@@ -48,6 +48,13 @@ const (
 	BridgeFile = "bridge.db"
 )
 
+// The homeserver watch's user and device: the user is the ghost prefix +
+// "_watch" ("_" is in no ghost id: those are base32 or "me.<device>").
+const (
+	watchLocalpartSuffix = "_watch"
+	watchDeviceID        = id.DeviceID("RCSGATEWATCH")
+)
+
 // NewLogger writes JSON lines through the number-masking writer.
 func NewLogger(w io.Writer, level string) (zerolog.Logger, error) {
 	lvl, err := zerolog.ParseLevel(or(level, "info"))
@@ -337,8 +344,15 @@ func Run(ctx context.Context, cfg *Config, log zerolog.Logger, ls Listeners, rea
 	quiet.Start(ctx)
 	quiet.Ensure(mx.AS.BotMXID())
 	syncDevice := (&astxn.SyncDevice{AS: mx.AS, Store: st}).Client
+	// Catch-up watches the homeserver as a user in no room (see
+	// catchup.Runner.WatchClient), named in the ghosts' namespace with a
+	// character no ghost id has.
+	watchDevice := (&astxn.SyncDevice{AS: mx.AS, Store: st,
+		User:   id.NewUserID(bc.AppService.FormatUsername(watchLocalpartSuffix), bc.Homeserver.Domain),
+		Device: watchDeviceID, TokenKey: "catchup_watch_device_token", Purpose: "rcsgate homeserver watch (in no room; no keys)",
+	}).Client
 	catchUp := &catchup.Runner{
-		Cfg: cfg.CatchUp, Client: syncDevice, Store: st, Deliver: txns,
+		Cfg: cfg.CatchUp, Client: syncDevice, WatchClient: watchDevice, Store: st, Deliver: txns,
 		Portals: func(ctx context.Context) (map[id.RoomID]bool, error) { return portalRooms(ctx, br) },
 		Own:     own,
 		Log:     log.With().Str("component", "catchup").Logger(),
