@@ -309,6 +309,25 @@ func newRig(t *testing.T, cfg Config) *rig {
 	return g
 }
 
+// run runs the Runner until the test ends.
+func (g *rig) run(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { defer close(done); g.r.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+// setDown makes the homeserver refuse everything (breaking the long-poll
+// under way) or answer again.
+func (g *rig) setDown(down bool) {
+	g.hs.mu.Lock()
+	g.hs.down = down
+	g.hs.mu.Unlock()
+	if down {
+		g.srv.CloseClientConnections()
+	}
+}
+
 func (g *rig) pass(t *testing.T) Result {
 	t.Helper()
 	cli, _ := g.r.Client(t.Context())
@@ -407,10 +426,7 @@ func TestRunHoldsTransactionsUntilCaughtUp(t *testing.T) {
 	g := newRig(t, Config{Interval: -1})
 	g.pass(t) // a checkpoint from an earlier run
 	g.hs.add(portal, alice, tMessage, "lost before the restart", g.now)
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan struct{})
-	go func() { defer close(done); g.r.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	g.run(t)
 
 	// The caller held transactions; Run releases them after the start pass.
 	if held := <-g.rec.held; held {
@@ -423,17 +439,12 @@ func TestRunHoldsTransactionsUntilCaughtUp(t *testing.T) {
 
 	// The homeserver dies (the long-poll breaks) and comes back: held
 	// until the pass after it, which finds what it lost meanwhile.
-	g.hs.mu.Lock()
-	g.hs.down = true
-	g.hs.mu.Unlock()
-	g.srv.CloseClientConnections()
+	g.setDown(true)
 	if held := <-g.rec.held; !held {
 		t.Fatal("transactions not held while the homeserver is away")
 	}
 	g.hs.add(portal, alice, tMessage, "lost in the homeserver crash", g.now)
-	g.hs.mu.Lock()
-	g.hs.down = false
-	g.hs.mu.Unlock()
+	g.setDown(false)
 	if held := <-g.rec.held; held {
 		t.Fatal("not released after the homeserver came back")
 	}
@@ -460,25 +471,17 @@ func TestWatchUsesItsOwnClient(t *testing.T) {
 		}
 		return mautrix.NewClient(g.srv.URL, "@rcs__watch:x", "watch-token")
 	}
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan struct{})
-	go func() { defer close(done); g.r.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	g.run(t)
 	if held := <-g.rec.held; held {
 		t.Fatal("Run held instead of releasing after the start pass")
 	}
 	<-g.hs.polled // the watch got its client after a retry and polls
 
-	g.hs.mu.Lock()
-	g.hs.down = true
-	g.hs.mu.Unlock()
-	g.srv.CloseClientConnections()
+	g.setDown(true)
 	if held := <-g.rec.held; !held {
 		t.Fatal("transactions not held while the homeserver is away")
 	}
-	g.hs.mu.Lock()
-	g.hs.down = false
-	g.hs.mu.Unlock()
+	g.setDown(false)
 	if held := <-g.rec.held; held {
 		t.Fatal("not released after the homeserver came back")
 	}
