@@ -275,17 +275,16 @@ func (r *Runner) watchClient(ctx context.Context, cli *mautrix.Client) *mautrix.
 
 // retry calls get until it gives a client, with backoff; nil when ctx ended.
 func (r *Runner) retry(ctx context.Context, get func(context.Context) (*mautrix.Client, error), msg string) *mautrix.Client {
-	wait := minPoll
+	wait := ctxutil.Doubling{Next: minPoll, Max: maxBackoff}
 	for {
 		cli, err := get(ctx)
 		if err == nil {
 			return cli
 		}
-		r.Log.Warn().Err(err).Dur("retry_in", wait).Msg(msg)
-		if !ctxutil.Sleep(ctx, wait) {
+		r.Log.Warn().Err(err).Dur("retry_in", wait.Next).Msg(msg)
+		if !wait.Wait(ctx) {
 			return nil
 		}
-		wait = min(2*wait, maxBackoff)
 	}
 }
 
@@ -332,9 +331,9 @@ func (r *Runner) logPass(res Result, reason string, round int) {
 // waitBack polls until the homeserver answers again and returns a fresh
 // long-poll token.
 func (r *Runner) waitBack(ctx context.Context, cli *mautrix.Client) (string, error) {
-	wait := minPoll
+	wait := ctxutil.Doubling{Next: minPoll, Max: maxBackoff}
 	for {
-		if !ctxutil.Sleep(ctx, wait) {
+		if !wait.Wait(ctx) {
 			return "", ctx.Err()
 		}
 		next, err := r.poll(ctx, cli, "")
@@ -342,7 +341,6 @@ func (r *Runner) waitBack(ctx context.Context, cli *mautrix.Client) (string, err
 			r.Log.Info().Msg("Homeserver answers again")
 			return next, nil
 		}
-		wait = min(2*wait, maxBackoff)
 	}
 }
 

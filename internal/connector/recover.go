@@ -149,7 +149,8 @@ func (c *Connector) awaitRoomCaughtUp(ctx context.Context, room id.RoomID) error
 	}
 	filter := &mautrix.FilterPart{Types: []event.Type{{Type: recoveryMarkType, Class: event.StateEventType}}}
 	deadline := time.Now().Add(markWaitMax)
-	for wait := markPollMin; ; wait = min(2*wait, markPollMax) {
+	wait := ctxutil.Doubling{Next: markPollMin, Max: markPollMax}
+	for {
 		page, err := bot.Messages(ctx, room, "", "", mautrix.DirectionBackward, filter, markLookBack)
 		if err != nil {
 			return fmt.Errorf("read room for the recovery mark: %w", err)
@@ -165,7 +166,7 @@ func (c *Connector) awaitRoomCaughtUp(ctx context.Context, room id.RoomID) error
 				Msg("Homeserver did not show the recovery mark in the room's history; looking for the cut send anyway")
 			return nil
 		}
-		if !ctxutil.Sleep(ctx, wait) {
+		if !wait.Wait(ctx) {
 			return ctx.Err()
 		}
 	}

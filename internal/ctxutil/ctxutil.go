@@ -18,3 +18,17 @@ func Sleep(ctx context.Context, d time.Duration) bool {
 		return true
 	}
 }
+
+// Doubling is a pause that doubles after each wait, up to Max: the
+// schedule of a loop that polls or retries until something answers.
+type Doubling struct {
+	Next, Max time.Duration
+}
+
+// Wait sleeps the current pause (see Sleep), then doubles the next one up
+// to Max; it reports whether the whole pause passed.
+func (d *Doubling) Wait(ctx context.Context) bool {
+	ok := Sleep(ctx, d.Next)
+	d.Next = min(2*d.Next, d.Max)
+	return ok
+}
