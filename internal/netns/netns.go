@@ -8,6 +8,7 @@ package netns
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"regexp"
@@ -16,6 +17,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -65,16 +67,71 @@ func New(t testing.TB) *Pair {
 	t.Cleanup(func() { _, _ = run("ip", "netns", "del", p.B) })
 	// The veth is created directly in A with its peer in B: it never
 	// appears in the test's own namespace. Deleting a namespace deletes it.
+	// Fixed MAC addresses and permanent neighbour entries: no ARP, whose
+	// first request a link not yet switched on drops, after which the
+	// kernel waits a whole second before asking again.
 	va, vb := "rgva", "rgvb"
-	mustRun(t, "ip", "-n", p.A, "link", "add", va, "type", "veth", "peer", "name", vb, "netns", p.B)
+	const macA, macB = "02:72:67:00:00:0a", "02:72:67:00:00:0b"
+	mustRun(t, "ip", "-n", p.A, "link", "add", va, "address", macA, "type", "veth", "peer", "name", vb, "address", macB, "netns", p.B)
 	mustRun(t, "ip", "-n", p.A, "addr", "add", p.AddrA+"/30", "dev", va)
 	mustRun(t, "ip", "-n", p.B, "addr", "add", p.AddrB+"/30", "dev", vb)
+	mustRun(t, "ip", "-n", p.A, "neigh", "replace", p.AddrB, "lladdr", macB, "dev", va, "nud", "permanent")
+	mustRun(t, "ip", "-n", p.B, "neigh", "replace", p.AddrA, "lladdr", macA, "dev", vb, "nud", "permanent")
 	for _, ns := range []string{p.A, p.B} {
 		mustRun(t, "ip", "-n", ns, "link", "set", "lo", "up")
 	}
 	mustRun(t, "ip", "-n", p.A, "link", "set", va, "up")
 	mustRun(t, "ip", "-n", p.B, "link", "set", vb, "up")
+	if err := p.awaitLink(linkWait); err != nil {
+		t.Fatal(err)
+	}
 	return p
+}
+
+// linkWait bounds how long New waits for a fresh veth to carry packets.
+const linkWait = 20 * time.Second
+
+// awaitLink returns once a datagram has gone from B to A and back. The
+// kernel switches a veth's transmit queues on from a work queue after
+// "link up" returns; until then (milliseconds, longer on a loaded machine)
+// every packet is dropped, which a test would read as loss.
+func (p *Pair) awaitLink(wait time.Duration) error {
+	var a, b *net.UDPConn
+	if err := Do(p.A, func() (err error) {
+		a, err = net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(p.AddrA)})
+		return err
+	}); err != nil {
+		return fmt.Errorf("link probe: %w", err)
+	}
+	defer a.Close()
+	if err := Do(p.B, func() (err error) {
+		b, err = net.DialUDP("udp", nil, a.LocalAddr().(*net.UDPAddr))
+		return err
+	}); err != nil {
+		return fmt.Errorf("link probe: %w", err)
+	}
+	defer b.Close()
+	buf := make([]byte, 16)
+	deadline := time.Now().Add(wait)
+	for time.Now().Before(deadline) {
+		// Each try waits for its own answer; a lost one is sent again.
+		if _, err := b.Write([]byte("probe")); err != nil {
+			return fmt.Errorf("link probe: %w", err)
+		}
+		_ = a.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		_, from, err := a.ReadFromUDP(buf)
+		if err != nil {
+			continue
+		}
+		if _, err := a.WriteToUDP([]byte("back"), from); err != nil {
+			return fmt.Errorf("link probe: %w", err)
+		}
+		_ = b.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		if _, err := b.Read(buf); err == nil {
+			return nil
+		}
+	}
+	return fmt.Errorf("veth between %s and %s carried no probe within %v", p.A, p.B, wait)
 }
 
 func run(name string, args ...string) (string, error) {

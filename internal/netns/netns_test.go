@@ -162,3 +162,21 @@ func TestDelayRelay(t *testing.T) {
 		t.Fatalf("round trip %s, want at least the relay's 100 ms each way", rtt)
 	}
 }
+
+// New's link probe reports a link that carries nothing, and passes once it
+// carries again.
+func TestAwaitLink(t *testing.T) {
+	p := New(t)
+	if err := p.Partition(true); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.awaitLink(300 * time.Millisecond); err == nil {
+		t.Fatal("a partitioned link passed the probe")
+	}
+	if err := p.Partition(false); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.awaitLink(linkWait); err != nil {
+		t.Fatal(err)
+	}
+}
