@@ -65,7 +65,16 @@ public final class AgentLink implements Inbox.Listener {
 
     /** Says hello and starts reading the agent's lines on a thread of its own. */
     public void start(String name) throws IOException {
+        start(name, () -> {});
+    }
+
+    /**
+     * Says hello, runs ready, then starts reading the agent's lines on a thread of its own: what
+     * ready reports (the runner's "running") comes before anything the agent says.
+     */
+    public void start(String name, Runnable ready) throws IOException {
         write(router.hello(name).toString());
+        ready.run();
         inbox.addListener(this);
         reader = new Thread(this::readLoop, "rcsgate-agent-reader");
         reader.setDaemon(true);

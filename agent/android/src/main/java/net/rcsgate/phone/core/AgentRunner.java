@@ -186,13 +186,15 @@ public final class AgentRunner {
             StringBuilder lastErr = new StringBuilder();
             Thread err = pumpStderr(p, lastErr);
             try {
-                l.start(name);
-                List<String> d;
+                final List<String> d;
                 synchronized (this) {
                     d = dns;
                 }
-                if (d != null) l.network(d);
-                callbacks.onState(State.RUNNING, "");
+                final AgentLink hello = l;
+                hello.start(name, () -> {
+                    if (d != null) hello.network(d);
+                    callbacks.onState(State.RUNNING, "");
+                });
             } catch (IOException e) {
                 log.line("app: the agent did not take the hello: " + e.getMessage());
             }
