@@ -292,28 +292,28 @@ func (a *Agent) Deliver(ctx context.Context, in backend.Inbound) error {
 		}
 		return nil
 	}
-	if in.File != "" {
-		switch {
-		case m.Media != nil:
+	undo := func() {}
+	if in.File != "" && (m.Media != nil || m.Contact != nil) {
+		// Only a file with the backend's own stable ID may be moved: a
+		// retry must find it again under the same message id.
+		n, sum, u, err := a.keepPhoneMedia(in.File, m.ID, wire.MaxMediaSize, in.FileGiven && in.ID != "")
+		if err != nil {
+			return fmt.Errorf("agent: inbound file not stored (the phone keeps it): %w", err)
+		}
+		undo = u
+		if m.Media != nil {
 			md := *m.Media
-			n, sum, err := a.keepPhoneMedia(in.File, m.ID, wire.MaxMediaSize)
-			if err != nil {
-				return fmt.Errorf("agent: inbound file not stored (the phone keeps it): %w", err)
-			}
 			md.Size, md.SHA256 = n, sum
 			m.Media = &md
-		case m.Contact != nil:
+		} else {
 			c := *m.Contact
-			n, _, err := a.keepPhoneMedia(in.File, m.ID, wire.MaxMediaSize)
-			if err != nil {
-				return fmt.Errorf("agent: inbound avatar not stored (the phone keeps it): %w", err)
-			}
 			c.AvatarSize = n
 			m.Contact = &c
 		}
 	}
 	added, err := a.j.QueueOut(m)
 	if err != nil {
+		undo()
 		return fmt.Errorf("agent: inbound event not stored (the phone keeps it): %w", err)
 	}
 	if added {

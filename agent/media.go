@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/rcsgate/rcsgate/agent/backend"
@@ -37,27 +38,162 @@ func (a *Agent) mediaPath(prefix, id string) string {
 	return filepath.Join(a.mediaDir(), prefix+hex.EncodeToString(h[:16]))
 }
 
-// keepPhoneMedia copies src into the media directory as the bytes of phone
-// message id, fsync'd, and returns their size and SHA-256. It streams: a
-// 100 MB file never sits in memory. The copy is the kernel's
-// (copy_file_range where the filesystem has it), and the hash is taken
-// from the copy, while it is flushed to disk: it vouches for the bytes the
-// agent will serve.
-func (a *Agent) keepPhoneMedia(src, id string, max int64) (int64, string, error) {
+// keepPhoneMedia stores src in the media directory as the bytes of phone
+// message id, fsync'd, and returns their size and SHA-256, and undo, which
+// puts things back as they were when the message could not be queued after
+// all. A file the backend gave (Event.FileGiven) is moved there when it can
+// be (one rename, no copy: on a phone that spares a second copy of every
+// photo); otherwise it is copied. It streams: a 100 MB file never sits in
+// memory. A copy is the kernel's (copy_file_range where the filesystem has
+// it), and the hash is taken from the stored file, while it is flushed to
+// disk: it vouches for the bytes the agent will serve.
+func (a *Agent) keepPhoneMedia(src, id string, max int64, given bool) (n int64, sum string, undo func(), err error) {
+	dst := a.mediaPath("out-", id)
+	if given && a.mayTake(src) {
+		n, sum, err := a.takePhoneMedia(src, dst, max)
+		if err == nil {
+			return n, sum, func() { _ = os.Rename(dst, src) }, nil
+		}
+		if !errors.Is(err, errOtherFilesystem) {
+			return 0, "", nil, err
+		}
+		// On another filesystem: copied, and the given file removed once
+		// the message is queued (it is the agent's).
+		n, sum, err = a.copyPhoneMedia(src, dst, max)
+		if err != nil {
+			return 0, "", nil, err
+		}
+		_ = os.Remove(src)
+		return n, sum, func() { _ = os.Remove(dst) }, nil
+	}
+	n, sum, err = a.copyPhoneMedia(src, dst, max)
+	if err != nil {
+		return 0, "", nil, err
+	}
+	return n, sum, func() { _ = os.Remove(dst) }, nil
+}
+
+func (a *Agent) copyPhoneMedia(src, dst string, max int64) (int64, string, error) {
 	in, err := os.Open(src)
 	if err != nil {
 		return 0, "", fmt.Errorf("open phone file: %w", err)
 	}
 	defer in.Close()
-	n, sum, err := a.writeMedia(a.mediaPath("out-", id), io.LimitReader(in, max+1), true, true)
+	n, sum, err := a.writeMedia(dst, io.LimitReader(in, max+1), true, true)
 	if err != nil {
 		return 0, "", err
 	}
 	if n > max {
-		_ = os.Remove(a.mediaPath("out-", id))
+		_ = os.Remove(dst)
 		return 0, "", fmt.Errorf("phone file over the %d-byte limit", max)
 	}
 	return n, sum, nil
+}
+
+var errOtherFilesystem = errors.New("the given file is on another filesystem")
+
+// mayTake reports whether a given file may be moved: a regular file (not a
+// link to one) that is not one of the agent's own files (its identity and
+// journal in the state directory, the media directory), whatever a backend
+// says; anything else is copied. A path already empty may be a move the
+// agent made before it died (takePhoneMedia looks).
+func (a *Agent) mayTake(src string) bool {
+	if !filepath.IsAbs(src) {
+		return false
+	}
+	if fi, err := os.Lstat(src); err == nil && !fi.Mode().IsRegular() {
+		return false
+	}
+	dir, err := filepath.EvalSymlinks(filepath.Dir(src))
+	if err != nil {
+		return false
+	}
+	state, err := filepath.EvalSymlinks(a.cfg.StateDir)
+	if err != nil {
+		return false
+	}
+	return dir != state && dir != filepath.Join(state, mediaDirName)
+}
+
+// takePhoneMedia moves the regular file src to dst, then flushes and
+// hashes it. A src already gone with dst in place is a move made before
+// the agent died (Deliver again with the same ID). Anything else that
+// fails leaves src where it was.
+func (a *Agent) takePhoneMedia(src, dst string, max int64) (int64, string, error) {
+	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
+		return 0, "", fmt.Errorf("media dir: %w", err)
+	}
+	fi, err := os.Lstat(src)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		if _, serr := os.Lstat(dst); serr != nil {
+			return 0, "", fmt.Errorf("open phone file: %w", err)
+		}
+	case err != nil:
+		return 0, "", fmt.Errorf("open phone file: %w", err)
+	case !fi.Mode().IsRegular(): // swapped since mayTake
+		return 0, "", fmt.Errorf("phone file %s is not a regular file", filepath.Base(src))
+	case fi.Size() > max:
+		return 0, "", fmt.Errorf("phone file over the %d-byte limit", max)
+	default:
+		if err := os.Rename(src, dst); errors.Is(err, syscall.EXDEV) {
+			return 0, "", errOtherFilesystem
+		} else if err != nil {
+			return 0, "", fmt.Errorf("take phone file: %w", err)
+		}
+	}
+	// Checked again on the file now in the store: the backend may have
+	// swapped the path between the check and the move.
+	n, sum, err := syncAndHash(dst, max)
+	if err != nil {
+		_ = os.Rename(dst, src)
+		return 0, "", err
+	}
+	return n, sum, nil
+}
+
+// syncAndHash flushes the regular file at path (at most max bytes) and its
+// directory to disk and returns its size and SHA-256.
+func syncAndHash(path string, max int64) (int64, string, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return 0, "", fmt.Errorf("stored phone file: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, "", fmt.Errorf("stored phone file: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return 0, "", errors.New("stored phone file is not a regular file")
+	}
+	if fi.Size() > max {
+		return 0, "", fmt.Errorf("phone file over the %d-byte limit", max)
+	}
+	synced := make(chan error, 1)
+	go func() { synced <- f.Sync() }()
+	h := sha256.New()
+	n, err := io.CopyBuffer(h, f, make([]byte, mediaChunk))
+	if serr := <-synced; err == nil {
+		err = serr
+	}
+	if err == nil {
+		err = syncDir(filepath.Dir(path))
+	}
+	if err != nil {
+		return 0, "", fmt.Errorf("stored phone file: %w", err)
+	}
+	return n, hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// syncDir flushes a directory's entries (a rename into it) to disk.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 // mediaChunk is the buffer for hashing a stored file.

@@ -39,12 +39,20 @@ type Event struct {
 	Reason    string
 	Media     *wire.Media
 	// File holds media (or a contact's avatar) bytes. From the phone: a file
-	// the backend owns; the agent copies it before Deliver returns. To the
-	// phone: a file the agent owns, readable during Send.
-	File     string
-	Group    *wire.Group
-	Contact  *wire.Contact
-	Backfill bool // history from before pairing
+	// the backend owns; the agent copies it before Deliver returns (unless
+	// it is given). To the phone: a file the agent owns, readable during
+	// Send.
+	File string
+	// FileGiven (from the phone, with an ID): File is the agent's to take.
+	// The agent moves it into its store (a rename on one filesystem) instead
+	// of copying it, so the backend must not touch the path after Deliver
+	// starts: once Deliver returns nil it is gone; when Deliver fails it is
+	// back in place; if the agent dies in between, Deliver with the same ID
+	// finds it in the agent's store.
+	FileGiven bool
+	Group     *wire.Group
+	Contact   *wire.Contact
+	Backfill  bool // history from before pairing
 }
 
 // Inbound is an event from the phone.

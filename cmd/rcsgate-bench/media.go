@@ -128,7 +128,7 @@ type mediaMark struct{ hop, what string }
 
 var (
 	upMarks = []mediaMark{
-		{hoptrace.Delivered, "phone: file stored by the agent (copy, hash, fsync) and journaled"},
+		{hoptrace.Delivered, "phone: file stored by the agent (moved or copied, hashed, fsync'd) and journaled"},
 		{hoptrace.InRecv, "agent -> rcsgate: the message"},
 		{hoptrace.MediaUpStart, "rcsgate: portal event handling starts"},
 		{hoptrace.MediaUpDone, "agent -> QUIC -> rcsgate -> homeserver upload (streamed)"},

@@ -480,6 +480,12 @@ func TestDecodeLine(t *testing.T) {
 	if err := CheckEvent(ev); err != nil {
 		t.Fatal(err)
 	}
+	if ev.FileGiven {
+		t.Fatal("a file without give is given")
+	}
+	if l, err = DecodeLine([]byte(`{"type":"event","id":"sms-2","kind":"media","chat":"+12025550123","media":{"mime":"image/png"},"file":"/x/y","give":true}`)); err != nil || !l.Event().FileGiven {
+		t.Fatalf("give:true not read: %+v %v", l, err)
+	}
 	for _, bad := range []string{"", "null", "[]", "{}", `{"type":""}`, `{"type":1}`, "{", `"hello"`} {
 		if _, err := DecodeLine([]byte(bad)); !errors.Is(err, ErrMalformed) {
 			t.Errorf("DecodeLine(%q) = %v", bad, err)

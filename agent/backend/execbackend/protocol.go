@@ -63,6 +63,7 @@ type EventFields struct {
 	Group     *wire.Group   `json:"group,omitempty"`
 	Contact   *wire.Contact `json:"contact,omitempty"`
 	File      string        `json:"file,omitempty"` // absolute path of media or avatar bytes
+	Give      bool          `json:"give,omitempty"` // event: file is the agent's to take (backend.Event.FileGiven)
 	Backfill  bool          `json:"backfill,omitempty"`
 }
 
@@ -112,7 +113,7 @@ func fieldsOf(ev backend.Event) EventFields {
 		ID: ev.ID, Kind: ev.Kind, Chat: ev.Chat, From: ev.From, FromMe: ev.FromMe, Text: ev.Text,
 		Transport: ev.Transport, SIM: ev.SIM, ReplyTo: ev.ReplyTo, Target: ev.Target, Emoji: ev.Emoji,
 		State: ev.State, Reason: ev.Reason, Media: ev.Media, Group: ev.Group, Contact: ev.Contact,
-		File: ev.File, Backfill: ev.Backfill,
+		File: ev.File, Give: ev.FileGiven, Backfill: ev.Backfill,
 	}
 	if !ev.TS.IsZero() {
 		f.TS = ev.TS.UnixMilli()
@@ -126,7 +127,7 @@ func (f EventFields) Event() backend.Event {
 		ID: f.ID, Kind: f.Kind, Chat: f.Chat, From: f.From, FromMe: f.FromMe, Text: f.Text,
 		Transport: f.Transport, SIM: f.SIM, ReplyTo: f.ReplyTo, Target: f.Target, Emoji: f.Emoji,
 		State: f.State, Reason: f.Reason, Media: f.Media, Group: f.Group, Contact: f.Contact,
-		File: f.File, Backfill: f.Backfill,
+		File: f.File, FileGiven: f.Give, Backfill: f.Backfill,
 	}
 	if f.TS != 0 {
 		ev.TS = time.UnixMilli(f.TS)

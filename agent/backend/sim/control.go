@@ -87,7 +87,7 @@ func (req InjectRequest) event(dir string) (backend.Inbound, func(), error) {
 		if err != nil {
 			return in, cleanup, err
 		}
-		in.File = path
+		in.File, in.FileGiven = path, true
 		return in, func() { _ = os.Remove(path) }, nil
 	}
 	if req.Generate < 0 || req.Generate > wire.MaxMediaSize+1<<20 {
@@ -113,7 +113,7 @@ func (req InjectRequest) event(dir string) (backend.Inbound, func(), error) {
 		cleanup()
 		return in, func() {}, err
 	}
-	in.File = f.Name()
+	in.File, in.FileGiven = f.Name(), true // made for this event: the agent's to take
 	return in, cleanup, nil
 }
 
@@ -311,7 +311,7 @@ func (s *Sim) Handler(connected func() bool, token string) http.Handler {
 			writeJSON(w, http.StatusBadRequest, errorBody{err.Error()})
 			return
 		}
-		defer cleanup() // the agent copied the file before InjectEvent returned
+		defer cleanup() // the agent took or copied the file before InjectEvent returned
 		if err := s.InjectEvent(r.Context(), in); err != nil {
 			code := http.StatusBadRequest
 			if errors.Is(err, ErrNotStarted) || errors.Is(err, ErrClosed) || r.Context().Err() != nil {

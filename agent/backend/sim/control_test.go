@@ -277,7 +277,7 @@ func TestControlPhoneFiles(t *testing.T) {
 	if got := <-sink.bytes; !bytes.Equal(got, want) {
 		t.Fatalf("delivered %d bytes, not the file's %d pattern bytes", len(got), len(want))
 	}
-	if in := <-sink.c; in.Kind != wire.KindMedia {
+	if in := <-sink.c; in.Kind != wire.KindMedia || !in.FileGiven {
 		t.Fatalf("delivered %+v", in)
 	}
 	if _, err := os.Stat(filepath.Join(s.mediaDir, made.File)); !errors.Is(err, os.ErrNotExist) {

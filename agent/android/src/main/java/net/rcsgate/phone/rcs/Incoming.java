@@ -198,6 +198,7 @@ public final class Incoming {
             md.put("sha256", copy.sha256);
             o.put("media", md);
             o.put("file", copy.file.getAbsolutePath());
+            o.put("give", true); // the copy is the agent's: moved into its store, not copied again
             return new Event(o);
         } catch (IOException | RuntimeException | JSONException e) {
             if (dest.exists() && !dest.delete()) LOG.fine("a partial copy was not removed");

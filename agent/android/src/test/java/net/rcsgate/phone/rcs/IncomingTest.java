@@ -127,6 +127,7 @@ public class IncomingTest {
         assertEquals("look at this view", media.get(1).text());
         File f = new File(media.get(0).json.getString("file"));
         assertTrue(f.isAbsolute() && f.exists());
+        assertTrue("the copy is given to the agent, not lent", media.get(0).json.getBoolean("give"));
         // Once the agent took it (no waiting event names it), the copy goes.
         assertEquals(1, in.cleanMedia(Collections.singleton(new File(media.get(1).json.getString("file")).getAbsolutePath())));
         assertFalse(f.exists());
