@@ -503,13 +503,14 @@ func (a *Agent) connectOnce(ctx context.Context, pr *prober) (welcomedAt time.Ti
 	var cc *chanConn
 	var stream *quic.Stream
 	var sentEarly int
+	var helloIn0RTT bool
 	for redials := 0; ; redials++ {
 		cc, err = dialChannel(ctx, addrs, tlsConf, &mismatch, a.cfg.HandshakeTimeout, pr)
 		if err != nil {
 			return time.Time{}, addrs, err
 		}
 		hctx, cancel := context.WithTimeout(ctx, a.cfg.HandshakeTimeout)
-		stream, sentEarly, err = cc.hello(hctx, hello, firstMsgs, &mismatch, pr)
+		stream, sentEarly, helloIn0RTT, err = cc.hello(hctx, hello, firstMsgs, &mismatch, pr)
 		cancel()
 		if err == nil {
 			break
@@ -544,7 +545,7 @@ func (a *Agent) connectOnce(ctx context.Context, pr *prober) (welcomedAt time.Ti
 	pr.stop()
 	d := a.j.Depth()
 	log.Info().Int("out", d.Out).Int("in", d.In).Int("status", d.Status).
-		Bool("resumed_0rtt", cc.conn.ConnectionState().Used0RTT).Int("sent_in_0rtt", sentEarly).
+		Bool("resumed_0rtt", cc.conn.ConnectionState().Used0RTT).Bool("hello_in_0rtt", helloIn0RTT).Int("sent_in_0rtt", sentEarly).
 		Bool("status_acks", statusAcks).Msg("connected")
 
 	a.curConn.Store(cc)

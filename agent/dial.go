@@ -274,12 +274,14 @@ func dialEarly(ctx context.Context, raddr *net.UDPAddr, tlsConf *tls.Config, per
 // and messages keyed by their ids, which the server bridges once however
 // often they arrive. If the server rejected 0-RTT, none of it arrived, so the
 // Hello is sent again on the now complete connection and sentEarly is 0;
-// otherwise sentEarly is how many of first went out.
+// otherwise sentEarly is how many of first went out. inZeroRTT says whether
+// the Hello went as accepted 0-RTT data (not when the handshake, resumed
+// over a fast path, was complete before the Hello was written).
 //
 // With 0-RTT, DialEarly returns before any packet came back, so a network
 // outage shows up here: when pr reports the server answering again while
 // the handshake still waits, hello returns errRedial.
-func (c *chanConn) hello(ctx context.Context, h wire.Hello, first []wire.Message, mismatch *atomic.Bool, pr *prober) (st *quic.Stream, sentEarly int, err error) {
+func (c *chanConn) hello(ctx context.Context, h wire.Hello, first []wire.Message, mismatch *atomic.Bool, pr *prober) (st *quic.Stream, sentEarly int, inZeroRTT bool, err error) {
 	early := false
 	select {
 	case <-c.conn.HandshakeComplete():
@@ -309,7 +311,7 @@ func (c *chanConn) hello(ctx context.Context, h wire.Hello, first []wire.Message
 	w := newRedialWatch(pr)
 	st, err = send(first)
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, false, err
 	}
 handshake:
 	for {
@@ -318,29 +320,29 @@ handshake:
 			break handshake
 		case <-c.conn.Context().Done(): // the handshake failed
 			if mismatch.Load() {
-				return nil, 0, ErrPinMismatch
+				return nil, 0, false, ErrPinMismatch
 			}
-			return nil, 0, fmt.Errorf("handshake: %w", context.Cause(c.conn.Context()))
+			return nil, 0, false, fmt.Errorf("handshake: %w", context.Cause(c.conn.Context()))
 		case <-ctx.Done():
-			return nil, 0, fmt.Errorf("handshake: %w", context.Cause(ctx))
+			return nil, 0, false, fmt.Errorf("handshake: %w", context.Cause(ctx))
 		case <-w.answered():
 			if w.onAnswer() {
-				return nil, 0, errRedial
+				return nil, 0, false, errRedial
 			}
 		case <-w.graceOver():
-			return nil, 0, errRedial
+			return nil, 0, false, errRedial
 		}
 	}
 	if early && !c.conn.ConnectionState().Used0RTT {
 		conn, err := c.conn.NextConnection(ctx)
 		if err != nil {
-			return nil, 0, fmt.Errorf("after 0-RTT rejection: %w", err)
+			return nil, 0, false, fmt.Errorf("after 0-RTT rejection: %w", err)
 		}
 		c.conn = conn
 		if st, err = send(nil); err != nil {
-			return nil, 0, err
+			return nil, 0, false, err
 		}
-		return st, 0, nil
+		return st, 0, false, nil
 	}
-	return st, len(first), nil
+	return st, len(first), early, nil
 }
