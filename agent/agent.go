@@ -290,6 +290,11 @@ func (a *Agent) Deliver(ctx context.Context, in backend.Inbound) error {
 		if done {
 			a.log.Info().Str("id", m.ID).Msg("phone handed an event again; already delivered")
 		}
+		if in.FileGiven && in.ID != "" && in.File != "" && a.mayTake(in.File) {
+			// Given again with an event the agent has: the file is the
+			// agent's, and it needs no second copy.
+			_ = os.Remove(in.File)
+		}
 		return nil
 	}
 	undo := func() {}

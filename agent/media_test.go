@@ -129,6 +129,49 @@ func TestGivenPhoneFiles(t *testing.T) {
 	}
 }
 
+// An event offered again with a given file (its ack was lost): the agent
+// has the message, so the file goes; a lent one stays the backend's.
+func TestGivenFileOfAKnownEvent(t *testing.T) {
+	state := t.TempDir()
+	a, err := New(Config{StateDir: state, Backend: &gatePhone{}, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	dir := filepath.Join(state, "exec")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	offer := func(name string, given bool) string {
+		t.Helper()
+		src := filepath.Join(dir, name)
+		if err := os.WriteFile(src, []byte("bytes"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		in := backend.Inbound{ID: "k1", Kind: wire.KindMedia, Chat: quietNumber, From: quietNumber,
+			Media: &wire.Media{Name: "a.bin", Mime: "application/octet-stream"}, File: src, FileGiven: given}
+		if err := a.Deliver(t.Context(), in); err != nil {
+			t.Fatal(err)
+		}
+		return src
+	}
+	offer("first.bin", true)
+	if src := offer("lent-again.bin", false); !fileExists(src) {
+		t.Fatal("a lent file of a known event was removed")
+	}
+	if src := offer("given-again.bin", true); fileExists(src) {
+		t.Fatal("a given file of a known event was left behind")
+	}
+	if a.Pending() != 1 {
+		t.Fatalf("pending %d, want 1", a.Pending())
+	}
+}
+
+func fileExists(p string) bool {
+	_, err := os.Lstat(p)
+	return err == nil
+}
+
 // Only a regular file within the limit is moved; a bigger one stays where
 // it was.
 func TestTakePhoneMediaLimit(t *testing.T) {
