@@ -297,30 +297,31 @@ func (a *Agent) Deliver(ctx context.Context, in backend.Inbound) error {
 		}
 		return nil
 	}
-	undo := func() {}
+	kept := keptMedia{done: func() {}, undo: func() {}}
 	if in.File != "" && (m.Media != nil || m.Contact != nil) {
 		// Only a file with the backend's own stable ID may be moved: a
 		// retry must find it again under the same message id.
-		n, sum, u, err := a.keepPhoneMedia(in.File, m.ID, wire.MaxMediaSize, in.FileGiven && in.ID != "")
+		var err error
+		kept, err = a.keepPhoneMedia(in.File, m.ID, wire.MaxMediaSize, in.FileGiven && in.ID != "")
 		if err != nil {
 			return fmt.Errorf("agent: inbound file not stored (the phone keeps it): %w", err)
 		}
-		undo = u
 		if m.Media != nil {
 			md := *m.Media
-			md.Size, md.SHA256 = n, sum
+			md.Size, md.SHA256 = kept.n, kept.sum
 			m.Media = &md
 		} else {
 			c := *m.Contact
-			c.AvatarSize = n
+			c.AvatarSize = kept.n
 			m.Contact = &c
 		}
 	}
 	added, err := a.j.QueueOut(m)
 	if err != nil {
-		undo()
+		kept.undo()
 		return fmt.Errorf("agent: inbound event not stored (the phone keeps it): %w", err)
 	}
+	kept.done()
 	if added {
 		hoptrace.Mark(hoptrace.Delivered, m.ID)
 		a.log.Debug().Str("id", m.ID).Str("kind", m.Kind).Str("chat", redact.Number(m.Chat)).Int("len", len(m.Text)).Msg("queued inbound event")

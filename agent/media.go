@@ -38,39 +38,47 @@ func (a *Agent) mediaPath(prefix, id string) string {
 	return filepath.Join(a.mediaDir(), prefix+hex.EncodeToString(h[:16]))
 }
 
+// keptMedia is a phone file in the agent's store: its size and SHA-256,
+// what to do once its message is queued (done) and how to put things back
+// when it could not be (undo).
+type keptMedia struct {
+	n          int64
+	sum        string
+	done, undo func()
+}
+
 // keepPhoneMedia stores src in the media directory as the bytes of phone
-// message id, fsync'd, and returns their size and SHA-256, and undo, which
-// puts things back as they were when the message could not be queued after
-// all. A file the backend gave (Event.FileGiven) is moved there when it can
-// be (one rename, no copy: on a phone that spares a second copy of every
-// photo); otherwise it is copied. It streams: a 100 MB file never sits in
-// memory. A copy is the kernel's (copy_file_range where the filesystem has
-// it), and the hash is taken from the stored file, while it is flushed to
-// disk: it vouches for the bytes the agent will serve.
-func (a *Agent) keepPhoneMedia(src, id string, max int64, given bool) (n int64, sum string, undo func(), err error) {
+// message id, fsync'd. A file the backend gave (Event.FileGiven) is moved
+// there when it can be (one rename, no copy: on a phone that spares a
+// second copy of every photo); otherwise it is copied. It streams: a 100 MB
+// file never sits in memory. A copy is the kernel's (copy_file_range where
+// the filesystem has it), and the hash is taken from the stored file, while
+// it is flushed to disk: it vouches for the bytes the agent will serve.
+func (a *Agent) keepPhoneMedia(src, id string, max int64, given bool) (keptMedia, error) {
 	dst := a.mediaPath("out-", id)
+	nothing := func() {}
+	removeCopy := func() { _ = os.Remove(dst) }
 	if given && a.mayTake(src) {
 		n, sum, err := a.takePhoneMedia(src, dst, max)
 		if err == nil {
-			return n, sum, func() { _ = os.Rename(dst, src) }, nil
+			return keptMedia{n, sum, nothing, func() { _ = os.Rename(dst, src) }}, nil
 		}
 		if !errors.Is(err, errOtherFilesystem) {
-			return 0, "", nil, err
+			return keptMedia{}, err
 		}
 		// On another filesystem: copied, and the given file removed once
 		// the message is queued (it is the agent's).
 		n, sum, err = a.copyPhoneMedia(src, dst, max)
 		if err != nil {
-			return 0, "", nil, err
+			return keptMedia{}, err
 		}
-		_ = os.Remove(src)
-		return n, sum, func() { _ = os.Remove(dst) }, nil
+		return keptMedia{n, sum, func() { _ = os.Remove(src) }, removeCopy}, nil
 	}
-	n, sum, err = a.copyPhoneMedia(src, dst, max)
+	n, sum, err := a.copyPhoneMedia(src, dst, max)
 	if err != nil {
-		return 0, "", nil, err
+		return keptMedia{}, err
 	}
-	return n, sum, func() { _ = os.Remove(dst) }, nil
+	return keptMedia{n, sum, nothing, removeCopy}, nil
 }
 
 func (a *Agent) copyPhoneMedia(src, dst string, max int64) (int64, string, error) {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 
 	"github.com/rs/zerolog"
@@ -170,6 +171,48 @@ func TestGivenFileOfAKnownEvent(t *testing.T) {
 func fileExists(p string) bool {
 	_, err := os.Lstat(p)
 	return err == nil
+}
+
+// A given file on another filesystem is copied; it goes once the message
+// is queued and stays when it is not.
+func TestGivenFileOnAnotherFilesystem(t *testing.T) {
+	other, err := os.MkdirTemp("/dev/shm", "rcsgate-given-")
+	if err != nil {
+		t.Skipf("no second filesystem at /dev/shm: %v", err)
+	}
+	t.Cleanup(func() { os.RemoveAll(other) })
+	state := t.TempDir()
+	var a, b syscall.Stat_t
+	if syscall.Stat(other, &a) != nil || syscall.Stat(state, &b) != nil || a.Dev == b.Dev {
+		t.Skip("/dev/shm is on the same filesystem as the test's temporary directory")
+	}
+	ag, err := New(Config{StateDir: state, Backend: &gatePhone{}, Log: zerolog.Nop(), OutboxLimit: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ag.Close() })
+	offer := func(id string) (string, error) {
+		src := filepath.Join(other, id+".bin")
+		if err := os.WriteFile(src, []byte("bytes of "+id), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return src, ag.Deliver(t.Context(), backend.Inbound{ID: id, Kind: wire.KindMedia, Chat: quietNumber, From: quietNumber,
+			Media: &wire.Media{Name: "a.bin", Mime: "application/octet-stream"}, File: src, FileGiven: true})
+	}
+	src, err := offer("k1")
+	if err != nil || fileExists(src) {
+		t.Fatalf("queued: %v; given file still there: %v", err, fileExists(src))
+	}
+	if got, err := os.ReadFile(ag.mediaPath("out-", backend.WireID("k1"))); err != nil || string(got) != "bytes of k1" {
+		t.Fatalf("the store's copy: %q %v", got, err)
+	}
+	src, err = offer("k2") // the outbox holds one: not queued
+	if !errors.Is(err, ErrOutboxFull) || !fileExists(src) {
+		t.Fatalf("not queued: %v; given file kept: %v", err, fileExists(src))
+	}
+	if fileExists(ag.mediaPath("out-", backend.WireID("k2"))) {
+		t.Fatal("the store kept a copy of a message not queued")
+	}
 }
 
 // Only a regular file within the limit is moved; a bigger one stays where
