@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/rcsgate/rcsgate/agent/backend"
+	"github.com/rcsgate/rcsgate/internal/atomicfile"
 	"github.com/rcsgate/rcsgate/internal/hoptrace"
 	"github.com/rcsgate/rcsgate/internal/wire"
 )
@@ -93,12 +94,14 @@ func (a *Agent) copyPhoneMedia(src, dst string, max int64) (int64, string, error
 	}
 	if n > max {
 		_ = os.Remove(dst)
-		return 0, "", fmt.Errorf("phone file over the %d-byte limit", max)
+		return 0, "", overLimit(max)
 	}
 	return n, sum, nil
 }
 
 var errOtherFilesystem = errors.New("the given file is on another filesystem")
+
+func overLimit(max int64) error { return fmt.Errorf("phone file over the %d-byte limit", max) }
 
 // mayTake reports whether a given file may be moved: a regular file (not a
 // link to one) that is not one of the agent's own files (its identity and
@@ -142,7 +145,7 @@ func (a *Agent) takePhoneMedia(src, dst string, max int64) (int64, string, error
 	case !fi.Mode().IsRegular(): // swapped since mayTake
 		return 0, "", fmt.Errorf("phone file %s is not a regular file", filepath.Base(src))
 	case fi.Size() > max:
-		return 0, "", fmt.Errorf("phone file over the %d-byte limit", max)
+		return 0, "", overLimit(max)
 	default:
 		if err := os.Rename(src, dst); errors.Is(err, syscall.EXDEV) {
 			return 0, "", errOtherFilesystem
@@ -176,32 +179,16 @@ func syncAndHash(path string, max int64) (int64, string, error) {
 		return 0, "", errors.New("stored phone file is not a regular file")
 	}
 	if fi.Size() > max {
-		return 0, "", fmt.Errorf("phone file over the %d-byte limit", max)
+		return 0, "", overLimit(max)
 	}
-	synced := make(chan error, 1)
-	go func() { synced <- f.Sync() }()
-	h := sha256.New()
-	n, err := io.CopyBuffer(h, f, make([]byte, mediaChunk))
-	if serr := <-synced; err == nil {
-		err = serr
-	}
+	n, sum, err := flushAndHash(f, fi.Size(), true, true)
 	if err == nil {
-		err = syncDir(filepath.Dir(path))
+		err = atomicfile.SyncDir(filepath.Dir(path))
 	}
 	if err != nil {
 		return 0, "", fmt.Errorf("stored phone file: %w", err)
 	}
-	return n, hex.EncodeToString(h.Sum(nil)), nil
-}
-
-// syncDir flushes a directory's entries (a rename into it) to disk.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return n, sum, nil
 }
 
 // mediaChunk is the buffer for hashing a stored file.
@@ -221,21 +208,7 @@ func (a *Agent) writeMedia(path string, r io.Reader, durable, withSum bool) (int
 	n, err := io.Copy(tmp, r)
 	var sum string
 	if err == nil {
-		synced := make(chan error, 1)
-		if durable {
-			go func() { synced <- tmp.Sync() }()
-		} else {
-			synced <- nil
-		}
-		if withSum {
-			h := sha256.New()
-			if _, err = io.CopyBuffer(h, io.NewSectionReader(tmp, 0, n), make([]byte, mediaChunk)); err == nil {
-				sum = hex.EncodeToString(h.Sum(nil))
-			}
-		}
-		if serr := <-synced; err == nil {
-			err = serr
-		}
+		_, sum, err = flushAndHash(tmp, n, durable, withSum)
 	}
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
@@ -248,6 +221,31 @@ func (a *Agent) writeMedia(path string, r io.Reader, durable, withSum bool) (int
 		return 0, "", fmt.Errorf("media file: %w", err)
 	}
 	return n, sum, nil
+}
+
+// flushAndHash fsyncs f (if durable) while it hashes f's first n bytes (if
+// withSum): the hash is read back from the page cache as the bytes go to
+// disk. It returns how many bytes it hashed.
+func flushAndHash(f *os.File, n int64, durable, withSum bool) (int64, string, error) {
+	synced := make(chan error, 1)
+	if durable {
+		go func() { synced <- f.Sync() }()
+	} else {
+		synced <- nil
+	}
+	var read int64
+	var sum string
+	var err error
+	if withSum {
+		h := sha256.New()
+		if read, err = io.CopyBuffer(h, io.NewSectionReader(f, 0, n), make([]byte, mediaChunk)); err == nil {
+			sum = hex.EncodeToString(h.Sum(nil))
+		}
+	}
+	if serr := <-synced; err == nil {
+		err = serr
+	}
+	return read, sum, err
 }
 
 // openPhoneMedia serves the server's MediaGet for a phone message. A file's

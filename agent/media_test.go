@@ -81,8 +81,7 @@ func TestGivenPhoneFiles(t *testing.T) {
 			if err := os.WriteFile(data, body, 0o600); err != nil {
 				t.Fatal(err)
 			}
-			in := backend.Inbound{ID: tc.id, Kind: wire.KindMedia, Chat: quietNumber, From: quietNumber,
-				Media: &wire.Media{Name: "photo.bin", Mime: "application/octet-stream"}, File: src, FileGiven: tc.given}
+			in := fileEvent(tc.id, src, tc.given)
 			if tc.crash {
 				if err := os.MkdirAll(a.mediaDir(), 0o700); err != nil {
 					t.Fatal(err)
@@ -149,9 +148,7 @@ func TestGivenFileOfAKnownEvent(t *testing.T) {
 		if err := os.WriteFile(src, []byte("bytes"), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		in := backend.Inbound{ID: "k1", Kind: wire.KindMedia, Chat: quietNumber, From: quietNumber,
-			Media: &wire.Media{Name: "a.bin", Mime: "application/octet-stream"}, File: src, FileGiven: given}
-		if err := a.Deliver(t.Context(), in); err != nil {
+		if err := a.Deliver(t.Context(), fileEvent("k1", src, given)); err != nil {
 			t.Fatal(err)
 		}
 		return src
@@ -166,6 +163,12 @@ func TestGivenFileOfAKnownEvent(t *testing.T) {
 	if a.Pending() != 1 {
 		t.Fatalf("pending %d, want 1", a.Pending())
 	}
+}
+
+// fileEvent is a phone file message from the quiet contact.
+func fileEvent(id, src string, given bool) backend.Inbound {
+	return backend.Inbound{ID: id, Kind: wire.KindMedia, Chat: quietNumber, From: quietNumber,
+		Media: &wire.Media{Name: filepath.Base(src), Mime: "application/octet-stream"}, File: src, FileGiven: given}
 }
 
 func fileExists(p string) bool {
@@ -196,8 +199,7 @@ func TestGivenFileOnAnotherFilesystem(t *testing.T) {
 		if err := os.WriteFile(src, []byte("bytes of "+id), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		return src, ag.Deliver(t.Context(), backend.Inbound{ID: id, Kind: wire.KindMedia, Chat: quietNumber, From: quietNumber,
-			Media: &wire.Media{Name: "a.bin", Mime: "application/octet-stream"}, File: src, FileGiven: true})
+		return src, ag.Deliver(t.Context(), fileEvent(id, src, true))
 	}
 	src, err := offer("k1")
 	if err != nil || fileExists(src) {

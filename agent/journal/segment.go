@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/rcsgate/rcsgate/internal/atomicfile"
 )
 
 // A journal directory holds one live segment, NNNNNNNNNNNNNNNN.jnl (16 hex
@@ -206,13 +208,8 @@ func syncDir(dir string, noSync bool) error {
 	if noSync {
 		return nil
 	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("journal: open directory for fsync: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("journal: fsync directory %s: %w", dir, err)
+	if err := atomicfile.SyncDir(dir); err != nil {
+		return fmt.Errorf("journal: %w", err)
 	}
 	return nil
 }

@@ -36,3 +36,17 @@ func Write(path string, data []byte, mode os.FileMode) error {
 	}
 	return nil
 }
+
+// SyncDir flushes a directory's entries to disk: a file renamed or created
+// in it survives a power cut only once its directory is synced.
+func SyncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("open directory %s for fsync: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("fsync directory %s: %w", dir, err)
+	}
+	return nil
+}
