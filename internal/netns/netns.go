@@ -88,6 +88,25 @@ func New(t testing.TB) *Pair {
 	return p
 }
 
+// openUDPPair opens a UDP socket on AddrA in A and one in B connected to
+// it.
+func (p *Pair) openUDPPair() (a, b *net.UDPConn, err error) {
+	if err := Do(p.A, func() (err error) {
+		a, err = net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(p.AddrA)})
+		return err
+	}); err != nil {
+		return nil, nil, err
+	}
+	if err := Do(p.B, func() (err error) {
+		b, err = net.DialUDP("udp", nil, a.LocalAddr().(*net.UDPAddr))
+		return err
+	}); err != nil {
+		a.Close()
+		return nil, nil, err
+	}
+	return a, b, nil
+}
+
 // linkWait bounds how long New waits for a fresh veth to carry packets.
 const linkWait = 20 * time.Second
 
@@ -96,20 +115,11 @@ const linkWait = 20 * time.Second
 // "link up" returns; until then (milliseconds, longer on a loaded machine)
 // every packet is dropped, which a test would read as loss.
 func (p *Pair) awaitLink(wait time.Duration) error {
-	var a, b *net.UDPConn
-	if err := Do(p.A, func() (err error) {
-		a, err = net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(p.AddrA)})
-		return err
-	}); err != nil {
+	a, b, err := p.openUDPPair()
+	if err != nil {
 		return fmt.Errorf("link probe: %w", err)
 	}
 	defer a.Close()
-	if err := Do(p.B, func() (err error) {
-		b, err = net.DialUDP("udp", nil, a.LocalAddr().(*net.UDPAddr))
-		return err
-	}); err != nil {
-		return fmt.Errorf("link probe: %w", err)
-	}
 	defer b.Close()
 	buf := make([]byte, 16)
 	deadline := time.Now().Add(wait)

@@ -13,20 +13,11 @@ import (
 // the veth address.
 func udpPair(t *testing.T, p *Pair) (a, b *net.UDPConn) {
 	t.Helper()
-	if err := Do(p.A, func() (err error) {
-		a, err = net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(p.AddrA)})
-		return err
-	}); err != nil {
+	a, b, err := p.openUDPPair()
+	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { a.Close() })
-	if err := Do(p.B, func() (err error) {
-		b, err = net.DialUDP("udp", nil, a.LocalAddr().(*net.UDPAddr))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
+	t.Cleanup(func() { a.Close(); b.Close() })
 	return a, b
 }
 
