@@ -113,10 +113,13 @@ namespaces:
 				// catch-up finds them; see README). Its log says so only
 				// when the ack floor is past the stream's end; when only
 				// the delivered position is, nothing comes, ever.
+				if jetstreamLostItsSequence(again.LogPath()) {
+					t.Skip("Dendrite 0.13.8: JetStream restored a stream behind its consumers' ack floor; the queue's next events are not pushed")
+				}
 				wctx, cancel := context.WithTimeout(ctx, dendriteQueueWait)
 				defer cancel()
 				if !seenBy(wctx, as.seen, after.EventID) {
-					t.Skipf("Dendrite 0.13.8: after its SIGKILL, JetStream did not hand on a message sent after the restart within %v (log shows the lost sequence: %v); the queued one arrived", dendriteQueueWait, jetstreamLostItsSequence(again.LogPath()))
+					t.Skipf("Dendrite 0.13.8: after its SIGKILL, JetStream did not hand on a message sent after the restart within %v; the queued one arrived", dendriteQueueWait)
 				}
 				return
 			}
