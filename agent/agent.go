@@ -286,11 +286,14 @@ func (a *Agent) Deliver(ctx context.Context, in backend.Inbound) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	// Only a file with the backend's own stable ID may be moved: a retry
+	// must find it again under the same message id.
+	given := in.FileGiven && in.ID != "" && in.File != ""
 	if _, done, known := a.j.LookupOut(m.ID); known {
 		if done {
 			a.log.Info().Str("id", m.ID).Msg("phone handed an event again; already delivered")
 		}
-		if in.FileGiven && in.ID != "" && in.File != "" && a.mayTake(in.File) {
+		if given && a.mayTake(in.File) {
 			// Given again with an event the agent has: the file is the
 			// agent's, and it needs no second copy.
 			_ = os.Remove(in.File)
@@ -299,10 +302,8 @@ func (a *Agent) Deliver(ctx context.Context, in backend.Inbound) error {
 	}
 	kept := keptMedia{done: func() {}, undo: func() {}}
 	if in.File != "" && (m.Media != nil || m.Contact != nil) {
-		// Only a file with the backend's own stable ID may be moved: a
-		// retry must find it again under the same message id.
 		var err error
-		kept, err = a.keepPhoneMedia(in.File, m.ID, wire.MaxMediaSize, in.FileGiven && in.ID != "")
+		kept, err = a.keepPhoneMedia(in.File, m.ID, wire.MaxMediaSize, given)
 		if err != nil {
 			return fmt.Errorf("agent: inbound file not stored (the phone keeps it): %w", err)
 		}
